@@ -1,0 +1,44 @@
+# bof: every set-up step a fresh machine needs lives here.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision are pinned here (not in pyproject) to the builds this lab keeps on disk.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-all lint tensorboard bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install bof (editable) with its dependencies
+
+train: $(STAMP)  ## train the default config (narrow YOLOv3, synthetic data, CPU) and print its VOC07 mAP
+	$(VENV)/bin/bof-train $(ARGS)
+
+test: $(STAMP)  ## run the fast test suite
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+test-all: $(STAMP)  ## run every test, the slow end-to-end runs included
+	$(PY) -m pytest -q $(ARGS)
+
+lint: $(STAMP)  ## ruff check + format check
+	$(VENV)/bin/ruff check src scripts tests
+	$(VENV)/bin/ruff format --check src scripts tests
+
+tensorboard: $(STAMP)  ## serve the TensorBoard of every run under outputs/ and multirun/
+	$(VENV)/bin/tensorboard --logdir outputs --bind_all
+
+bench: $(STAMP)  ## training-throughput benchmark (scripts/bench_train.py)
+	$(PY) scripts/bench_train.py $(ARGS)
+
+clean:  ## remove caches (keeps .venv and outputs/)
+	rm -rf .pytest_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,96 @@
+"""Batches of *sample keys*: the main process decides, per sample, everything random that must be
+consistent or reproducible, and the data loader workers only execute it.
+
+A key carries the dataset index, the square input size of its batch (one size per batch, a function of
+the global iteration, so random shapes agree across workers and processes without communication) and a
+per-sample seed from (seed, rank, iteration, position). Because the decision travels with the key,
+per-epoch switches reach persistent workers (the GluonCV mixup bug cannot happen), augmentation
+randomness differs per sample, rank and worker, and a resumed run sees the same stream as an
+uninterrupted one whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler
+
+
+class SampleKey(NamedTuple):
+    index: int
+    size: int
+    seed: int
+
+
+def sample_seed(seed: int, rank: int, iteration: int, position: int) -> int:
+    """A 63-bit seed for (seed, rank, iteration, position in the batch), well mixed by numpy's SeedSequence."""
+    return int(np.random.SeedSequence([seed, rank, iteration, position]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class KeyedBatchSampler(Sampler[list[SampleKey]]):
+    """Wraps a sampler into batches of SampleKey. ``size_for_iteration(global_iteration) -> int``."""
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, size_for_iteration: Callable[[int], int],
+                 seed: int = 0, rank: int = 0, drop_last: bool = True):
+        self.batches = BatchSampler(sampler, batch_size, drop_last)
+        self.size_for_iteration, self.seed, self.rank = size_for_iteration, seed, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.batches.sampler, "set_epoch"):
+            self.batches.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        first = self.epoch * len(self)
+        for i, batch in enumerate(self.batches):
+            iteration = first + i
+            size = self.size_for_iteration(iteration)
+            yield [SampleKey(index, size, sample_seed(self.seed, self.rank, iteration, j)) for j, index in enumerate(batch)]
+
+
+class KeyedDataset(Dataset):
+    """Applies ``transform(image, target, size)`` to ``dataset[key.index]`` under the key's own seed.
+
+    The global torch RNG is forked so that with ``num_workers=0`` the main process's RNG is untouched.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: SampleKey):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(key.seed)
+            image, target = self.dataset[key.index]
+            return self.transform(image, target, key.size)
+
+
+def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
+    """-> images uint8 [B, 3, S, S], list of B target dicts."""
+    images, targets = zip(*batch, strict=True)
+    return torch.stack(images), list(targets)
+
+
+def build_data_loader(dataset: Dataset, transform: Callable, batch_size: int, size_for_iteration: Callable[[int], int],
+                      shuffle: bool, seed: int, num_workers: int, rank: int = 0, world_size: int = 1,
+                      drop_last: bool = True) -> torch.utils.data.DataLoader:
+    """DataLoader over ``dataset`` yielding (uint8 images, targets); the batch size is per process.
+
+    DistributedSampler is used for one process too: its order is a pure function of (seed, epoch).
+    """
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                                 drop_last=drop_last and shuffle)
+    batch_sampler = KeyedBatchSampler(sampler, batch_size, size_for_iteration, seed, rank, drop_last)
+    return torch.utils.data.DataLoader(
+        KeyedDataset(dataset, transform), batch_sampler=batch_sampler, num_workers=num_workers,
+        collate_fn=collate, persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
+    )

@@ -1,0 +1,111 @@
+"""The training and evaluation loops: plain functions, no Trainer class (torchvision references, DETR)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from bof.data.transforms import normalize_batch
+from bof.data.voc import xyxy_to_voc
+from bof.evaluation.voc_eval import VOCEvaluator
+from bof.visualize import draw_detections
+
+log = logging.getLogger(__name__)
+
+
+def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.device, channels_last: bool):
+    """uint8 images -> normalised float on the device; target tensors moved alongside."""
+    images = normalize_batch(images.to(device, non_blocking=True))
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def train_one_epoch(model, criterion, data_loader, optimizer, lr_scheduler, scaler, device: torch.device, epoch: int,
+                    writer: SummaryWriter | None = None, amp: bool = False, channels_last: bool = False,
+                    grad_clip: float | None = None, show_progress: bool = True) -> dict:
+    """One pass over ``data_loader``; the LR scheduler steps every iteration. Returns mean losses and images/s."""
+    model.train()
+    totals, num_images, start = defaultdict(float), 0, time.perf_counter()
+    iters_per_epoch = len(data_loader)
+    progress = tqdm(data_loader, desc=f"epoch {epoch}", leave=False, disable=not show_progress, dynamic_ncols=True)
+    for i, (images, targets) in enumerate(progress):
+        step = epoch * iters_per_epoch + i
+        images, targets = prepare_batch(images, targets, device, channels_last)
+        input_size = tuple(images.shape[-2:])
+        with torch.autocast(device.type, enabled=amp):
+            outputs = model(images)
+        losses = criterion(outputs, targets, input_size)
+        loss = losses["loss"]
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} iteration {i}: {_as_floats(losses)}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        lr = optimizer.param_groups[0]["lr"]
+        lr_scheduler.step()
+
+        values = _as_floats(losses)
+        for k, v in values.items():
+            totals[k] += v
+        num_images += len(images)
+        if writer is not None:
+            writer.add_scalar("train/lr", lr, step)
+            writer.add_scalar("train/input_size", input_size[0], step)
+            for k, v in values.items():
+                writer.add_scalar(f"train/{k}", v, step)
+        images_per_s = num_images / (time.perf_counter() - start)
+        progress.set_postfix(loss=f"{values['loss']:.2f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}", refresh=False)
+    elapsed = time.perf_counter() - start
+    metrics = {k: v / max(iters_per_epoch, 1) for k, v in totals.items()}
+    metrics["images_per_s"] = num_images / max(elapsed, 1e-9)
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(model, postprocess, data_loader, device: torch.device, class_names, use_07_metric: bool = True,
+             channels_last: bool = False, amp: bool = False, num_images_to_draw: int = 0,
+             show_progress: bool = True) -> tuple[dict, VOCEvaluator, list[torch.Tensor]]:
+    """VOC mAP of ``model`` on the loader's dataset (a KeyedDataset over a VOCDetection).
+
+    Detections are mapped from the square network input back to the original image frame and then to
+    VOC's 1-based inclusive coordinates, and compared with the raw XML annotations (difficult marked).
+    Returns (metrics, evaluator holding the detections, drawn images uint8 [3, S, S]).
+    """
+    model.eval()
+    voc = data_loader.dataset.dataset
+    evaluator = VOCEvaluator(class_names, use_07_metric=use_07_metric)
+    for index in range(len(voc)):
+        annotation = voc.get_annotation(index)
+        evaluator.add_ground_truth(voc.image_ids[index], annotation.boxes, annotation.labels, annotation.difficult)
+    drawn = []
+    for images_u8, targets in tqdm(data_loader, desc="eval", leave=False, disable=not show_progress):
+        images, _ = prepare_batch(images_u8, [], device, channels_last)
+        size = images.shape[-1]
+        with torch.autocast(device.type, enabled=amp):
+            outputs = model(images)
+        detections = postprocess(outputs, tuple(images.shape[-2:]))
+        for image_u8, target, det in zip(images_u8, targets, detections, strict=True):
+            height, width = target["orig_size"]
+            scale = torch.tensor([width / size, height / size] * 2, device=det["boxes"].device)
+            boxes = xyxy_to_voc((det["boxes"] * scale).cpu())
+            evaluator.add_detections(target["image_id"], boxes, det["scores"].cpu(), det["labels"].cpu())
+            if len(drawn) < num_images_to_draw:
+                drawn.append(draw_detections(image_u8, det, target, class_names))
+    metrics = evaluator.compute()
+    return metrics, evaluator, drawn
+
+
+def _as_floats(losses: dict) -> dict[str, float]:
+    return {k: float(v.detach()) for k, v in losses.items()}
