@@ -1,0 +1,501 @@
+"""Pascal VOC detection evaluation, matching the official devkit rules exactly.
+
+The matching and AP code follow py-faster-rcnn's ``voc_eval.py`` (the Python port of the Matlab
+``VOCevaldet.m`` that GluonCV, Detectron and detectron2 inherited), vectorised with numpy:
+
+* Boxes are VOC boxes: ``x1, y1, x2, y2`` = 1-based *inclusive* pixel indices, so widths and heights
+  are ``x2 - x1 + 1`` and ``y2 - y1 + 1``. Predictions in continuous 0-based xyxy must be converted
+  first with :func:`bof.data.voc.xyxy_to_voc` (``x1 + 1, y1 + 1, x2, y2``).
+* Per class, detections are sorted by descending score (stable: ties keep insertion order). Each one
+  takes the single ground truth (GT) box of its class in its image with the largest IoU (the first one
+  on ties, no fall-back to the second best). If that IoU is at least ``iou_thresh`` (the Matlab
+  devkit's ``ovmax >= VOCopts.minoverlap`` and GluonCV's ``VOCMApMetric``): a difficult GT makes the detection "ignored" (neither TP nor
+  FP); an unclaimed GT makes it a TP that claims the GT; an already claimed GT makes it a FP
+  (duplicate). Otherwise it is a FP. Only non-difficult GT boxes count as positives.
+
+  Note: py-faster-rcnn's Python port uses a strict ``ovmax > ovthresh``; we follow the official devkit
+  and the paper's code (SPEC.md: "IoU >= 0.5"). The rules differ only for an IoU exactly at the threshold.
+* AP is the VOC2007 11-point interpolated AP (``use_07_metric=True``, the paper's VOC metric) or the
+  VOC2010+ area under the precision envelope; see :func:`voc_ap`.
+
+Result files use the official format: one file per class, ``comp4_det_test_<class>.txt``, one line
+per detection ``image_id score x1 y1 x2 y2`` (VOC box convention).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "comp4_det_test_"
+
+# IoU pairs (detections x GT slots) computed per numpy call; bounds the temporary [n, G] arrays.
+_IOU_CHUNK = 1 << 21
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True) -> float:
+    """Average precision from a precision/recall curve, exactly as the VOC devkit computes it.
+
+    ``recall``, ``precision``: float [D], the cumulative curve over detections sorted by descending
+    score (recall non-decreasing). Empty arrays (no detections) give 0.0.
+
+    ``use_07_metric=True``: VOC2007 11-point interpolated AP, the mean over the thresholds
+    ``np.arange(0.0, 1.1, 0.1)`` of the maximum precision at recall >= threshold (0 when no point
+    reaches it). The thresholds are kept as numpy builds them, quirks included: the 4th is
+    0.30000000000000004, so a recall of exactly 3/10 does *not* reach it (likewise 0.6 and 0.7).
+    ``use_07_metric=False``: VOC2010+ AP, the area under the monotone precision envelope, summed over
+    the points where recall changes.
+    """
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    if use_07_metric:
+        ap = 0.0
+        for t in np.arange(0.0, 1.1, 0.1):
+            reached = recall >= t
+            p = np.max(precision[reached]) if reached.any() else 0.0
+            ap = ap + p / 11.0  # same accumulation order as the devkit, for bit-identical results
+        return float(ap)
+    # Sentinels: recall 0 -> 1 at the ends, precision 0 past the last detection.
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    # Precision envelope: max precision at any recall >= this one (the devkit's backward loop).
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def _to_numpy(x, dtype) -> np.ndarray:
+    """numpy array from a numpy array, a torch tensor (any device) or a sequence; no torch import."""
+    if hasattr(x, "detach"):  # torch.Tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _check_boxes(boxes: np.ndarray, what: str) -> np.ndarray:
+    boxes = boxes.reshape(-1, 4) if boxes.size == 0 else boxes
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{what}: boxes must have shape [N, 4], got {tuple(boxes.shape)}")
+    return boxes
+
+
+def _voc_iou(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU with the devkit's +1 widths; broadcasts ``boxes`` [..., 4] against ``gt`` [..., 4].
+
+    The operations and their order are the devkit's, so the floats are bit-identical to it.
+    """
+    ixmin = np.maximum(gt[..., 0], boxes[..., 0])
+    iymin = np.maximum(gt[..., 1], boxes[..., 1])
+    ixmax = np.minimum(gt[..., 2], boxes[..., 2])
+    iymax = np.minimum(gt[..., 3], boxes[..., 3])
+    iw = np.maximum(ixmax - ixmin + 1.0, 0.0)
+    ih = np.maximum(iymax - iymin + 1.0, 0.0)
+    inters = iw * ih
+    uni = (
+        (boxes[..., 2] - boxes[..., 0] + 1.0) * (boxes[..., 3] - boxes[..., 1] + 1.0)
+        + (gt[..., 2] - gt[..., 0] + 1.0) * (gt[..., 3] - gt[..., 1] + 1.0)
+        - inters
+    )
+    return inters / uni
+
+
+class ClassDetections(NamedTuple):
+    """The detections of one class, column-wise (as read from one result file).
+
+    ``image_ids``: list[str] of length M; ``scores``: float64 [M]; ``boxes``: float64 [M, 4] VOC boxes.
+    """
+
+    image_ids: list[str]
+    scores: np.ndarray
+    boxes: np.ndarray
+
+
+class VOCEvaluator:
+    """Accumulates ground truth and detections, then computes per-class VOC AP and the mAP.
+
+    ``class_names``: the K foreground class names; labels passed in are indices into it.
+    ``use_07_metric``: 11-point VOC2007 AP (True) or VOC2010+ area AP (False), see :func:`voc_ap`.
+    ``iou_thresh``: a detection matches its best GT when IoU >= ``iou_thresh`` (devkit).
+
+    Every evaluated image must be registered with :meth:`add_ground_truth` (with empty arrays if it has
+    no objects); detections on an image without ground truth raise in :meth:`compute`, as in the devkit.
+    """
+
+    def __init__(self, class_names: Sequence[str], use_07_metric: bool = True, iou_thresh: float = 0.5):
+        self.class_names = tuple(class_names)
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"duplicate class names in {self.class_names}")
+        self.use_07_metric = use_07_metric
+        self.iou_thresh = float(iou_thresh)
+        self._class_index = {n: i for i, n in enumerate(self.class_names)}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets all ground truth and detections."""
+        # image_id -> (boxes float64 [N, 4], labels int64 [N], difficult bool [N])
+        self._gt: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # per class: chunks of (image ids, scores [m], boxes [m, 4]) in insertion order
+        self._dets: list[list[tuple[list[str], np.ndarray, np.ndarray]]] = [[] for _ in self.class_names]
+
+    @property
+    def image_ids(self) -> list[str]:
+        """Ids of the images with registered ground truth, in insertion order."""
+        return list(self._gt)
+
+    def add_ground_truth(self, image_id: str, boxes, labels, difficult=None) -> None:
+        """Registers one image's ground truth.
+
+        ``boxes``: [N, 4] VOC boxes (1-based inclusive ``xmin, ymin, xmax, ymax``); ``labels``: int [N]
+        class indices; ``difficult``: bool [N] (None = none difficult). numpy arrays or torch tensors.
+        An image may have N = 0 objects. Each image id may be added once.
+        """
+        image_id = str(image_id)
+        if not image_id or len(image_id.split()) != 1 or image_id.strip() != image_id:
+            raise ValueError(
+                f"image id {image_id!r} must be non-empty without whitespace (result-file format)"
+            )
+        if image_id in self._gt:
+            raise ValueError(f"ground truth for image {image_id!r} was already added")
+        boxes = _check_boxes(_to_numpy(boxes, np.float64), f"ground truth of {image_id!r}")
+        labels = _to_numpy(labels, np.int64).reshape(-1)
+        difficult = (
+            np.zeros(len(labels), dtype=bool) if difficult is None else _to_numpy(difficult, bool).reshape(-1)
+        )
+        if not len(boxes) == len(labels) == len(difficult):
+            raise ValueError(
+                f"ground truth of {image_id!r}: {len(boxes)} boxes, {len(labels)} labels, "
+                f"{len(difficult)} difficult flags"
+            )
+        self._check_labels(labels, f"ground truth of {image_id!r}")
+        self._gt[image_id] = (boxes, labels, difficult)
+
+    def add_detections(self, image_id: str, boxes, scores, labels) -> None:
+        """Adds one image's detections (all classes).
+
+        ``boxes``: [M, 4] VOC boxes (1-based inclusive; convert model xyxy with ``xyxy_to_voc``);
+        ``scores``: float [M]; ``labels``: int [M] class indices. numpy arrays or torch tensors.
+        """
+        image_id = str(image_id)
+        boxes = _check_boxes(_to_numpy(boxes, np.float64), f"detections of {image_id!r}")
+        scores = _to_numpy(scores, np.float64).reshape(-1)
+        labels = _to_numpy(labels, np.int64).reshape(-1)
+        if not len(boxes) == len(scores) == len(labels):
+            raise ValueError(
+                f"detections of {image_id!r}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
+            )
+        self._check_labels(labels, f"detections of {image_id!r}")
+        self._check_scores(scores, f"detections of {image_id!r}")
+        for c in np.unique(labels):
+            keep = labels == c
+            n = int(keep.sum())
+            self._dets[c].append(([image_id] * n, scores[keep], boxes[keep]))
+
+    def add_class_detections(self, class_name: str, image_ids: Sequence[str], scores, boxes) -> None:
+        """Adds detections of one class over many images (e.g. one result file, see
+        :func:`read_result_files`). ``image_ids``: M strings; ``scores``: float [M]; ``boxes``: [M, 4]
+        VOC boxes."""
+        if class_name not in self._class_index:
+            raise ValueError(f"unknown class {class_name!r}; classes are {self.class_names}")
+        image_ids = [str(i) for i in image_ids]
+        boxes = _check_boxes(_to_numpy(boxes, np.float64), f"detections of class {class_name!r}")
+        scores = _to_numpy(scores, np.float64).reshape(-1)
+        if not len(image_ids) == len(scores) == len(boxes):
+            raise ValueError(
+                f"detections of class {class_name!r}: {len(image_ids)} image ids, {len(scores)} scores, "
+                f"{len(boxes)} boxes"
+            )
+        self._check_scores(scores, f"detections of class {class_name!r}")
+        if image_ids:
+            self._dets[self._class_index[class_name]].append((image_ids, scores, boxes))
+
+    def class_detections(self, class_index: int) -> ClassDetections:
+        """All detections of one class, concatenated in insertion order."""
+        chunks = self._dets[class_index]
+        if not chunks:
+            return ClassDetections([], np.zeros(0), np.zeros((0, 4)))
+        return ClassDetections(
+            [i for ids, _, _ in chunks for i in ids],
+            np.concatenate([s for _, s, _ in chunks]),
+            np.concatenate([b for _, _, b in chunks]),
+        )
+
+    def compute(self) -> dict:
+        """Per-class AP and mAP over everything added so far.
+
+        Returns ``{"map": float, "ap": {class_name: float}, "num_positives": {class_name: int}}``.
+        A class with no non-difficult ground truth box (no positives) has AP ``nan`` and is left out of
+        the mAP, which is the mean over the classes that have positives (``nan`` if none has).
+        """
+        image_index = {image_id: i for i, image_id in enumerate(self._gt)}
+        if self._gt:
+            gt_img = np.concatenate(
+                [np.full(len(lab), i, dtype=np.int64) for i, (_, lab, _) in enumerate(self._gt.values())]
+            )
+            gt_boxes = np.concatenate([b for b, _, _ in self._gt.values()])
+            gt_labels = np.concatenate([lab for _, lab, _ in self._gt.values()])
+            gt_difficult = np.concatenate([d for _, _, d in self._gt.values()])
+        else:
+            gt_img, gt_labels = np.zeros(0, np.int64), np.zeros(0, np.int64)
+            gt_boxes, gt_difficult = np.zeros((0, 4)), np.zeros(0, bool)
+
+        ap, num_positives = {}, {}
+        for c, name in enumerate(self.class_names):
+            dets = self.class_detections(c)
+            det_img = np.fromiter(
+                (image_index.get(i, -1) for i in dets.image_ids), np.int64, len(dets.scores)
+            )
+            if (det_img < 0).any():
+                unknown = sorted({i for i, k in zip(dets.image_ids, det_img, strict=True) if k < 0})
+                raise ValueError(
+                    f"class {name!r}: detections on {len(unknown)} image(s) without ground truth "
+                    f"(not in the evaluated image set?), e.g. {unknown[:5]}"
+                )
+            keep = gt_labels == c
+            tp, fp, npos = _match_class(
+                det_img,
+                dets.scores,
+                dets.boxes,
+                gt_img[keep],
+                gt_boxes[keep],
+                gt_difficult[keep],
+                len(image_index),
+                self.iou_thresh,
+            )
+            num_positives[name] = npos
+            if npos == 0:
+                ap[name] = float("nan")  # recall is undefined; the devkit would divide by zero
+                continue
+            tp, fp = np.cumsum(tp), np.cumsum(fp)
+            recall = tp / float(npos)
+            # eps guard as in the devkit: only 0 when every detection so far was ignored (difficult)
+            precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+            ap[name] = voc_ap(recall, precision, self.use_07_metric)
+
+        valid = [v for name, v in ap.items() if num_positives[name] > 0]
+        mean_ap = float(np.mean(valid)) if valid else float("nan")
+        return {"map": mean_ap, "ap": ap, "num_positives": num_positives}
+
+    def write_result_files(self, out_dir: str | os.PathLike, prefix: str = DEFAULT_PREFIX) -> list[Path]:
+        """Writes the official result files, one per class (empty if no detections), creating
+        ``out_dir``: ``<out_dir>/<prefix><class>.txt`` with lines ``image_id score x1 y1 x2 y2``
+        (score with 6 decimals, VOC box coordinates with 1 decimal). Returns the paths in class order."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for c, name in enumerate(self.class_names):
+            dets = self.class_detections(c)
+            lines = [
+                f"{i} {s:.6f} {b[0]:.1f} {b[1]:.1f} {b[2]:.1f} {b[3]:.1f}\n"
+                for i, s, b in zip(dets.image_ids, dets.scores.tolist(), dets.boxes.tolist(), strict=True)
+            ]
+            path = out_dir / f"{prefix}{name}.txt"
+            path.write_text("".join(lines))
+            paths.append(path)
+        return paths
+
+    def _check_labels(self, labels: np.ndarray, what: str) -> None:
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            raise ValueError(
+                f"{what}: labels must lie in [0, {len(self.class_names)}), got {labels.tolist()}"
+            )
+
+    @staticmethod
+    def _check_scores(scores: np.ndarray, what: str) -> None:
+        if np.isnan(scores).any():
+            raise ValueError(f"{what}: NaN scores cannot be ranked")
+
+
+def _match_class(
+    det_img: np.ndarray,
+    det_scores: np.ndarray,
+    det_boxes: np.ndarray,
+    gt_img: np.ndarray,
+    gt_boxes: np.ndarray,
+    gt_difficult: np.ndarray,
+    num_images: int,
+    iou_thresh: float,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Devkit matching of one class.
+
+    ``det_img`` int [D] image index, ``det_scores`` [D], ``det_boxes`` [D, 4] VOC; ``gt_img`` int [G]
+    (non-decreasing), ``gt_boxes`` [G, 4] VOC, ``gt_difficult`` bool [G]; images are 0..num_images-1.
+    Returns ``tp``, ``fp`` float64 [D] (0/1, in descending-score order; both 0 = ignored) and npos.
+    """
+    npos = int(np.count_nonzero(~gt_difficult))
+    num_dets = len(det_scores)
+    order = np.argsort(-det_scores, kind="stable")
+    det_img, det_boxes = det_img[order], det_boxes[order]
+    tp, fp = np.zeros(num_dets), np.ones(num_dets)
+    if num_dets == 0 or len(gt_img) == 0:
+        return tp, fp, npos  # every detection is a FP
+
+    # GT of this class padded per image to [R + 1, S, ...]: R = images holding some, S = most per image.
+    # Row -1 (the extra last one) is all padding, so row_of_image = -1 for images without GT of the class.
+    images, first, counts = np.unique(gt_img, return_index=True, return_counts=True)
+    num_slots = int(counts.max())
+    rows = np.repeat(np.arange(len(images)), counts)
+    slots = np.arange(len(gt_img)) - np.repeat(first, counts)  # GT order within an image is kept
+    pad_boxes = np.zeros((len(images) + 1, num_slots, 4))
+    pad_valid = np.zeros((len(images) + 1, num_slots), dtype=bool)
+    pad_gt = np.zeros((len(images) + 1, num_slots), dtype=np.int64)  # index into this class's GT
+    pad_boxes[rows, slots] = gt_boxes
+    pad_valid[rows, slots] = True
+    pad_gt[rows, slots] = np.arange(len(gt_img))
+    row_of_image = np.full(num_images, -1, dtype=np.int64)
+    row_of_image[images] = np.arange(len(images))
+    det_row = row_of_image[det_img]
+
+    best_iou = np.empty(num_dets)
+    best_gt = np.empty(num_dets, dtype=np.int64)
+    chunk = max(1, _IOU_CHUNK // num_slots)
+    for a in range(0, num_dets, chunk):
+        r = det_row[a : a + chunk]
+        iou = _voc_iou(det_boxes[a : a + chunk, None, :], pad_boxes[r])  # [n, S]
+        iou[~pad_valid[r]] = -np.inf  # padding never wins; all padding -> -inf -> unmatched
+        j = np.argmax(iou, axis=1)  # first maximum, like np.argmax in the devkit
+        best_iou[a : a + chunk] = iou[np.arange(len(r)), j]
+        best_gt[a : a + chunk] = pad_gt[r, j]
+
+    matched = best_iou >= iou_thresh  # the Matlab devkit's `ovmax >= minoverlap`
+    ignored = matched & gt_difficult[best_gt]
+    claims = np.flatnonzero(matched & ~ignored)
+    # The devkit's sequential claim loop, vectorised: a detection's best GT never depends on earlier
+    # claims (no fall-back), so among the score-sorted detections whose best GT is the same
+    # non-difficult box, exactly the first one is a TP and the rest are duplicates (FP).
+    _, first_claim = np.unique(best_gt[claims], return_index=True)
+    tp[claims[first_claim]] = 1.0
+    fp[tp == 1.0] = 0.0
+    fp[ignored] = 0.0
+    return tp, fp, npos
+
+
+def read_result_files(
+    results_dir: str | os.PathLike, class_names: Sequence[str], prefix: str = DEFAULT_PREFIX
+) -> dict[str, ClassDetections]:
+    """Reads official result files ``<results_dir>/<prefix><class>.txt`` (lines ``image_id score x1 y1
+    x2 y2``, VOC boxes).
+
+    Returns ``{class_name: ClassDetections}`` for every class. A missing class file means no detections
+    for that class (a warning is logged). Raises FileNotFoundError if ``results_dir`` does not exist or
+    holds none of the files (most likely a wrong directory or prefix), ValueError on a malformed line.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"results directory not found: {results_dir}")
+    out, missing = {}, []
+    for name in class_names:
+        path = results_dir / f"{prefix}{name}.txt"
+        if not path.is_file():
+            missing.append(name)
+            out[name] = ClassDetections([], np.zeros(0), np.zeros((0, 4)))
+            continue
+        out[name] = _parse_result_file(path)
+    if len(missing) == len(class_names) and class_names:
+        raise FileNotFoundError(f"no result files {prefix}<class>.txt found in {results_dir}")
+    for name in missing:
+        logger.warning(
+            "no result file %s in %s: no detections for class %r", f"{prefix}{name}.txt", results_dir, name
+        )
+    return out
+
+
+def _parse_result_file(path: Path) -> ClassDetections:
+    """One result file -> ClassDetections; ValueError naming the file and line if malformed."""
+    lines = [(n, line.split()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    for n, fields in lines:
+        if len(fields) != 6:
+            raise ValueError(f"{path}:{n}: expected 'image_id score x1 y1 x2 y2', got {len(fields)} fields")
+    try:
+        values = np.fromiter((float(v) for _, f in lines for v in f[1:]), np.float64, 5 * len(lines))
+    except ValueError:
+        for n, fields in lines:  # slow path, only to name the bad line
+            try:
+                [float(v) for v in fields[1:]]
+            except ValueError:
+                raise ValueError(f"{path}:{n}: non-numeric value in {' '.join(fields)!r}") from None
+        raise
+    values = values.reshape(-1, 5)
+    return ClassDetections([f[0] for _, f in lines], values[:, 0].copy(), values[:, 1:].copy())
+
+
+def read_image_set(voc_root: str | os.PathLike, split: str) -> list[str]:
+    """Image ids of ``<voc_root>/ImageSets/Main/<split>.txt`` (first token of each non-empty line)."""
+    path = Path(voc_root) / "ImageSets" / "Main" / f"{split}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"VOC image-set file not found: {path}")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def add_voc_ground_truth(evaluator: VOCEvaluator, voc_root: str | os.PathLike, split: str) -> list[str]:
+    """Parses ``<voc_root>/Annotations/<id>.xml`` for every id of the split into ``evaluator``.
+
+    ``voc_root`` is one year folder (``VOCdevkit/VOC2007``). Objects of VOC classes that are not among
+    the evaluator's classes are skipped, so a class subset can be evaluated on real VOC annotations;
+    an object of a class in neither list raises ValueError. Returns the image ids.
+    """
+    # Imported here: bof.data.voc pulls in torch/torchvision, which the evaluator itself does not need.
+    from bof.data.voc import VOC_CLASSES, parse_voc_xml
+
+    voc_root = Path(voc_root)
+    if not voc_root.is_dir():
+        raise FileNotFoundError(f"VOC root folder not found: {voc_root}")
+    image_ids = read_image_set(voc_root, split)
+    parse_names = tuple(VOC_CLASSES) + tuple(n for n in evaluator.class_names if n not in VOC_CLASSES)
+    parse_index = {n: i for i, n in enumerate(parse_names)}
+    # parse index -> evaluator index, -1 for VOC classes that are not evaluated
+    to_eval = np.array([evaluator._class_index.get(n, -1) for n in parse_names], dtype=np.int64)
+    for image_id in image_ids:
+        xml = voc_root / "Annotations" / f"{image_id}.xml"
+        if not xml.is_file():
+            raise FileNotFoundError(f"VOC annotation not found: {xml}")
+        ann = parse_voc_xml(xml, parse_index)
+        labels = to_eval[ann.labels]
+        keep = labels >= 0
+        evaluator.add_ground_truth(image_id, ann.boxes[keep], labels[keep], ann.difficult[keep])
+    return image_ids
+
+
+def build_voc_evaluator(
+    voc_root: str | os.PathLike,
+    split: str,
+    results_dir: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    use_07_metric: bool = True,
+    iou_thresh: float = 0.5,
+    prefix: str = DEFAULT_PREFIX,
+) -> VOCEvaluator:
+    """A :class:`VOCEvaluator` filled with a VOC split's annotations and a directory of result files.
+
+    ``voc_root``: a year folder (``VOCdevkit/VOC2007``) with ``ImageSets/Main/<split>.txt`` and
+    ``Annotations/``; ``class_names``: default the 20 VOC classes. Call ``.compute()`` on the result.
+    Missing paths raise FileNotFoundError naming them.
+    """
+    if class_names is None:
+        from bof.data.voc import VOC_CLASSES
+
+        class_names = VOC_CLASSES
+    evaluator = VOCEvaluator(class_names, use_07_metric=use_07_metric, iou_thresh=iou_thresh)
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():  # checked first: cheaper than parsing thousands of XML files
+        raise FileNotFoundError(f"results directory not found: {results_dir}")
+    add_voc_ground_truth(evaluator, voc_root, split)
+    for name, dets in read_result_files(results_dir, evaluator.class_names, prefix).items():
+        evaluator.add_class_detections(name, dets.image_ids, dets.scores, dets.boxes)
+    return evaluator
+
+
+def format_results(results: dict) -> str:
+    """A per-class table (AP in percent, number of positives) and the mAP, from :meth:`compute`."""
+    width = max([len("class")] + [len(n) for n in results["ap"]])
+    lines = [f"{'class':<{width}}  {'AP(%)':>6}  {'npos':>6}"]
+    for name, ap in results["ap"].items():
+        ap_text = "   n/a" if np.isnan(ap) else f"{100 * ap:6.2f}"
+        lines.append(f"{name:<{width}}  {ap_text}  {results['num_positives'][name]:>6d}")
+    lines.append(f"{'mAP':<{width}}  {100 * results['map']:6.2f}")
+    return "\n".join(lines)
