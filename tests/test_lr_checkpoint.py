@@ -46,7 +46,9 @@ def test_lambda_lr_steps_per_iteration():
 
 
 def test_no_weight_decay_on_bn_and_bias():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 2, 1, bias=False))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 2, 1, bias=False)
+    )
     decay, no_decay = param_groups(model, 5e-4, no_wd=True)
     assert decay["weight_decay"] == 5e-4 and len(decay["params"]) == 2  # two conv weights
     assert no_decay["weight_decay"] == 0 and len(no_decay["params"]) == 3  # conv bias, BN weight and bias

@@ -61,7 +61,11 @@ def test_assignment_picks_best_anchor_of_all_nine_in_the_centre_cell():
     # 16 x 30 box -> stride 8, anchor 1
     small = torch.tensor([[0.0, 0.0, 16.0, 30.0]])
     positives = criterion._assign(small, torch.tensor([0]), outputs_for(1, 320))
-    assert positives[0][1].tolist() == [1] and positives[0][2].tolist() == [1] and positives[0][3].tolist() == [1]
+    assert (
+        positives[0][1].tolist() == [1]
+        and positives[0][2].tolist() == [1]
+        and positives[0][3].tolist() == [1]
+    )
 
 
 def test_two_boxes_on_one_slot_the_later_wins_and_other_images_do_not_collide():
@@ -85,7 +89,9 @@ def test_loss_targets_exact_for_one_box():
     losses = criterion(outs, [target([box], [1])], (size, size))
     box_weight = 2 - 116 * 90 / size**2
     assert losses["loss_wh"].item() == pytest.approx(0.0, abs=1e-6)
-    assert losses["loss_xy"].item() == pytest.approx(2 * math.log(2) * box_weight, rel=1e-5)  # BCE(0, 0.5) = ln 2
+    assert losses["loss_xy"].item() == pytest.approx(
+        2 * math.log(2) * box_weight, rel=1e-5
+    )  # BCE(0, 0.5) = ln 2
     assert losses["loss_cls"].item() == pytest.approx(0.0, abs=1e-6)
     assert losses["loss_obj"].item() < 0.01
 
@@ -105,7 +111,9 @@ def test_ignore_rule_removes_objectness_loss_of_overlapping_non_positive_anchor(
     with_ignore = criterion(outs, [target([box], [0])], (size, size))["loss_obj"]
     criterion.ignore_iou_thresh = 1.1  # nothing ignored
     without_ignore = criterion(outs, [target([box], [0])], (size, size))["loss_obj"]
-    assert (without_ignore - with_ignore).item() == pytest.approx(math.log(2), rel=1e-4)  # BCE(0 logit, 0) = ln 2
+    assert (without_ignore - with_ignore).item() == pytest.approx(
+        math.log(2), rel=1e-4
+    )  # BCE(0 logit, 0) = ln 2
 
 
 def test_mixup_weights_scale_positive_terms_of_their_box():
@@ -123,7 +131,9 @@ def test_mixup_weights_scale_positive_terms_of_their_box():
 def test_loss_is_averaged_over_batch_and_handles_images_without_boxes():
     criterion = YOLOv3Loss(num_classes=3)
     one = criterion(outputs_for(1, 64, fill=0.0), [target([[4.0, 4.0, 30.0, 40.0]], [0])], (64, 64))["loss"]
-    two = criterion(outputs_for(2, 64, fill=0.0), [target([[4.0, 4.0, 30.0, 40.0]], [0])] * 2, (64, 64))["loss"]
+    two = criterion(outputs_for(2, 64, fill=0.0), [target([[4.0, 4.0, 30.0, 40.0]], [0])] * 2, (64, 64))[
+        "loss"
+    ]
     assert two.item() == pytest.approx(one.item(), rel=1e-5)
     empty = criterion(outputs_for(1, 64, fill=0.0), [target([], [])], (64, 64))
     assert empty["loss_xy"].item() == 0 and empty["loss"].item() > 0

@@ -24,18 +24,37 @@ def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.devic
     images = normalize_batch(images.to(device, non_blocking=True))
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    targets = [
+        {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
+        for t in targets
+    ]
     return images, targets
 
 
-def train_one_epoch(model, criterion, data_loader, optimizer, lr_scheduler, scaler, device: torch.device, epoch: int,
-                    writer: SummaryWriter | None = None, amp: bool = False, channels_last: bool = False,
-                    grad_clip: float | None = None, show_progress: bool = True) -> dict:
-    """One pass over ``data_loader``; the LR scheduler steps every iteration. Returns mean losses and images/s."""
+def train_one_epoch(
+    model,
+    criterion,
+    data_loader,
+    optimizer,
+    lr_scheduler,
+    scaler,
+    device: torch.device,
+    epoch: int,
+    writer: SummaryWriter | None = None,
+    amp: bool = False,
+    channels_last: bool = False,
+    grad_clip: float | None = None,
+    show_progress: bool = True,
+) -> dict:
+    """One pass over ``data_loader``; the LR scheduler steps every iteration.
+
+    Returns the mean of each loss term and the images/s."""
     model.train()
     totals, num_images, start = defaultdict(float), 0, time.perf_counter()
     iters_per_epoch = len(data_loader)
-    progress = tqdm(data_loader, desc=f"epoch {epoch}", leave=False, disable=not show_progress, dynamic_ncols=True)
+    progress = tqdm(
+        data_loader, desc=f"epoch {epoch}", leave=False, disable=not show_progress, dynamic_ncols=True
+    )
     for i, (images, targets) in enumerate(progress):
         step = epoch * iters_per_epoch + i
         images, targets = prepare_batch(images, targets, device, channels_last)
@@ -45,7 +64,9 @@ def train_one_epoch(model, criterion, data_loader, optimizer, lr_scheduler, scal
         losses = criterion(outputs, targets, input_size)
         loss = losses["loss"]
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} iteration {i}: {_as_floats(losses)}")
+            raise FloatingPointError(
+                f"loss is {loss.item()} at epoch {epoch} iteration {i}: {_as_floats(losses)}"
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip:
@@ -66,7 +87,9 @@ def train_one_epoch(model, criterion, data_loader, optimizer, lr_scheduler, scal
             for k, v in values.items():
                 writer.add_scalar(f"train/{k}", v, step)
         images_per_s = num_images / (time.perf_counter() - start)
-        progress.set_postfix(loss=f"{values['loss']:.2f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}", refresh=False)
+        progress.set_postfix(
+            loss=f"{values['loss']:.2f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}", refresh=False
+        )
     elapsed = time.perf_counter() - start
     metrics = {k: v / max(iters_per_epoch, 1) for k, v in totals.items()}
     metrics["images_per_s"] = num_images / max(elapsed, 1e-9)
@@ -74,9 +97,18 @@ def train_one_epoch(model, criterion, data_loader, optimizer, lr_scheduler, scal
 
 
 @torch.no_grad()
-def evaluate(model, postprocess, data_loader, device: torch.device, class_names, use_07_metric: bool = True,
-             channels_last: bool = False, amp: bool = False, num_images_to_draw: int = 0,
-             show_progress: bool = True) -> tuple[dict, VOCEvaluator, list[torch.Tensor]]:
+def evaluate(
+    model,
+    postprocess,
+    data_loader,
+    device: torch.device,
+    class_names,
+    use_07_metric: bool = True,
+    channels_last: bool = False,
+    amp: bool = False,
+    num_images_to_draw: int = 0,
+    show_progress: bool = True,
+) -> tuple[dict, VOCEvaluator, list[torch.Tensor]]:
     """VOC mAP of ``model`` on the loader's dataset (a KeyedDataset over a VOCDetection).
 
     Detections are mapped from the square network input back to the original image frame and then to
@@ -88,7 +120,9 @@ def evaluate(model, postprocess, data_loader, device: torch.device, class_names,
     evaluator = VOCEvaluator(class_names, use_07_metric=use_07_metric)
     for index in range(len(voc)):
         annotation = voc.get_annotation(index)
-        evaluator.add_ground_truth(voc.image_ids[index], annotation.boxes, annotation.labels, annotation.difficult)
+        evaluator.add_ground_truth(
+            voc.image_ids[index], annotation.boxes, annotation.labels, annotation.difficult
+        )
     drawn = []
     for images_u8, targets in tqdm(data_loader, desc="eval", leave=False, disable=not show_progress):
         images, _ = prepare_batch(images_u8, [], device, channels_last)

@@ -6,7 +6,9 @@ import torch
 from torchvision.utils import draw_bounding_boxes
 
 
-def draw_detections(image: torch.Tensor, detections: dict, target: dict, class_names, score_thresh: float = 0.3):
+def draw_detections(
+    image: torch.Tensor, detections: dict, target: dict, class_names, score_thresh: float = 0.3
+):
     """image uint8 [3, S, S]; detections and target boxes xyxy in the same S x S frame.
     Ground truth in green, predictions above ``score_thresh`` in red with class and score."""
     gt = target["boxes"].cpu()

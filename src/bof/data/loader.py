@@ -26,15 +26,22 @@ class SampleKey(NamedTuple):
 
 
 def sample_seed(seed: int, rank: int, iteration: int, position: int) -> int:
-    """A 63-bit seed for (seed, rank, iteration, position in the batch), well mixed by numpy's SeedSequence."""
+    """A 63-bit seed for (seed, rank, iteration, position in the batch), mixed by numpy's SeedSequence."""
     return int(np.random.SeedSequence([seed, rank, iteration, position]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class KeyedBatchSampler(Sampler[list[SampleKey]]):
     """Wraps a sampler into batches of SampleKey. ``size_for_iteration(global_iteration) -> int``."""
 
-    def __init__(self, sampler: Sampler[int], batch_size: int, size_for_iteration: Callable[[int], int],
-                 seed: int = 0, rank: int = 0, drop_last: bool = True):
+    def __init__(
+        self,
+        sampler: Sampler[int],
+        batch_size: int,
+        size_for_iteration: Callable[[int], int],
+        seed: int = 0,
+        rank: int = 0,
+        drop_last: bool = True,
+    ):
         self.batches = BatchSampler(sampler, batch_size, drop_last)
         self.size_for_iteration, self.seed, self.rank = size_for_iteration, seed, rank
         self.epoch = 0
@@ -52,7 +59,10 @@ class KeyedBatchSampler(Sampler[list[SampleKey]]):
         for i, batch in enumerate(self.batches):
             iteration = first + i
             size = self.size_for_iteration(iteration)
-            yield [SampleKey(index, size, sample_seed(self.seed, self.rank, iteration, j)) for j, index in enumerate(batch)]
+            yield [
+                SampleKey(index, size, sample_seed(self.seed, self.rank, iteration, j))
+                for j, index in enumerate(batch)
+            ]
 
 
 class KeyedDataset(Dataset):
@@ -80,17 +90,36 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[
     return torch.stack(images), list(targets)
 
 
-def build_data_loader(dataset: Dataset, transform: Callable, batch_size: int, size_for_iteration: Callable[[int], int],
-                      shuffle: bool, seed: int, num_workers: int, rank: int = 0, world_size: int = 1,
-                      drop_last: bool = True) -> torch.utils.data.DataLoader:
+def build_data_loader(
+    dataset: Dataset,
+    transform: Callable,
+    batch_size: int,
+    size_for_iteration: Callable[[int], int],
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = True,
+) -> torch.utils.data.DataLoader:
     """DataLoader over ``dataset`` yielding (uint8 images, targets); the batch size is per process.
 
     DistributedSampler is used for one process too: its order is a pure function of (seed, epoch).
     """
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
-                                 drop_last=drop_last and shuffle)
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=drop_last and shuffle,
+    )
     batch_sampler = KeyedBatchSampler(sampler, batch_size, size_for_iteration, seed, rank, drop_last)
     return torch.utils.data.DataLoader(
-        KeyedDataset(dataset, transform), batch_sampler=batch_sampler, num_workers=num_workers,
-        collate_fn=collate, persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
+        KeyedDataset(dataset, transform),
+        batch_sampler=batch_sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
     )

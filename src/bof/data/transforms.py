@@ -21,7 +21,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def as_tv_tensors(image: torch.Tensor, target: dict) -> tuple[tv_tensors.Image, dict]:
     """Wraps image and boxes so that v2 transforms move the boxes with the pixels."""
     target = dict(target)
-    target["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:]))
+    target["boxes"] = tv_tensors.BoundingBoxes(
+        target["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:])
+    )
     return tv_tensors.Image(image), target
 
 
@@ -40,8 +42,10 @@ class Resize:
 
     def __call__(self, image: torch.Tensor, target: dict, size: int) -> tuple[torch.Tensor, dict]:
         image, target = as_tv_tensors(image, target)
-        image, target["boxes"] = TF.resize(image, [size, size], interpolation=self.interpolation, antialias=True), \
-            TF.resize(target["boxes"], [size, size])
+        image, target["boxes"] = (
+            TF.resize(image, [size, size], interpolation=self.interpolation, antialias=True),
+            TF.resize(target["boxes"], [size, size]),
+        )
         return plain_tensors(image, target)
 
 

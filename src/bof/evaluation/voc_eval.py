@@ -9,9 +9,9 @@ The matching and AP code follow py-faster-rcnn's ``voc_eval.py`` (the Python por
 * Per class, detections are sorted by descending score (stable: ties keep insertion order). Each one
   takes the single ground truth (GT) box of its class in its image with the largest IoU (the first one
   on ties, no fall-back to the second best). If that IoU is at least ``iou_thresh`` (the Matlab
-  devkit's ``ovmax >= VOCopts.minoverlap`` and GluonCV's ``VOCMApMetric``): a difficult GT makes the detection "ignored" (neither TP nor
-  FP); an unclaimed GT makes it a TP that claims the GT; an already claimed GT makes it a FP
-  (duplicate). Otherwise it is a FP. Only non-difficult GT boxes count as positives.
+  devkit's ``ovmax >= VOCopts.minoverlap`` and GluonCV's ``VOCMApMetric``): a difficult GT makes the
+  detection "ignored" (neither TP nor FP); an unclaimed GT makes it a TP that claims the GT; an already
+  claimed GT makes it a FP (duplicate). Otherwise it is a FP. Only non-difficult GT boxes count as positives.
 
   Note: py-faster-rcnn's Python port uses a strict ``ovmax > ovthresh``; we follow the official devkit
   and the paper's code (SPEC.md: "IoU >= 0.5"). The rules differ only for an IoU exactly at the threshold.

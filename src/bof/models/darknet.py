@@ -33,7 +33,9 @@ class Residual(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.body = nn.Sequential(ConvBNLeaky(channels, channels // 2, 1), ConvBNLeaky(channels // 2, channels, 3))
+        self.body = nn.Sequential(
+            ConvBNLeaky(channels, channels // 2, 1), ConvBNLeaky(channels // 2, channels, 3)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -42,7 +44,8 @@ class Residual(nn.Module):
 class Darknet53(nn.Module):
     """Returns the stride 8, 16 and 32 feature maps (darknet layers 36, 61 and 74).
 
-    x: [B, 3, H, W] with H, W multiples of 32 -> ([B, C3, H/8, W/8], [B, C4, H/16, W/16], [B, C5, H/32, W/32]).
+    x: [B, 3, H, W], H and W multiples of 32
+    -> ([B, C3, H/8, W/8], [B, C4, H/16, W/16], [B, C5, H/32, W/32]).
     """
 
     def __init__(self, width: float = 1.0):
@@ -51,7 +54,11 @@ class Darknet53(nn.Module):
         stages, in_channels = [], scaled(32, width)
         for blocks, channels in zip(STAGE_BLOCKS, STAGE_CHANNELS, strict=True):
             out = scaled(channels, width)
-            stages.append(nn.Sequential(ConvBNLeaky(in_channels, out, 3, stride=2), *[Residual(out) for _ in range(blocks)]))
+            stages.append(
+                nn.Sequential(
+                    ConvBNLeaky(in_channels, out, 3, stride=2), *[Residual(out) for _ in range(blocks)]
+                )
+            )
             in_channels = out
         self.stages = nn.ModuleList(stages)
         self.out_channels = tuple(scaled(c, width) for c in STAGE_CHANNELS[2:])

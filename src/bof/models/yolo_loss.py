@@ -52,12 +52,20 @@ class YOLOv3Loss(nn.Module):
     input_size: (H, W) of the batch in pixels.
     """
 
-    def __init__(self, num_classes: int, anchors=YOLOV3_ANCHORS, strides=YOLOV3_STRIDES,
-                 ignore_iou_thresh: float = 0.7, label_smoothing: float | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        anchors=YOLOV3_ANCHORS,
+        strides=YOLOV3_STRIDES,
+        ignore_iou_thresh: float = 0.7,
+        label_smoothing: float | None = None,
+    ):
         super().__init__()
         self.num_classes, self.strides = num_classes, tuple(strides)
         self.anchors = anchors
-        self.register_buffer("anchor_wh", torch.tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False)
+        self.register_buffer(
+            "anchor_wh", torch.tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False
+        )
         self.num_per_scale = len(anchors[0])
         self.ignore_iou_thresh = ignore_iou_thresh
         self.label_smoothing = label_smoothing
@@ -90,17 +98,30 @@ class YOLOv3Loss(nn.Module):
                 box_weight = (2.0 - wh.prod(1) / (height * width)) * mix
                 xy_target = centre / stride - torch.stack([gx, gy], 1)
                 wh_target = torch.log(wh / self.anchor_wh[a + level * self.num_per_scale])
-                losses["loss_xy"] = losses["loss_xy"] + (
-                    F.binary_cross_entropy_with_logits(pred[:, :2], xy_target, reduction="none").sum(1) * box_weight
-                ).sum()
-                losses["loss_wh"] = losses["loss_wh"] + ((pred[:, 2:4] - wh_target).abs().sum(1) * box_weight).sum()
+                losses["loss_xy"] = (
+                    losses["loss_xy"]
+                    + (
+                        F.binary_cross_entropy_with_logits(pred[:, :2], xy_target, reduction="none").sum(1)
+                        * box_weight
+                    ).sum()
+                )
+                losses["loss_wh"] = (
+                    losses["loss_wh"] + ((pred[:, 2:4] - wh_target).abs().sum(1) * box_weight).sum()
+                )
                 cls_target = class_targets(gt_labels[g], self.num_classes, self.label_smoothing)
-                losses["loss_cls"] = losses["loss_cls"] + (
-                    F.binary_cross_entropy_with_logits(pred[:, 5:], cls_target, reduction="none").sum(1) * mix
+                losses["loss_cls"] = (
+                    losses["loss_cls"]
+                    + (
+                        F.binary_cross_entropy_with_logits(pred[:, 5:], cls_target, reduction="none").sum(1)
+                        * mix
+                    ).sum()
+                )
+            losses["loss_obj"] = (
+                losses["loss_obj"]
+                + (
+                    F.binary_cross_entropy_with_logits(obj_logit, obj_target, reduction="none") * obj_weight
                 ).sum()
-            losses["loss_obj"] = losses["loss_obj"] + (
-                F.binary_cross_entropy_with_logits(obj_logit, obj_target, reduction="none") * obj_weight
-            ).sum()
+            )
         losses = {k: v / batch_size for k, v in losses.items()}
         losses["loss"] = sum(losses.values())
         return losses
@@ -112,7 +133,9 @@ class YOLOv3Loss(nn.Module):
         weights = torch.cat(
             [t["weights"] if "weights" in t else torch.ones(len(t["boxes"])) for t in targets]
         ).to(device, torch.float32)
-        image = torch.cat([torch.full((len(t["boxes"]),), i, dtype=torch.long) for i, t in enumerate(targets)])
+        image = torch.cat(
+            [torch.full((len(t["boxes"]),), i, dtype=torch.long) for i, t in enumerate(targets)]
+        )
         return boxes, labels, weights, image.to(device)
 
     def _assign(self, gt_boxes: torch.Tensor, gt_image: torch.Tensor, outputs: list[torch.Tensor]):

@@ -15,7 +15,11 @@ from torchvision.ops import batched_nms
 from bof.models.darknet import ConvBNLeaky, Darknet53, scaled
 
 # darknet yolov3.cfg anchors in input pixels, finest scale first; they are not rescaled with the input size.
-YOLOV3_ANCHORS = (((10, 13), (16, 30), (33, 23)), ((30, 61), (62, 45), (59, 119)), ((116, 90), (156, 198), (373, 326)))
+YOLOV3_ANCHORS = (
+    ((10, 13), (16, 30), (33, 23)),
+    ((30, 61), (62, 45), (59, 119)),
+    ((116, 90), (156, 198), (373, 326)),
+)
 YOLOV3_STRIDES = (8, 16, 32)
 
 
@@ -31,7 +35,9 @@ class DetectionBlock(nn.Module):
             ConvBNLeaky(channels, channels * 2, 3),
             ConvBNLeaky(channels * 2, channels, 1),
         )
-        self.head = nn.Sequential(ConvBNLeaky(channels, channels * 2, 3), nn.Conv2d(channels * 2, num_outputs, 1))
+        self.head = nn.Sequential(
+            ConvBNLeaky(channels, channels * 2, 3), nn.Conv2d(channels * 2, num_outputs, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         route = self.body(x)
@@ -72,15 +78,20 @@ class YOLOv3(nn.Module):
         return p.view(b, self.num_anchors, 5 + self.num_classes, h, w).permute(0, 1, 3, 4, 2)
 
 
-def decode_boxes(outputs: list[torch.Tensor], anchors, strides) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw predictions -> (boxes [B, N, 4] xyxy input pixels, objectness logits [B, N], class logits [B, N, K]).
+def decode_boxes(
+    outputs: list[torch.Tensor], anchors, strides
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw predictions -> (boxes [B, N, 4] xyxy input pixels, objectness logits [B, N],
+    class logits [B, N, K]).
 
     N = sum over scales of 3 * H_s * W_s. Centre = (sigmoid(t_xy) + cell) * stride, size = exp(t_wh) * anchor.
     """
     boxes, objectness, classes = [], [], []
     for p, level_anchors, stride in zip(outputs, anchors, strides, strict=True):
         b, a, h, w, _ = p.shape
-        ys, xs = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij"
+        )
         grid = torch.stack([xs, ys], -1).to(p.dtype)  # [H, W, 2] (x, y) cell indices
         anchor_wh = torch.as_tensor(level_anchors, dtype=p.dtype, device=p.device).view(1, a, 1, 1, 2)
         centre = (p[..., :2].sigmoid() + grid) * stride
@@ -99,15 +110,31 @@ class YOLOv3PostProcess(nn.Module):
     ``labels`` [D] (0-based class index).
     """
 
-    def __init__(self, anchors=YOLOV3_ANCHORS, strides=YOLOV3_STRIDES, score_thresh: float = 0.01,
-                 nms_iou: float = 0.45, topk: int = 400, max_detections: int = 100):
+    def __init__(
+        self,
+        anchors=YOLOV3_ANCHORS,
+        strides=YOLOV3_STRIDES,
+        score_thresh: float = 0.01,
+        nms_iou: float = 0.45,
+        topk: int = 400,
+        max_detections: int = 100,
+    ):
         super().__init__()
         self.anchors, self.strides = anchors, strides
-        self.score_thresh, self.nms_iou, self.topk, self.max_detections = score_thresh, nms_iou, topk, max_detections
+        self.score_thresh, self.nms_iou, self.topk, self.max_detections = (
+            score_thresh,
+            nms_iou,
+            topk,
+            max_detections,
+        )
 
     @torch.no_grad()
-    def forward(self, outputs: list[torch.Tensor], input_size: tuple[int, int]) -> list[dict[str, torch.Tensor]]:
-        boxes, objectness, class_logits = decode_boxes([o.float() for o in outputs], self.anchors, self.strides)
+    def forward(
+        self, outputs: list[torch.Tensor], input_size: tuple[int, int]
+    ) -> list[dict[str, torch.Tensor]]:
+        boxes, objectness, class_logits = decode_boxes(
+            [o.float() for o in outputs], self.anchors, self.strides
+        )
         height, width = input_size
         boxes[..., 0::2] = boxes[..., 0::2].clamp(0, width)
         boxes[..., 1::2] = boxes[..., 1::2].clamp(0, height)
@@ -122,5 +149,7 @@ class YOLOv3PostProcess(nn.Module):
             anchor_index, labels = keep // num_classes, keep % num_classes
             candidate_boxes, candidate_scores = image_boxes[anchor_index], flat[keep]
             kept = batched_nms(candidate_boxes, candidate_scores, labels, self.nms_iou)[: self.max_detections]
-            results.append({"boxes": candidate_boxes[kept], "scores": candidate_scores[kept], "labels": labels[kept]})
+            results.append(
+                {"boxes": candidate_boxes[kept], "scores": candidate_scores[kept], "labels": labels[kept]}
+            )
         return results
