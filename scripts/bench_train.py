@@ -6,7 +6,7 @@ Measures, for one model, batch and input size (any bof-train override applies):
   (c) the ratio (b)/(a) (1.0 = the input pipeline and loss cost nothing);
   (d) data-pipeline images/s per worker (decode + transforms + collate, no model).
 
-    python scripts/bench_train.py --width 0.25 --size 256 --batch-size 16 --workers 2
+    python scripts/bench_train.py --workers 2          # the demo config
     python scripts/bench_train.py --width 1.0 --size 416 --batch-size 8 trainer.device=cuda trainer.amp=true
 """
 
@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from torch.utils.data import Subset
 
 from bof.config import validate_trainer
-from bof.engine import prepare_batch
+from bof.engine import prepare_batch, train_step
 from bof.optim import param_groups
 from bof.train import CONFIG_DIR, build_data_loaders, build_model, pick_device
 
@@ -101,16 +101,11 @@ def main(argv=None) -> dict:
 
     stream = itertools.cycle(train_loader)
 
-    def full_step():
-        images_u8, targets = next(stream)
-        images, targets = prepare_batch(images_u8, targets, device, trainer.channels_last)
-        with torch.autocast(device.type, enabled=amp):
-            outputs = model(images)
-        loss = criterion(outputs, targets, tuple(images.shape[-2:]))["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss.item()  # the real loop reads the loss every iteration
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+
+    def full_step():  # exactly the training loop's step
+        images, targets = prepare_batch(*next(stream), device, trainer.channels_last)
+        train_step(model, criterion, images, targets, optimizer, scaler, amp, trainer.grad_clip)
 
     bare = batch / timed(bare_step, args.iters, args.warmup, device)
     full = batch / timed(full_step, args.iters, args.warmup, device)

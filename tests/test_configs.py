@@ -32,7 +32,9 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_builds(make_cfg, devkit, group, option):
-    cfg = make_cfg(f"{group}={option}", f"++data.root={devkit}" if option in ("voc", "yolov3_voc") else "seed=0")
+    cfg = make_cfg(
+        f"{group}={option}", f"++data.root={devkit}" if option in ("voc", "yolov3_voc") else "seed=0"
+    )
     train_set = instantiate(cfg.data.train)
     num_classes = len(train_set.class_names)
     model = instantiate(cfg.model.net, num_classes=num_classes)
@@ -43,8 +45,11 @@ def test_every_option_composes_and_builds(make_cfg, devkit, group, option):
     assert 0.0 <= schedule.factor(5, 10, cfg.trainer.epochs) <= 1.0
     size = cfg.model.train_size
     outputs = model(torch.zeros(1, 3, size, size))
-    assert criterion(outputs, [{"boxes": torch.tensor([[1.0, 2.0, 30.0, 40.0]]), "labels": torch.tensor([0])}],
-                     (size, size))["loss"].isfinite()
+    assert criterion(
+        outputs,
+        [{"boxes": torch.tensor([[1.0, 2.0, 30.0, 40.0]]), "labels": torch.tensor([0])}],
+        (size, size),
+    )["loss"].isfinite()
     assert len(postprocess(outputs, (size, size))) == 1 and optimizer.param_groups
 
 

@@ -33,6 +33,22 @@ def test_width_multiplier_scales_channels_and_output_layout():
     assert [tuple(o.shape) for o in outputs] == [(2, 3, 12, 16, 11), (2, 3, 6, 8, 11), (2, 3, 3, 4, 11)]
 
 
+def test_objectness_prior_sets_only_the_objectness_bias():
+    torch.manual_seed(0)
+    plain = YOLOv3(num_classes=3, width=0.0625)
+    torch.manual_seed(0)
+    primed = YOLOv3(num_classes=3, width=0.0625, objectness_prior=0.01)
+    images = torch.randn(2, 3, 64, 64)
+    plain.eval(), primed.eval()
+    for p, q in zip(plain(images), primed(images), strict=True):
+        assert torch.allclose(q[..., 4].sigmoid(), torch.full_like(q[..., 4], 0.01), atol=5e-3)
+        assert not torch.allclose(p[..., 4].sigmoid(), q[..., 4].sigmoid(), atol=0.1)
+        other = [0, 1, 2, 3, 5, 6, 7]
+        assert torch.equal(p[..., other], q[..., other])  # boxes and classes untouched
+    with pytest.raises(ValueError, match="objectness_prior"):
+        YOLOv3(num_classes=3, width=0.0625, objectness_prior=1.0)
+
+
 def outputs_for(batch, size, num_classes=3, fill=-20.0):
     """Zero-offset predictions with confident 'no object' logits."""
     outs = []
