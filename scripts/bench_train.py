@@ -24,7 +24,7 @@ from torch.utils.data import Subset
 from bof.config import validate_trainer
 from bof.engine import prepare_batch, train_step
 from bof.optim import param_groups
-from bof.train import CONFIG_DIR, build_data_loaders, build_model, pick_device
+from bof.train import CONFIG_DIR, build_data_loaders, build_model, build_tricks, pick_device
 
 
 def parse_args(argv=None):
@@ -83,8 +83,11 @@ def main(argv=None) -> dict:
     train_set = instantiate(cfg.data.train)
     needed = batch * (args.iters + args.warmup) * 2
     subset = Subset(train_set, [i % len(train_set) for i in range(needed)])
-    train_loader, _ = build_data_loaders(cfg, trainer, subset, subset)
-    model, criterion, _ = build_model(cfg, len(train_set.class_names), device, trainer.channels_last)
+    tricks = build_tricks(cfg)
+    train_loader, _ = build_data_loaders(cfg, trainer, subset, subset, tricks)
+    model, criterion, _ = build_model(
+        cfg, len(train_set.class_names), device, trainer.channels_last, tricks.smoothing
+    )
     optimizer = instantiate(cfg.optimizer, _partial_=True)(param_groups(model, cfg.optimizer.weight_decay))
     model.train()
 
@@ -113,7 +116,7 @@ def main(argv=None) -> dict:
     # (d): the main process iterating a loader without workers is exactly one worker's work
     single_trainer = trainer
     single_trainer.num_workers = 0
-    pipeline_loader, _ = build_data_loaders(cfg, single_trainer, subset, subset)
+    pipeline_loader, _ = build_data_loaders(cfg, single_trainer, subset, subset, tricks)
     pipeline_stream = itertools.cycle(pipeline_loader)
     per_worker = batch / timed(lambda: next(pipeline_stream), args.iters, 1, torch.device("cpu"))
 

@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from bof.optim import param_groups
-from bof.train import CONFIG_DIR, train
+from bof.train import CONFIG_DIR, build_model, build_tricks, train
 from tests.test_voc_dataset import make_devkit
 
 GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
@@ -25,7 +25,10 @@ def devkit(tmp_path_factory) -> Path:
 
 
 def test_every_group_has_options():
-    assert {"data", "model", "optimizer", "lr_schedule", "experiment"} <= set(GROUPS)
+    tricks = {"augment", "mixup", "smoothing", "lr_schedule", "random_shapes"}
+    assert {"data", "model", "optimizer", "experiment"} | tricks <= set(GROUPS)
+    for trick in tricks - {"augment", "lr_schedule"}:
+        assert "off" in options(trick), trick  # every trick can be switched off
     for group in GROUPS:
         assert options(group), group
 
@@ -37,9 +40,15 @@ def test_every_option_composes_and_builds(make_cfg, devkit, group, option):
     )
     train_set = instantiate(cfg.data.train)
     num_classes = len(train_set.class_names)
-    model = instantiate(cfg.model.net, num_classes=num_classes)
-    criterion = instantiate(cfg.model.criterion, num_classes=num_classes)
-    postprocess = instantiate(cfg.model.postprocess)
+    tricks = build_tricks(cfg)
+    if group in ("augment", "mixup", "smoothing", "lr_schedule", "random_shapes") and option != "off":
+        assert getattr(tricks, group) is not None
+    image, target = train_set[0]
+    augmented, _ = tricks.augment(image, {**target, "weights": torch.ones(len(target["boxes"]))}, 64)
+    assert augmented.shape == (3, 64, 64)
+    model, criterion, postprocess = build_model(
+        cfg, num_classes, torch.device("cpu"), smoothing=tricks.smoothing
+    )
     optimizer = instantiate(cfg.optimizer, _partial_=True)(param_groups(model, cfg.optimizer.weight_decay))
     schedule = instantiate(cfg.lr_schedule)
     assert 0.0 <= schedule.factor(5, 10, cfg.trainer.epochs) <= 1.0

@@ -1,9 +1,13 @@
 """bof-train: the training recipe, read top to bottom.
 
-seed -> device -> data -> model -> optimizer -> LR schedule -> resume -> epochs (train, evaluate,
-checkpoint) -> final metrics. ``main`` is the Hydra entry point; ``train(cfg)`` is the testable recipe
-and the only place that reads the whole config: every component is built by ``hydra.utils.instantiate``
-from its own group, so config keys are constructor arguments.
+seed -> device -> tricks -> data -> model -> optimizer -> LR schedule -> resume -> epochs (train,
+evaluate, checkpoint) -> final metrics. Each trick of the bag of freebies is built from its own config
+group (None when off) and handed to the one place where it acts: augmentation, mixup and random shapes
+to the data loaders, label smoothing to the criterion, the LR schedule to the scheduler.
+
+``main`` is the Hydra entry point; ``train(cfg)`` is the testable recipe and the only place that reads
+the whole config: every component is built by ``hydra.utils.instantiate`` from its own group, so
+config keys are constructor arguments.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 import numpy as np
@@ -27,7 +33,11 @@ from bof.data.loader import build_data_loader
 from bof.data.transforms import Resize
 from bof.engine import evaluate, train_one_epoch
 from bof.optim import param_groups
-from bof.tricks.lr_schedule import build_lr_scheduler
+from bof.tricks.label_smoothing import LabelSmoothing
+from bof.tricks.lr_schedule import CosineSchedule, StepSchedule, build_lr_scheduler
+from bof.tricks.mixup import DetectionMixup
+from bof.tricks.random_shapes import FixedShape, RandomShapes
+from bof.visualize import draw_training_samples, lr_curve_figure, save_png
 
 log = logging.getLogger("bof.train")
 # conf/ at the repository root (the package is installed editable, as the Makefile does)
@@ -44,18 +54,23 @@ def train(cfg: DictConfig) -> dict:
     on_cuda = device.type == "cuda"
     amp, channels_last = trainer.amp and on_cuda, trainer.channels_last and on_cuda
 
-    # data: the same VOC-layout loader for Pascal VOC and the built-in synthetic set
+    tricks = build_tricks(cfg)
+
+    # data: the same VOC-layout loader for Pascal VOC and the built-in synthetic set; augmentation,
+    # mixup and random shapes act here (in the batch sampler and the workers)
     train_set, val_set = instantiate(cfg.data.train), instantiate(cfg.data.val)
     class_names = list(train_set.class_names)
-    train_loader, val_loader = build_data_loaders(cfg, trainer, train_set, val_set)
+    train_loader, val_loader = build_data_loaders(cfg, trainer, train_set, val_set, tricks)
     iters_per_epoch = len(train_loader)
     if iters_per_epoch == 0:
         raise ValueError(
             f"trainer.batch_size={trainer.batch_size} exceeds the {len(train_set)} training images"
         )
 
-    # model, criterion, post-processing
-    model, criterion, postprocess = build_model(cfg, len(class_names), device, channels_last)
+    # model, criterion (label smoothing acts in its class targets), post-processing
+    model, criterion, postprocess = build_model(
+        cfg, len(class_names), device, channels_last, tricks.smoothing
+    )
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     # optimizer and per-iteration LR schedule (warmup, then step or cosine)
@@ -63,9 +78,7 @@ def train(cfg: DictConfig) -> dict:
     optimizer = instantiate(cfg.optimizer, _partial_=True)(
         param_groups(model, cfg.optimizer.weight_decay, trainer.no_wd)
     )
-    lr_scheduler = build_lr_scheduler(
-        optimizer, instantiate(cfg.lr_schedule), iters_per_epoch, trainer.epochs
-    )
+    lr_scheduler = build_lr_scheduler(optimizer, tricks.lr_schedule, iters_per_epoch, trainer.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -79,8 +92,14 @@ def train(cfg: DictConfig) -> dict:
         iters_per_epoch,
         trainer.batch_size,
     )
+    log.info("tricks:\n  %s", "\n  ".join(tricks.describe(trainer.epochs)))
+    samples, lr_figure = preview(train_loader, class_names, trainer, tricks, optimizer, iters_per_epoch)
+    save_png(samples, out_dir / "train_samples.png")
+    lr_figure.savefig(out_dir / "lr_schedule.png")
     if trainer.dry_run:
-        log.info("dry run: exiting before training")
+        log.info(
+            "dry run: wrote train_samples.png and lr_schedule.png to %s; exiting before training", out_dir
+        )
         return {
             "dry_run": True,
             "num_params": num_params,
@@ -103,6 +122,9 @@ def train(cfg: DictConfig) -> dict:
 
     writer = SummaryWriter(str(out_dir / "tensorboard"))
     writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(resolved) + "\n```")
+    writer.add_text("tricks", "\n".join(f"* {line}" for line in tricks.describe(trainer.epochs)))
+    writer.add_image("train/samples", samples, 0)  # as the run will see them: augmented, mixed, weighted
+    writer.add_figure("plan/lr", lr_figure, 0)
     started, train_metrics, val_metrics, images_per_s = time.perf_counter(), {}, {}, []
     for epoch in range(start_epoch, trainer.epochs):
         train_loader.batch_sampler.set_epoch(epoch)
@@ -182,23 +204,54 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-def build_data_loaders(cfg: DictConfig, trainer, train_set, val_set):
-    """Training loader (shuffled, one input size per batch) and validation loader (fixed size, in order)."""
-    train_size, val_size = cfg.model.train_size, cfg.model.val_size
+class Tricks(NamedTuple):
+    """The bag of freebies of one run, each built from its config group; None where a trick is off."""
+
+    augment: Callable  # the training transform: Resize (augment=none), YOLOAugment, FlipResize
+    mixup: DetectionMixup | None
+    smoothing: LabelSmoothing | None
+    lr_schedule: StepSchedule | CosineSchedule
+    random_shapes: RandomShapes | None
+
+    def describe(self, epochs: int) -> list[str]:
+        return [
+            f"augment: {self.augment!r}",
+            f"mixup: {'off' if self.mixup is None else self.mixup.describe(epochs)}",
+            f"smoothing: {'off' if self.smoothing is None else repr(self.smoothing)}",
+            f"lr_schedule: {self.lr_schedule.describe(epochs)}",
+            f"random_shapes: {'off' if self.random_shapes is None else repr(self.random_shapes)}",
+        ]
+
+
+def build_tricks(cfg: DictConfig) -> Tricks:
+    return Tricks(
+        augment=instantiate(cfg.augment),
+        mixup=instantiate(cfg.mixup) if cfg.mixup is not None else None,
+        smoothing=instantiate(cfg.smoothing) if cfg.smoothing is not None else None,
+        lr_schedule=instantiate(cfg.lr_schedule),
+        random_shapes=instantiate(cfg.random_shapes) if cfg.random_shapes is not None else None,
+    )
+
+
+def build_data_loaders(cfg: DictConfig, trainer, train_set, val_set, tricks: Tricks):
+    """Training loader (shuffled, augmented, mixed, one input size per batch) and validation loader
+    (fixed size, resize only, in order)."""
     train_loader = build_data_loader(
         train_set,
-        Resize(),
+        tricks.augment,
         trainer.batch_size,
-        lambda iteration: train_size,
+        tricks.random_shapes or FixedShape(cfg.model.train_size),
         shuffle=True,
         seed=cfg.seed,
         num_workers=trainer.num_workers,
+        mixup=tricks.mixup,
+        epochs=trainer.epochs,
     )
     val_loader = build_data_loader(
         val_set,
         Resize(),
         trainer.batch_size,
-        lambda iteration: val_size,
+        FixedShape(cfg.model.val_size),
         shuffle=False,
         seed=cfg.seed,
         num_workers=min(trainer.num_workers, 2),
@@ -207,13 +260,36 @@ def build_data_loaders(cfg: DictConfig, trainer, train_set, val_set):
     return train_loader, val_loader
 
 
-def build_model(cfg: DictConfig, num_classes: int, device: torch.device, channels_last: bool = False):
-    """(model, criterion, postprocess) of the ``model`` group, on ``device``."""
+def build_model(
+    cfg: DictConfig,
+    num_classes: int,
+    device: torch.device,
+    channels_last: bool = False,
+    smoothing: LabelSmoothing | None = None,
+):
+    """(model, criterion, postprocess) of the ``model`` group, on ``device``. YOLOv3's class head is a
+    sigmoid one, so label smoothing takes the sigmoid rule."""
     model = instantiate(cfg.model.net, num_classes=num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    criterion = instantiate(cfg.model.criterion, num_classes=num_classes).to(device)
+    epsilon = smoothing.sigmoid_epsilon(num_classes) if smoothing is not None else None
+    criterion = instantiate(cfg.model.criterion, num_classes=num_classes, label_smoothing=epsilon).to(device)
     return model, criterion, instantiate(cfg.model.postprocess)
+
+
+def preview(train_loader, class_names, trainer, tricks: Tricks, optimizer, iters_per_epoch: int):
+    """(grid of the first training samples of the first epoch exactly as the loader will produce them,
+    figure of the planned LR of every iteration). Built in the main process from the sampler's keys, so
+    the loader, its workers and the RNG streams of the run are untouched."""
+    sampler = train_loader.batch_sampler
+    sampler.set_epoch(0)
+    keys = next(iter(sampler))[: max(trainer.num_images_logged, 1)]
+    images, targets = zip(*(train_loader.dataset[key] for key in keys), strict=True)
+    base_lr = optimizer.param_groups[0]["initial_lr"]
+    total = trainer.epochs * iters_per_epoch
+    lrs = [base_lr * tricks.lr_schedule.factor(i, iters_per_epoch, trainer.epochs) for i in range(total)]
+    figure = lr_curve_figure(lrs, iters_per_epoch, tricks.lr_schedule.describe(trainer.epochs))
+    return draw_training_samples(list(images), list(targets), class_names), figure
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -2,11 +2,11 @@
 consistent or reproducible, and the data loader workers only execute it.
 
 A key carries the dataset index, the square input size of its batch (one size per batch, a function of
-the global iteration, so random shapes agree across workers and processes without communication) and a
-per-sample seed from (seed, rank, iteration, position). Because the decision travels with the key,
-per-epoch switches reach persistent workers (the GluonCV mixup bug cannot happen), augmentation
-randomness differs per sample, rank and worker, and a resumed run sees the same stream as an
-uninterrupted one whatever the number of workers.
+the global iteration, so random shapes agree across workers and processes without communication), a
+per-sample seed from (seed, rank, iteration, position), and the mixup partner and ratio (partner -1:
+not mixed). Because the decision travels with the key, per-epoch switches reach persistent workers (the
+GluonCV mixup bug cannot happen), augmentation randomness differs per sample, rank and worker, and a
+resumed run sees the same stream as an uninterrupted one whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler
 
+from bof.tricks.mixup import box_weights, mixup_detection
+
 
 class SampleKey(NamedTuple):
     index: int
     size: int
     seed: int
+    partner: int = -1  # mixup partner's dataset index; -1: not mixed
+    lam: float = 1.0  # mixup ratio of image ``index``
 
 
 def sample_seed(seed: int, rank: int, iteration: int, position: int) -> int:
@@ -31,7 +35,9 @@ def sample_seed(seed: int, rank: int, iteration: int, position: int) -> int:
 
 
 class KeyedBatchSampler(Sampler[list[SampleKey]]):
-    """Wraps a sampler into batches of SampleKey. ``size_for_iteration(global_iteration) -> int``."""
+    """Wraps a sampler into batches of SampleKey. ``size_for_iteration(global_iteration) -> int``;
+    ``mixup`` (a :class:`bof.tricks.mixup.DetectionMixup` or None) draws partner and ratio for every
+    sample of the epochs where it is active, out of ``dataset_size`` images, in a run of ``epochs``."""
 
     def __init__(
         self,
@@ -41,9 +47,13 @@ class KeyedBatchSampler(Sampler[list[SampleKey]]):
         seed: int = 0,
         rank: int = 0,
         drop_last: bool = True,
+        mixup=None,
+        dataset_size: int = 0,
+        epochs: int = 1,
     ):
         self.batches = BatchSampler(sampler, batch_size, drop_last)
         self.size_for_iteration, self.seed, self.rank = size_for_iteration, seed, rank
+        self.mixup, self.dataset_size, self.epochs = mixup, dataset_size, epochs
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -56,17 +66,25 @@ class KeyedBatchSampler(Sampler[list[SampleKey]]):
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
         first = self.epoch * len(self)
+        mixing = self.mixup is not None and self.mixup.active(self.epoch, self.epochs)
         for i, batch in enumerate(self.batches):
             iteration = first + i
             size = self.size_for_iteration(iteration)
-            yield [
-                SampleKey(index, size, sample_seed(self.seed, self.rank, iteration, j))
-                for j, index in enumerate(batch)
-            ]
+            keys = []
+            for j, index in enumerate(batch):
+                seed = sample_seed(self.seed, self.rank, iteration, j)
+                if mixing:  # mixup (tricks/mixup.py): decided here, executed in the worker
+                    partner, lam = self.mixup.draw(np.random.default_rng([seed, 1]), index, self.dataset_size)
+                    keys.append(SampleKey(index, size, seed, partner, lam))
+                else:
+                    keys.append(SampleKey(index, size, seed))
+            yield keys
 
 
 class KeyedDataset(Dataset):
-    """Applies ``transform(image, target, size)`` to ``dataset[key.index]`` under the key's own seed.
+    """Applies ``transform(image, target, size)`` to ``dataset[key.index]`` under the key's own seed,
+    after mixing it with ``dataset[key.partner]`` when the key says so. Every target leaves with
+    per-box ``weights`` (the mixup ratio, 1 for an unmixed image), the weights that reach the loss.
 
     The global torch RNG is forked so that with ``num_workers=0`` the main process's RNG is untouched.
     """
@@ -81,6 +99,10 @@ class KeyedDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(key.seed)
             image, target = self.dataset[key.index]
+            if key.partner >= 0 and key.lam < 1.0:  # lam = 1 mixes nothing in (GluonCV skips it too)
+                image, target = mixup_detection(image, target, *self.dataset[key.partner], key.lam)
+            else:
+                target = {**target, "weights": box_weights(target)}
             return self.transform(image, target, key.size)
 
 
@@ -101,6 +123,8 @@ def build_data_loader(
     rank: int = 0,
     world_size: int = 1,
     drop_last: bool = True,
+    mixup=None,
+    epochs: int = 1,
 ) -> torch.utils.data.DataLoader:
     """DataLoader over ``dataset`` yielding (uint8 images, targets); the batch size is per process.
 
@@ -114,7 +138,9 @@ def build_data_loader(
         seed=seed,
         drop_last=drop_last and shuffle,
     )
-    batch_sampler = KeyedBatchSampler(sampler, batch_size, size_for_iteration, seed, rank, drop_last)
+    batch_sampler = KeyedBatchSampler(
+        sampler, batch_size, size_for_iteration, seed, rank, drop_last, mixup, len(dataset), epochs
+    )
     return torch.utils.data.DataLoader(
         KeyedDataset(dataset, transform),
         batch_sampler=batch_sampler,

@@ -35,18 +35,23 @@ def plain_tensors(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict
 
 class Resize:
     """Resize to a size x size square (no letterbox, as GluonCV's YOLO transforms); the only step of
-    evaluation and of the "- data augmentation" rows of the paper."""
+    evaluation and of the "- data augmentation" rows of the paper (``augment=none``)."""
 
     def __init__(self, interpolation: str = "bilinear"):
         self.interpolation = v2.InterpolationMode(interpolation)
 
     def __call__(self, image: torch.Tensor, target: dict, size: int) -> tuple[torch.Tensor, dict]:
-        image, target = as_tv_tensors(image, target)
-        image, target["boxes"] = (
-            TF.resize(image, [size, size], interpolation=self.interpolation, antialias=True),
-            TF.resize(target["boxes"], [size, size]),
-        )
-        return plain_tensors(image, target)
+        return plain_tensors(*resize_square(*as_tv_tensors(image, target), size, self.interpolation))
+
+    def __repr__(self) -> str:
+        return f"resize ({self.interpolation.value})"
+
+
+def resize_square(image: tv_tensors.Image, target: dict, size: int, interpolation) -> tuple:
+    """tv_tensors image and target -> the same resized to size x size, boxes moved with the pixels."""
+    target = dict(target)
+    target["boxes"] = TF.resize(target["boxes"], [size, size])
+    return TF.resize(image, [size, size], interpolation=interpolation, antialias=True), target
 
 
 def normalize_batch(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
