@@ -162,3 +162,13 @@ def test_training_start_logs_samples_and_lr_plan_to_tensorboard(make_cfg, tmp_pa
     train(make_cfg("mixup=beta15", "trainer.epochs=1"))
     events = scalar_tags(tmp_path / "run")
     assert "train/samples" in events.Tags()["images"] and "plan/lr" in events.Tags()["images"]
+
+
+def test_all_tricks_together_train_end_to_end(make_cfg):
+    metrics = train(
+        make_cfg(
+            "augment=yolo", "mixup=beta15", "smoothing=on", "lr_schedule=cosine", "random_shapes=on",
+            "random_shapes.min_size=64", "random_shapes.max_size=128", "random_shapes.interval=1",
+        )
+    )  # fmt: skip
+    assert metrics["train_loss"] > 0 and 0.0 <= metrics["map"] <= 1.0
