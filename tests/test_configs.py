@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from bof.optim import param_groups
 from bof.train import CONFIG_DIR, build_model, build_tricks, train
 from tests.test_voc_dataset import make_devkit
 
-GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
+GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
 
 
 def options(group: str) -> list[str]:
@@ -25,7 +26,7 @@ def devkit(tmp_path_factory) -> Path:
 
 
 def test_every_group_has_options():
-    tricks = {"augment", "mixup", "smoothing", "lr_schedule", "random_shapes"}
+    tricks = {"augment", "mixup", "smoothing", "lr_schedule", "random_shapes", "syncbn"}
     assert {"data", "model", "optimizer", "experiment"} | tricks <= set(GROUPS)
     for trick in tricks - {"augment", "lr_schedule"}:
         assert "off" in options(trick), trick  # every trick can be switched off
@@ -41,7 +42,10 @@ def test_every_option_composes_and_builds(make_cfg, devkit, group, option):
     train_set = instantiate(cfg.data.train)
     num_classes = len(train_set.class_names)
     tricks = build_tricks(cfg)
-    if group in ("augment", "mixup", "smoothing", "lr_schedule", "random_shapes") and option != "off":
+    if (
+        group in ("augment", "mixup", "smoothing", "lr_schedule", "random_shapes", "syncbn")
+        and option != "off"
+    ):
         assert getattr(tricks, group) is not None
     image, target = train_set[0]
     augmented, _ = tricks.augment(image, {**target, "weights": torch.ones(len(target["boxes"]))}, 64)
@@ -66,3 +70,9 @@ def test_yolov3_voc_trains_on_the_real_xml_fixtures(make_cfg, devkit, tmp_path):
     metrics = train(make_cfg("experiment=yolov3_voc", f"data.root={devkit}", "trainer.epochs=1"))
     assert len(metrics["ap"]) == 20 and 0.0 <= metrics["map"] <= 1.0
     assert (tmp_path / "run" / "results" / "comp4_det_test_train.txt").is_file()  # 000002 holds a train
+
+
+def test_slurm_launcher_config_is_a_submitit_launcher():
+    launcher = OmegaConf.load(Path(CONFIG_DIR) / "hydra" / "launcher" / "slurm.yaml")
+    assert launcher.defaults == ["submitit_slurm"]
+    assert launcher.tasks_per_node == launcher.gpus_per_node  # one process per GPU

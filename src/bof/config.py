@@ -15,6 +15,7 @@ class TrainerConfig:
     eval_interval: int = 10  # evaluate every this many epochs, and always after the last
     num_workers: int = 4  # data loader workers per process
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    devices: int = 1  # processes this job starts on its node (one per GPU); torchrun/SLURM set their own
     amp: bool = False  # mixed precision (CUDA only; a no-op on the CPU)
     channels_last: bool = False  # NHWC memory format (CUDA only; a no-op on the CPU)
     no_wd: bool = True  # no weight decay on BN parameters and biases (GluonCV --no-wd)

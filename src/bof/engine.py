@@ -11,6 +11,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from bof import distributed
 from bof.data.transforms import normalize_batch
 from bof.data.voc import xyxy_to_voc
 from bof.evaluation.voc_eval import VOCEvaluator
@@ -117,7 +118,8 @@ def evaluate(
     num_images_to_draw: int = 0,
     show_progress: bool = True,
 ) -> tuple[dict, VOCEvaluator, list[torch.Tensor]]:
-    """VOC mAP of ``model`` on the loader's dataset (a KeyedDataset over a VOCDetection).
+    """VOC mAP of ``model`` on the loader's dataset (a KeyedDataset over a VOCDetection), on this
+    process's shard of the images, gathered over all processes.
 
     Detections are mapped from the square network input back to the original image frame and then to
     VOC's 1-based inclusive coordinates, and compared with the raw XML annotations (difficult marked).
@@ -131,7 +133,7 @@ def evaluate(
         evaluator.add_ground_truth(
             voc.image_ids[index], annotation.boxes, annotation.labels, annotation.difficult
         )
-    drawn = []
+    drawn, found = [], []
     for images_u8, targets in tqdm(data_loader, desc="eval", leave=False, disable=not show_progress):
         images, _ = prepare_batch(images_u8, [], device, channels_last)
         size = images.shape[-1]
@@ -142,9 +144,14 @@ def evaluate(
             height, width = target["orig_size"]
             scale = torch.tensor([width / size, height / size] * 2, device=det["boxes"].device)
             boxes = xyxy_to_voc((det["boxes"] * scale).cpu())
-            evaluator.add_detections(target["image_id"], boxes, det["scores"].cpu(), det["labels"].cpu())
+            found.append((target["image_id"], boxes, det["scores"].cpu(), det["labels"].cpu()))
             if len(drawn) < num_images_to_draw:
                 drawn.append(draw_detections(image_u8, det, target, class_names))
+    # each process saw its own shard of the images: every process gets every detection, so the mAP is
+    # the same on all of them and does not depend on their number
+    for shard in distributed.all_gather_objects(found):
+        for image_id, boxes, scores, labels in shard:
+            evaluator.add_detections(image_id, boxes, scores, labels)
     metrics = evaluator.compute()
     return metrics, evaluator, drawn
 

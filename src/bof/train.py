@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
+from bof import distributed
 from bof.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from bof.config import validate_trainer
 from bof.data.loader import build_data_loader
@@ -37,6 +39,7 @@ from bof.tricks.label_smoothing import LabelSmoothing
 from bof.tricks.lr_schedule import CosineSchedule, StepSchedule, build_lr_scheduler
 from bof.tricks.mixup import DetectionMixup
 from bof.tricks.random_shapes import FixedShape, RandomShapes
+from bof.tricks.syncbn import SyncBatchNorm
 from bof.visualize import draw_training_samples, lr_curve_figure, save_png
 
 log = logging.getLogger("bof.train")
@@ -44,15 +47,46 @@ log = logging.getLogger("bof.train")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
+def run_name(timestamp: str) -> str:
+    """The name of Hydra's run directory (``hydra.run.dir`` in conf/train.yaml): the timestamp, except
+    under torchrun, whose processes each compose the config at slightly different times and would each
+    make their own timestamped directory (the known Hydra + DDP problem). There every process takes
+    torchrun's run id instead: the ``--rdzv-id`` of a multi-node job or the random id of ``--standalone``."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id is None:
+        return timestamp
+    if run_id == "none":
+        raise ValueError(
+            "under torchrun every process needs the same run directory: pass torchrun --standalone "
+            "(one node) or --rdzv-id=<name> (several nodes), or bof-train hydra.run.dir=<dir>"
+        )
+    return f"torchrun-{run_id}"
+
+
+OmegaConf.register_new_resolver("bof_run_name", run_name, replace=True)
+
+
 def train(cfg: DictConfig) -> dict:
     """Runs the configured training and returns the final metrics (also written to metrics.json)."""
     trainer = validate_trainer(cfg.trainer)
     out_dir = Path(trainer.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, trainer.deterministic)
     device = pick_device(trainer.device)
     on_cuda = device.type == "cuda"
     amp, channels_last = trainer.amp and on_cuda, trainer.channels_last and on_cuda
+
+    # distributed: join the group the environment describes (one process: rank 0 of 1, no group)
+    rank, world_size, local_rank = distributed.setup(device.type)
+    if on_cuda and world_size > 1:
+        device = torch.device("cuda", local_rank)
+    main_process = rank == 0  # the only one that writes files
+    if main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if trainer.batch_size % world_size:
+        raise ValueError(
+            f"trainer.batch_size={trainer.batch_size} (the global batch) is not divisible by the "
+            f"{world_size} processes"
+        )
 
     tricks = build_tricks(cfg)
 
@@ -60,7 +94,7 @@ def train(cfg: DictConfig) -> dict:
     # mixup and random shapes act here (in the batch sampler and the workers)
     train_set, val_set = instantiate(cfg.data.train), instantiate(cfg.data.val)
     class_names = list(train_set.class_names)
-    train_loader, val_loader = build_data_loaders(cfg, trainer, train_set, val_set, tricks)
+    train_loader, val_loader = build_data_loaders(cfg, trainer, train_set, val_set, tricks, rank, world_size)
     iters_per_epoch = len(train_loader)
     if iters_per_epoch == 0:
         raise ValueError(
@@ -72,6 +106,13 @@ def train(cfg: DictConfig) -> dict:
         cfg, len(class_names), device, channels_last, tricks.smoothing
     )
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model_without_ddp = model
+    if world_size > 1:
+        if tricks.syncbn is not None:  # synchronized BatchNorm acts here, before DDP wraps the model
+            model_without_ddp = model = tricks.syncbn(model, device.type, world_size)
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if on_cuda else None)
+    elif tricks.syncbn is not None:
+        log.info("syncbn=on changes nothing with one process")
 
     # optimizer and per-iteration LR schedule (warmup, then step or cosine)
     # _partial_: Hydra would wrap the param-group dicts (holding tensors) into DictConfigs
@@ -84,18 +125,22 @@ def train(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     log.info("config:\n%s", OmegaConf.to_yaml(resolved))
     log.info(
-        "device %s | %d trainable parameters | %d train / %d val images | %d iterations/epoch of %d images",
+        "device %s x %d processes | %d trainable parameters | %d train / %d val images | "
+        "%d iterations/epoch of %d images (%d per process)",
         device,
+        world_size,
         num_params,
         len(train_set),
         len(val_set),
         iters_per_epoch,
         trainer.batch_size,
+        trainer.batch_size // world_size,
     )
     log.info("tricks:\n  %s", "\n  ".join(tricks.describe(trainer.epochs)))
-    samples, lr_figure = preview(train_loader, class_names, trainer, tricks, optimizer, iters_per_epoch)
-    save_png(samples, out_dir / "train_samples.png")
-    lr_figure.savefig(out_dir / "lr_schedule.png")
+    if main_process:
+        samples, lr_figure = preview(train_loader, class_names, trainer, tricks, optimizer, iters_per_epoch)
+        save_png(samples, out_dir / "train_samples.png")
+        lr_figure.savefig(out_dir / "lr_schedule.png")
     if trainer.dry_run:
         log.info(
             "dry run: wrote train_samples.png and lr_schedule.png to %s; exiting before training", out_dir
@@ -112,7 +157,7 @@ def train(cfg: DictConfig) -> dict:
     checkpoint_path = resume_path(trainer.resume, out_dir)
     if checkpoint_path is not None:
         checkpoint = load_checkpoint(checkpoint_path)
-        model.load_state_dict(checkpoint["model"])
+        model_without_ddp.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
@@ -120,11 +165,13 @@ def train(cfg: DictConfig) -> dict:
         start_epoch, best_map = checkpoint["epoch"] + 1, checkpoint["best_map"]
         log.info("resumed from %s at epoch %d", checkpoint_path, start_epoch)
 
-    writer = SummaryWriter(str(out_dir / "tensorboard"))
-    writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(resolved) + "\n```")
-    writer.add_text("tricks", "\n".join(f"* {line}" for line in tricks.describe(trainer.epochs)))
-    writer.add_image("train/samples", samples, 0)  # as the run will see them: augmented, mixed, weighted
-    writer.add_figure("plan/lr", lr_figure, 0)
+    writer = None
+    if main_process:
+        writer = SummaryWriter(str(out_dir / "tensorboard"))
+        writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(resolved) + "\n```")
+        writer.add_text("tricks", "\n".join(f"* {line}" for line in tricks.describe(trainer.epochs)))
+        writer.add_image("train/samples", samples, 0)  # as the run will see them: augmented, mixed, weighted
+        writer.add_figure("plan/lr", lr_figure, 0)
     started, train_metrics, val_metrics, images_per_s = time.perf_counter(), {}, {}, []
     for epoch in range(start_epoch, trainer.epochs):
         train_loader.batch_sampler.set_epoch(epoch)
@@ -141,8 +188,9 @@ def train(cfg: DictConfig) -> dict:
             amp=amp,
             channels_last=channels_last,
             grad_clip=trainer.grad_clip,
-            show_progress=trainer.progress,
+            show_progress=trainer.progress and main_process,
         )
+        train_metrics["images_per_s"] *= world_size  # every process trains on as many images
         images_per_s.append(train_metrics["images_per_s"])
         log.info(
             "epoch %d/%d: loss %.3f, %.1f images/s",
@@ -153,8 +201,8 @@ def train(cfg: DictConfig) -> dict:
         )
         last_epoch = epoch + 1 == trainer.epochs
         if (epoch + 1) % trainer.eval_interval == 0 or last_epoch:
-            val_metrics, evaluator, drawn = evaluate(
-                model,
+            val_metrics, evaluator, drawn = evaluate(  # every process a shard, gathered in evaluate
+                model_without_ddp,
                 postprocess,
                 val_loader,
                 device,
@@ -163,21 +211,29 @@ def train(cfg: DictConfig) -> dict:
                 channels_last,
                 amp,
                 trainer.num_images_logged,
-                trainer.progress,
+                trainer.progress and main_process,
             )
-            log_evaluation(writer, val_metrics, drawn, epoch)
+            if main_process:
+                log_evaluation(writer, val_metrics, drawn, epoch)
             if val_metrics["map"] > best_map:
                 best_map = val_metrics["map"]
-                evaluator.write_result_files(out_dir / "results")
-                save_checkpoint(
-                    checkpoint_state(model, optimizer, lr_scheduler, scaler, epoch, best_map, resolved),
-                    out_dir / "best.pt",
-                )
-        save_checkpoint(
-            checkpoint_state(model, optimizer, lr_scheduler, scaler, epoch, best_map, resolved),
-            out_dir / "last.pt",
-        )
-    writer.close()
+                if main_process:
+                    evaluator.write_result_files(out_dir / "results")
+                    save_checkpoint(
+                        checkpoint_state(
+                            model_without_ddp, optimizer, lr_scheduler, scaler, epoch, best_map, resolved
+                        ),
+                        out_dir / "best.pt",
+                    )
+        if main_process:
+            save_checkpoint(
+                checkpoint_state(
+                    model_without_ddp, optimizer, lr_scheduler, scaler, epoch, best_map, resolved
+                ),
+                out_dir / "last.pt",
+            )
+    if writer is not None:
+        writer.close()
 
     metrics = {
         "map": val_metrics.get("map"),
@@ -191,7 +247,8 @@ def train(cfg: DictConfig) -> dict:
         "epochs": trainer.epochs,
         "config": resolved,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if main_process:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if metrics["map"] is not None:
         log.info(
             "final VOC07 mAP %.4f (best %.4f), %.0f s"
@@ -212,6 +269,7 @@ class Tricks(NamedTuple):
     smoothing: LabelSmoothing | None
     lr_schedule: StepSchedule | CosineSchedule
     random_shapes: RandomShapes | None
+    syncbn: SyncBatchNorm | None
 
     def describe(self, epochs: int) -> list[str]:
         return [
@@ -220,6 +278,7 @@ class Tricks(NamedTuple):
             f"smoothing: {'off' if self.smoothing is None else repr(self.smoothing)}",
             f"lr_schedule: {self.lr_schedule.describe(epochs)}",
             f"random_shapes: {'off' if self.random_shapes is None else repr(self.random_shapes)}",
+            f"syncbn: {'off' if self.syncbn is None else repr(self.syncbn)}",
         ]
 
 
@@ -230,32 +289,39 @@ def build_tricks(cfg: DictConfig) -> Tricks:
         smoothing=instantiate(cfg.smoothing) if cfg.smoothing is not None else None,
         lr_schedule=instantiate(cfg.lr_schedule),
         random_shapes=instantiate(cfg.random_shapes) if cfg.random_shapes is not None else None,
+        syncbn=instantiate(cfg.syncbn) if cfg.syncbn is not None else None,
     )
 
 
-def build_data_loaders(cfg: DictConfig, trainer, train_set, val_set, tricks: Tricks):
+def build_data_loaders(
+    cfg: DictConfig, trainer, train_set, val_set, tricks: Tricks, rank: int = 0, world_size: int = 1
+):
     """Training loader (shuffled, augmented, mixed, one input size per batch) and validation loader
-    (fixed size, resize only, in order)."""
+    (fixed size, resize only, in order); this process's share of the global batch and of the images."""
     train_loader = build_data_loader(
         train_set,
         tricks.augment,
-        trainer.batch_size,
+        trainer.batch_size // world_size,
         tricks.random_shapes or FixedShape(cfg.model.train_size),
         shuffle=True,
         seed=cfg.seed,
         num_workers=trainer.num_workers,
         mixup=tricks.mixup,
         epochs=trainer.epochs,
+        rank=rank,
+        world_size=world_size,
     )
     val_loader = build_data_loader(
         val_set,
         Resize(),
-        trainer.batch_size,
+        trainer.batch_size // world_size,
         FixedShape(cfg.model.val_size),
         shuffle=False,
         seed=cfg.seed,
         num_workers=min(trainer.num_workers, 2),
         drop_last=False,
+        rank=rank,
+        world_size=world_size,
     )
     return train_loader, val_loader
 
@@ -354,7 +420,33 @@ def log_evaluation(writer: SummaryWriter, metrics: dict, drawn: list, epoch: int
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """The Hydra job: trains in this process, or with ``trainer.devices=N`` (and no outer launcher such
+    as torchrun) in N processes of one group. They share this job's one output directory: the config
+    is resolved here, so ${hydra:runtime.output_dir} is fixed before any process starts."""
+    devices = cfg.trainer.get("devices", 1)
+    if devices > 1 and not distributed.launched_externally():
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        distributed.spawn(train_process, devices, resolved)
+        metrics_file = Path(resolved["trainer"]["output_dir"]) / "metrics.json"
+        return json.loads(metrics_file.read_text()).get("map") if metrics_file.is_file() else None
     return train(cfg).get("map")
+
+
+def train_process(resolved: dict) -> dict:
+    """One process of a ``trainer.devices=N`` job: rank 0 logs INFO to the console and to the job's
+    train.log (as Hydra's job logging does), the others warnings and errors only."""
+    rank = int(os.environ.get("RANK", "0"))
+    handlers = [logging.StreamHandler()]
+    if rank == 0:
+        Path(resolved["trainer"]["output_dir"]).mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(Path(resolved["trainer"]["output_dir"]) / "train.log"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"[%(asctime)s][%(name)s][%(levelname)s][rank {rank}] - %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    return train(OmegaConf.create(resolved))
 
 
 if __name__ == "__main__":

@@ -128,16 +128,17 @@ def build_data_loader(
 ) -> torch.utils.data.DataLoader:
     """DataLoader over ``dataset`` yielding (uint8 images, targets); the batch size is per process.
 
-    DistributedSampler is used for one process too: its order is a pure function of (seed, epoch).
+    Training (``shuffle``): DistributedSampler, for one process too: its order is a pure function of
+    (seed, epoch). Evaluation: process r takes images r, r + world_size, ... exactly once each
+    (DistributedSampler would pad the last shard with repeated images, which would count twice in the
+    mAP).
     """
-    sampler = DistributedSampler(
-        dataset,
-        num_replicas=world_size,
-        rank=rank,
-        shuffle=shuffle,
-        seed=seed,
-        drop_last=drop_last and shuffle,
-    )
+    if shuffle:
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=drop_last
+        )
+    else:
+        sampler = range(rank, len(dataset), world_size)
     batch_sampler = KeyedBatchSampler(
         sampler, batch_size, size_for_iteration, seed, rank, drop_last, mixup, len(dataset), epochs
     )
