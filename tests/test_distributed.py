@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from bof import distributed
-from bof.data.loader import build_data_loader
+from bof.data.loader import KeyedBatchSampler, build_data_loader
 from bof.data.transforms import Resize
 from bof.models.yolov3 import YOLOv3
 from bof.train import train, train_process
@@ -154,3 +154,16 @@ def test_distributed_run_resumes(make_cfg, tmp_path):
     distributed.spawn(train_process, 2, OmegaConf.to_container(resumed, resolve=True))
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
     assert "resumed from" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_every_rank_and_position_draws_its_own_augmentation_seed():
+    seeds = [
+        key.seed
+        for rank in (0, 1)
+        for epoch in (0, 1)
+        for sampler in [KeyedBatchSampler(range(rank, 32, 2), 4, lambda it: 64, seed=7, rank=rank)]
+        if sampler.set_epoch(epoch) is None
+        for batch in sampler
+        for key in batch
+    ]
+    assert len(seeds) == 64 and len(set(seeds)) == 64  # 2 ranks x 2 epochs x 16: no two share a stream
