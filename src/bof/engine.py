@@ -13,8 +13,6 @@ from tqdm import tqdm
 
 from bof import distributed
 from bof.data.transforms import normalize_batch
-from bof.data.voc import xyxy_to_voc
-from bof.evaluation.voc_eval import VOCEvaluator
 from bof.visualize import draw_detections
 
 log = logging.getLogger(__name__)
@@ -117,22 +115,14 @@ def evaluate(
     amp: bool = False,
     num_images_to_draw: int = 0,
     show_progress: bool = True,
-) -> tuple[dict, VOCEvaluator, list[torch.Tensor]]:
-    """VOC mAP of ``model`` on the loader's dataset (a KeyedDataset over a VOCDetection), on this
-    process's shard of the images, gathered over all processes.
-
-    Detections are mapped from the square network input back to the original image frame and then to
-    VOC's 1-based inclusive coordinates, and compared with the raw XML annotations (difficult marked).
+) -> tuple[dict, object, list[torch.Tensor]]:
+    """mAP of ``model`` on the loader's dataset (a KeyedDataset over a VOCDetection or COCODetection, whose
+    ``evaluator()`` holds the ground truth), on this process's shard of the images, gathered over all
+    processes. Detections are mapped from the square network input back to the original image frame.
     Returns (metrics, evaluator holding the detections, drawn images uint8 [3, S, S]).
     """
     model.eval()
-    voc = data_loader.dataset.dataset
-    evaluator = VOCEvaluator(class_names, use_07_metric=use_07_metric)
-    for index in range(len(voc)):
-        annotation = voc.get_annotation(index)
-        evaluator.add_ground_truth(
-            voc.image_ids[index], annotation.boxes, annotation.labels, annotation.difficult
-        )
+    evaluator = data_loader.dataset.dataset.evaluator(use_07_metric)  # VOC or COCO, with its ground truth
     drawn, found = [], []
     for images_u8, targets in tqdm(data_loader, desc="eval", leave=False, disable=not show_progress):
         images, _ = prepare_batch(images_u8, [], device, channels_last)
@@ -143,7 +133,7 @@ def evaluate(
         for image_u8, target, det in zip(images_u8, targets, detections, strict=True):
             height, width = target["orig_size"]
             scale = torch.tensor([width / size, height / size] * 2, device=det["boxes"].device)
-            boxes = xyxy_to_voc((det["boxes"] * scale).cpu())
+            boxes = (det["boxes"] * scale).cpu()  # xyxy pixels of the original image
             found.append((target["image_id"], boxes, det["scores"].cpu(), det["labels"].cpu()))
             if len(drawn) < num_images_to_draw:
                 drawn.append(draw_detections(image_u8, det, target, class_names))

@@ -34,6 +34,7 @@ from bof.config import validate_trainer
 from bof.data.loader import build_data_loader
 from bof.data.transforms import Resize
 from bof.engine import evaluate, train_one_epoch
+from bof.evaluation.coco_eval import STAT_NAMES as COCO_STATS
 from bof.optim import param_groups
 from bof.tricks.label_smoothing import LabelSmoothing
 from bof.tricks.lr_schedule import CosineSchedule, StepSchedule, build_lr_scheduler
@@ -43,6 +44,7 @@ from bof.tricks.syncbn import SyncBatchNorm
 from bof.visualize import draw_training_samples, lr_curve_figure, save_png
 
 log = logging.getLogger("bof.train")
+METRIC_NAMES = {"voc07": "VOC07 mAP", "area": "VOC area mAP", "coco": "COCO AP@[.5:.95]"}
 # conf/ at the repository root (the package is installed editable, as the Makefile does)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -218,7 +220,7 @@ def train(cfg: DictConfig) -> dict:
             if val_metrics["map"] > best_map:
                 best_map = val_metrics["map"]
                 if main_process:
-                    evaluator.write_result_files(out_dir / "results")
+                    evaluator.write_results(out_dir / "results")
                     save_checkpoint(
                         checkpoint_state(
                             model_without_ddp, optimizer, lr_scheduler, scaler, epoch, best_map, resolved
@@ -239,7 +241,8 @@ def train(cfg: DictConfig) -> dict:
         "map": val_metrics.get("map"),
         "best_map": best_map,
         "ap": val_metrics.get("ap", {}),
-        "metric": "voc07" if trainer.voc07_metric else "area",
+        "metric": val_metrics.get("metric"),  # voc07 | area | coco
+        **{name: val_metrics[name] for name in COCO_STATS if name in val_metrics},  # the 12 COCO numbers
         "train_loss": train_metrics.get("loss"),
         "num_params": num_params,
         "wall_time_s": time.perf_counter() - started,
@@ -251,9 +254,8 @@ def train(cfg: DictConfig) -> dict:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if metrics["map"] is not None:
         log.info(
-            "final VOC07 mAP %.4f (best %.4f), %.0f s"
-            if trainer.voc07_metric
-            else "final area mAP %.4f (best %.4f), %.0f s",
+            "final %s %.4f (best %.4f), %.0f s",
+            METRIC_NAMES[metrics["metric"]],
             metrics["map"],
             best_map,
             metrics["wall_time_s"],
@@ -405,6 +407,9 @@ def checkpoint_state(
 
 def log_evaluation(writer: SummaryWriter, metrics: dict, drawn: list, epoch: int) -> None:
     writer.add_scalar("val/mAP", metrics["map"], epoch + 1)
+    for name in COCO_STATS:
+        if name in metrics:
+            writer.add_scalar(f"val/coco/{name}", metrics[name], epoch + 1)
     for name, ap in metrics["ap"].items():
         if ap == ap:  # nan: no positives of that class
             writer.add_scalar(f"val/AP/{name}", ap, epoch + 1)

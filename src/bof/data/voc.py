@@ -272,6 +272,10 @@ class VOCDetection(Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def evaluator(self, use_07_metric: bool = True) -> VOCDatasetEvaluator:
+        """A VOC evaluator holding this dataset's ground truth (difficult marked)."""
+        return VOCDatasetEvaluator(self, use_07_metric)
+
     def image_path(self, i: int) -> Path:
         return self.root / self.year_dirs[self._year[i]] / "JPEGImages" / f"{self.image_ids[i]}.jpg"
 
@@ -313,3 +317,27 @@ class VOCDetection(Dataset):
             "orig_size": (int(image.shape[1]), int(image.shape[2])),
         }
         return image, target
+
+
+class VOCDatasetEvaluator:
+    """:class:`bof.evaluation.voc_eval.VOCEvaluator` filled with a VOCDetection's ground truth, taking
+    detections as xyxy pixels in the original image frame (converted with :func:`xyxy_to_voc`)."""
+
+    def __init__(self, dataset: VOCDetection, use_07_metric: bool = True):
+        from bof.evaluation.voc_eval import VOCEvaluator
+
+        self.use_07_metric = use_07_metric
+        self.voc = VOCEvaluator(dataset.class_names, use_07_metric=use_07_metric)
+        for index in range(len(dataset)):
+            ann = dataset.get_annotation(index)
+            self.voc.add_ground_truth(dataset.image_ids[index], ann.boxes, ann.labels, ann.difficult)
+
+    def add_detections(self, image_id: str, boxes, scores, labels) -> None:
+        self.voc.add_detections(image_id, xyxy_to_voc(boxes), scores, labels)
+
+    def compute(self) -> dict:
+        return {**self.voc.compute(), "metric": "voc07" if self.use_07_metric else "area"}
+
+    def write_results(self, out_dir) -> list[Path]:
+        """The official per-class result files ``comp4_det_test_<class>.txt``."""
+        return self.voc.write_result_files(out_dir)
