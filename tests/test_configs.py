@@ -1,11 +1,14 @@
 """Every option of every config group composes and builds; the VOC path trains on real XML fixtures."""
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from PIL import Image
 
 from bof.optim import param_groups
 from bof.train import CONFIG_DIR, build_model, build_tricks, train
@@ -25,6 +28,24 @@ def devkit(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory) -> Path:
+    """The official COCO layout with one 64 x 48 image and one box per split."""
+    root = tmp_path_factory.mktemp("coco")
+    (root / "annotations").mkdir()
+    for split in ("train2017", "val2017"):
+        (root / split).mkdir()
+        Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(root / split / "1.jpg")
+        instances = {
+            "images": [{"id": 1, "file_name": "1.jpg", "width": 64, "height": 48}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [4, 5, 30, 20], "area": 600,
+                             "iscrowd": 0}],
+            "categories": [{"id": 3, "name": "car"}],
+        }  # fmt: skip
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(instances))
+    return root
+
+
 def test_every_group_has_options():
     tricks = {"augment", "mixup", "smoothing", "lr_schedule", "random_shapes", "syncbn"}
     assert {"data", "model", "optimizer", "experiment"} | tricks <= set(GROUPS)
@@ -35,10 +56,9 @@ def test_every_group_has_options():
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
-def test_every_option_composes_and_builds(make_cfg, devkit, group, option):
-    cfg = make_cfg(
-        f"{group}={option}", f"++data.root={devkit}" if option in ("voc", "yolov3_voc") else "seed=0"
-    )
+def test_every_option_composes_and_builds(make_cfg, devkit, coco_root, group, option):
+    roots = {"voc": devkit, "yolov3_voc": devkit, "coco": coco_root}
+    cfg = make_cfg(f"{group}={option}", f"++data.root={roots[option]}" if option in roots else "seed=0")
     train_set = instantiate(cfg.data.train)
     num_classes = len(train_set.class_names)
     tricks = build_tricks(cfg)

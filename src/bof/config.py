@@ -27,6 +27,16 @@ class TrainerConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower; for exact reproducibility)
     progress: bool = True  # progress bars (rank 0 only)
     voc07_metric: bool = True  # VOC2007 11-point AP (the paper's), else the VOC2010+ area AP
+    skip_nonfinite: bool = False  # a NaN/inf loss: false stops training, true skips that step (counted)
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size", "eval_interval", "devices"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
+        if self.num_workers < 0:
+            raise ValueError(f"trainer.num_workers must be >= 0, got {self.num_workers}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"trainer.grad_clip must be > 0 or null, got {self.grad_clip}")
 
 
 def validate_trainer(trainer: DictConfig) -> TrainerConfig:

@@ -64,6 +64,7 @@ def train_one_epoch(
     channels_last: bool = False,
     grad_clip: float | None = None,
     show_progress: bool = True,
+    skip_nonfinite: bool = False,
 ) -> dict:
     """One pass over ``data_loader``; the LR scheduler steps every iteration.
 
@@ -74,15 +75,25 @@ def train_one_epoch(
     progress = tqdm(
         data_loader, desc=f"epoch {epoch}", leave=False, disable=not show_progress, dynamic_ncols=True
     )
+    bad_samples = nonfinite_skipped = 0
     for i, (images, targets) in enumerate(progress):
         step = epoch * iters_per_epoch + i
+        bad_samples += sum(t.get("skipped", 0) for t in targets)  # data.on_bad_sample=skip replacements
         images, targets = prepare_batch(images, targets, device, channels_last)
         input_size = tuple(images.shape[-2:])
         lr = optimizer.param_groups[0]["lr"]
         try:
             values = train_step(model, criterion, images, targets, optimizer, scaler, amp, grad_clip)
-        except FloatingPointError as error:
-            raise FloatingPointError(f"epoch {epoch} iteration {i}: {error}") from None
+        except FloatingPointError as error:  # raised before the step: the weights are still good
+            if not skip_nonfinite:
+                raise FloatingPointError(
+                    f"epoch {epoch + 1} iteration {i} (global {step}): {error}; the last good checkpoint "
+                    "is intact (trainer.skip_nonfinite=true skips such steps instead)"
+                ) from None
+            log.warning("epoch %d iteration %d: %s; step skipped", epoch + 1, i, error)
+            nonfinite_skipped += 1
+            lr_scheduler.step()
+            continue
         lr_scheduler.step()
 
         for k, v in values.items():
@@ -100,6 +111,8 @@ def train_one_epoch(
     elapsed = time.perf_counter() - start
     metrics = {k: v / max(iters_per_epoch, 1) for k, v in totals.items()}
     metrics["images_per_s"] = num_images / max(elapsed, 1e-9)
+    metrics["bad_samples"] = bad_samples
+    metrics["nonfinite_skipped"] = nonfinite_skipped
     return metrics
 
 

@@ -117,6 +117,8 @@ def train(cfg: DictConfig) -> dict:
         log.info("syncbn=on changes nothing with one process")
 
     # optimizer and per-iteration LR schedule (warmup, then step or cosine)
+    if cfg.optimizer.lr <= 0:
+        raise ValueError(f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
     # _partial_: Hydra would wrap the param-group dicts (holding tensors) into DictConfigs
     optimizer = instantiate(cfg.optimizer, _partial_=True)(
         param_groups(model, cfg.optimizer.weight_decay, trainer.no_wd)
@@ -175,6 +177,8 @@ def train(cfg: DictConfig) -> dict:
         writer.add_image("train/samples", samples, 0)  # as the run will see them: augmented, mixed, weighted
         writer.add_figure("plan/lr", lr_figure, 0)
     started, train_metrics, val_metrics, images_per_s = time.perf_counter(), {}, {}, []
+    bad_at_load = len(getattr(train_set, "skipped", [])) + len(getattr(val_set, "skipped", []))
+    bad_in_training = nonfinite_skipped = 0
     for epoch in range(start_epoch, trainer.epochs):
         train_loader.batch_sampler.set_epoch(epoch)
         train_metrics = train_one_epoch(
@@ -191,15 +195,21 @@ def train(cfg: DictConfig) -> dict:
             channels_last=channels_last,
             grad_clip=trainer.grad_clip,
             show_progress=trainer.progress and main_process,
+            skip_nonfinite=trainer.skip_nonfinite,
         )
         train_metrics["images_per_s"] *= world_size  # every process trains on as many images
         images_per_s.append(train_metrics["images_per_s"])
+        bad_in_training += train_metrics["bad_samples"]
+        nonfinite_skipped += train_metrics["nonfinite_skipped"]
         log.info(
-            "epoch %d/%d: loss %.3f, %.1f images/s",
+            "epoch %d/%d: loss %.3f, %.1f images/s%s",
             epoch + 1,
             trainer.epochs,
             train_metrics["loss"],
             train_metrics["images_per_s"],
+            f", {bad_at_load} bad samples left out at load, {bad_in_training} replaced in training"
+            if bad_at_load or bad_in_training
+            else "",
         )
         last_epoch = epoch + 1 == trainer.epochs
         if (epoch + 1) % trainer.eval_interval == 0 or last_epoch:
@@ -248,6 +258,8 @@ def train(cfg: DictConfig) -> dict:
         "wall_time_s": time.perf_counter() - started,
         "images_per_s": float(np.mean(images_per_s)) if images_per_s else None,
         "epochs": trainer.epochs,
+        "bad_samples": {"skipped_at_load": bad_at_load, "replaced_in_training": bad_in_training},
+        "nonfinite_steps_skipped": nonfinite_skipped,
         "config": resolved,
     }
     if main_process:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from bof.data.bad_samples import BadSampleError, check_policy
 from bof.data.voc import decode_rgb
 from bof.evaluation.coco_eval import COCOEvaluator, load_coco
 
@@ -56,8 +57,11 @@ class COCODetection(Dataset):
         annotation_file: str | os.PathLike | None = None,
         image_dir: str | os.PathLike | None = None,
         eval_backend: str = "pycocotools",
+        on_bad_sample: str = "error",
     ):
         self.root, self.split, self.train, self.eval_backend = Path(root), split, train, eval_backend
+        self.on_bad_sample = check_policy(on_bad_sample)
+        self.skipped: list[str] = []
         annotation_file = Path(annotation_file or self.root / "annotations" / f"instances_{split}.json")
         self.image_dir = Path(image_dir or self.root / split)
         if not annotation_file.is_file():
@@ -72,7 +76,17 @@ class COCODetection(Dataset):
         skipped = 0
         for image_id in sorted(self.coco.getImgIds()):
             info = self.coco.imgs[image_id]
-            b, lab = coco_boxes(self.coco.imgToAnns.get(image_id, []), info["width"], info["height"], index)
+            try:
+                b, lab = coco_boxes(
+                    self.coco.imgToAnns.get(image_id, []), info["width"], info["height"], index
+                )
+            except KeyError as error:  # a category id the file does not declare
+                problem = f"{annotation_file}: image {image_id} has an annotation of unknown category {error}"
+                if self.on_bad_sample == "error":
+                    raise BadSampleError(problem) from None
+                logger.warning("skipping a bad sample: %s", problem)
+                self.skipped.append(problem)
+                continue
             if train and not len(lab):
                 skipped += 1
                 continue
@@ -99,7 +113,10 @@ class COCODetection(Dataset):
         path = self.image_dir / self.file_names[i]
         if not path.is_file():
             raise FileNotFoundError(f"COCO image not found: {path} ({PREPARE_HINT})")
-        image = decode_rgb(path)
+        try:
+            image = decode_rgb(path)
+        except RuntimeError as error:  # torchvision's decoder: corrupt, truncated or not an image
+            raise BadSampleError(f"{path}: cannot decode the image ({error})") from None
         a, b = self._offsets[i], self._offsets[i + 1]
         target = {
             "boxes": torch.from_numpy(self._boxes[a:b].copy()),

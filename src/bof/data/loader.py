@@ -11,6 +11,7 @@ resumed run sees the same stream as an uninterrupted one whatever the number of 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -18,7 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler
 
+from bof.data.bad_samples import BadSampleError, substitute_index
 from bof.tricks.mixup import box_weights, mixup_detection
+
+log = logging.getLogger(__name__)
 
 
 class SampleKey(NamedTuple):
@@ -98,12 +102,30 @@ class KeyedDataset(Dataset):
     def __getitem__(self, key: SampleKey):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(key.seed)
-            image, target = self.dataset[key.index]
+            skipped = 0
+            image, target, skipped = self._load(key.index, skipped)
             if key.partner >= 0 and key.lam < 1.0:  # lam = 1 mixes nothing in (GluonCV skips it too)
-                image, target = mixup_detection(image, target, *self.dataset[key.partner], key.lam)
+                partner_image, partner_target, skipped = self._load(key.partner, skipped)
+                image, target = mixup_detection(image, target, partner_image, partner_target, key.lam)
             else:
                 target = {**target, "weights": box_weights(target)}
-            return self.transform(image, target, key.size)
+            image, target = self.transform(image, target, key.size)
+            return image, {**target, "skipped": skipped}
+
+    def _load(self, index: int, skipped: int, max_attempts: int = 16):
+        """dataset[index]; with ``on_bad_sample=skip`` a sample that fails (corrupt or vanished file) is
+        logged and replaced by the next good one. -> (image, target, number skipped so far)."""
+        policy = getattr(self.dataset, "on_bad_sample", "error")
+        for attempt in range(max_attempts):
+            try:
+                image, target = self.dataset[substitute_index(index, attempt, len(self.dataset))]
+                return image, target, skipped
+            except (BadSampleError, FileNotFoundError) as error:
+                if policy == "error":
+                    raise
+                log.warning("skipping a bad sample: %s", error)
+                skipped += 1
+        raise BadSampleError(f"{max_attempts} bad samples in a row from index {index}: is the data readable?")
 
 
 def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:

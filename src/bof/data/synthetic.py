@@ -423,15 +423,23 @@ def ensure_synthetic_voc(cache_dir: str | os.PathLike, **params) -> Path:
         raise
 
 
-def synthetic_voc(cache_dir: str | os.PathLike, split: str, generator: dict | None = None) -> VOCDetection:
+def synthetic_voc(
+    cache_dir: str | os.PathLike, split: str, generator: dict | None = None, on_bad_sample: str = "error"
+) -> VOCDetection:
     """The ``split`` (train, val or test) of the synthetic set made by ``generator`` params, generated on
     first use: what ``conf/data/synthetic.yaml`` instantiates."""
     year_dir = ensure_synthetic_voc(cache_dir, **dict(generator or {}))
-    return VOCDetection(year_dir.parent, [[year_dir.name, split]], class_names=SYNTHETIC_CLASSES)
+    return VOCDetection(
+        year_dir.parent, [[year_dir.name, split]], class_names=SYNTHETIC_CLASSES, on_bad_sample=on_bad_sample
+    )
 
 
 def synthetic_coco(
-    cache_dir: str | os.PathLike, split: str, generator: dict | None = None, train: bool = True
+    cache_dir: str | os.PathLike,
+    split: str,
+    generator: dict | None = None,
+    train: bool = True,
+    on_bad_sample: str = "error",
 ) -> COCODetection:
     """The same synthetic images in the COCO layout: what ``conf/data/synthetic_coco.yaml`` instantiates,
     so the COCO loader and COCOeval run end to end on a CPU. The instances JSON is written once beside
@@ -443,8 +451,9 @@ def synthetic_coco(
         voc = VOCDetection(year_dir.parent, [[year_dir.name, split]], class_names=SYNTHETIC_CLASSES)
         _write_atomically(annotation_file, json.dumps(voc_as_coco(voc)))
     return COCODetection(
-        year_dir, split, train=train, annotation_file=annotation_file, image_dir=year_dir / "JPEGImages"
-    )
+        year_dir, split, train=train, annotation_file=annotation_file, image_dir=year_dir / "JPEGImages",
+        on_bad_sample=on_bad_sample,
+    )  # fmt: skip
 
 
 def voc_as_coco(voc: VOCDetection) -> dict:

@@ -34,6 +34,8 @@ import torch
 import torchvision
 from torch.utils.data import Dataset
 
+from bof.data.bad_samples import BadSampleError, check_policy, clip_boxes
+
 logger = logging.getLogger(__name__)
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -211,8 +213,12 @@ class VOCDetection(Dataset):
         root: str | os.PathLike,
         image_sets: Sequence[Sequence[str]],
         class_names: Sequence[str] = VOC_CLASSES,
+        on_bad_sample: str = "error",
+        skip_empty: bool = False,
     ):
         self.root = Path(root)
+        self.on_bad_sample = check_policy(on_bad_sample)
+        self.skipped: list[str] = []  # the problems of the images left out at load time
         self.class_names = tuple(class_names)
         self.image_sets = [(str(year), str(split)) for year, split in image_sets]
         if not self.root.is_dir():
@@ -235,14 +241,17 @@ class VOCDetection(Dataset):
             y = self.year_dirs.index(year)
             # First token of each line: Main/<split>.txt has ids only, per-class lists add a +-1 flag.
             ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+            if not ids:
+                raise ValueError(f"{split_file}: empty image set")
             for image_id in ids:
-                xml = year_path / "Annotations" / f"{image_id}.xml"
-                if not xml.is_file():
-                    raise _missing(xml, "VOC annotation")
-                jpg = year_path / "JPEGImages" / f"{image_id}.jpg"
-                if not jpg.is_file():
-                    raise _missing(jpg, "VOC image")
-                ann = parse_voc_xml(xml, index)
+                try:
+                    ann = self._load_annotation(year_path, image_id, index, skip_empty)
+                except (ValueError, FileNotFoundError) as error:  # each names the file and the problem
+                    if self.on_bad_sample == "error":
+                        raise
+                    logger.warning("skipping a bad sample: %s", error)
+                    self.skipped.append(str(error))
+                    continue
                 self.image_ids.append(image_id)
                 year_of_image.append(y)
                 sizes.append((ann.height, ann.width))
@@ -251,6 +260,8 @@ class VOCDetection(Dataset):
                 difficult.append(ann.difficult)
                 counts.append(len(ann.labels))
 
+        if not self.image_ids:
+            raise ValueError(f"VOCDetection {self.image_sets}: no usable image ({len(self.skipped)} skipped)")
         if len(set(self.image_ids)) != len(self.image_ids):
             logger.warning(
                 "VOCDetection %s: some image ids appear in more than one image set", self.image_sets
@@ -268,6 +279,18 @@ class VOCDetection(Dataset):
             len(self._labels),
             int(self._difficult.sum()),
         )
+
+    def _load_annotation(self, year_path: Path, image_id: str, index: dict, skip_empty: bool):
+        xml = year_path / "Annotations" / f"{image_id}.xml"
+        if not xml.is_file():
+            raise _missing(xml, "VOC annotation")
+        jpg = year_path / "JPEGImages" / f"{image_id}.jpg"
+        if not jpg.is_file():
+            raise _missing(jpg, "VOC image")
+        ann = parse_voc_xml(xml, index)
+        if skip_empty and not len(ann.labels):
+            raise BadSampleError(f"{xml}: no objects (a training image needs at least one)")
+        return ann
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -308,7 +331,10 @@ class VOCDetection(Dataset):
         path = self.image_path(i)
         if not path.is_file():
             raise _missing(path, "VOC image")
-        image = decode_rgb(path)
+        try:
+            image = decode_rgb(path)
+        except RuntimeError as error:  # torchvision's decoder: corrupt, truncated or not an image
+            raise BadSampleError(f"{path}: cannot decode the image ({error})") from None
         target = {
             "boxes": torch.from_numpy(voc_to_xyxy(ann.boxes)),
             "labels": torch.from_numpy(ann.labels),
@@ -316,7 +342,7 @@ class VOCDetection(Dataset):
             "image_id": self.image_ids[i],
             "orig_size": (int(image.shape[1]), int(image.shape[2])),
         }
-        return image, target
+        return image, clip_boxes(target, *target["orig_size"])
 
 
 class VOCDatasetEvaluator:
