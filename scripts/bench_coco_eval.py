@@ -9,6 +9,8 @@ copies of the true boxes plus random boxes, ``--dets-per-image`` per image (500k
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import time
 
 import numpy as np
@@ -62,9 +64,10 @@ def main(argv=None) -> dict[str, float]:
         except ImportError as error:
             print(f"{backend}: skipped ({error})")
             continue
-        gt = COCO()
-        gt.dataset = dataset
-        gt.createIndex()
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "index created!"
+            gt = COCO()
+            gt.dataset = dataset
+            gt.createIndex()
         start = time.perf_counter()
         aps[backend] = evaluate_coco(gt, results, backend)["AP"]
         timings[backend] = time.perf_counter() - start

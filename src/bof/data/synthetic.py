@@ -440,6 +440,7 @@ def synthetic_coco(
     generator: dict | None = None,
     train: bool = True,
     on_bad_sample: str = "error",
+    eval_backend: str = "pycocotools",
 ) -> COCODetection:
     """The same synthetic images in the COCO layout: what ``conf/data/synthetic_coco.yaml`` instantiates,
     so the COCO loader and COCOeval run end to end on a CPU. The instances JSON is written once beside
@@ -452,7 +453,7 @@ def synthetic_coco(
         _write_atomically(annotation_file, json.dumps(voc_as_coco(voc)))
     return COCODetection(
         year_dir, split, train=train, annotation_file=annotation_file, image_dir=year_dir / "JPEGImages",
-        on_bad_sample=on_bad_sample,
+        on_bad_sample=on_bad_sample, eval_backend=eval_backend,
     )  # fmt: skip
 
 
