@@ -94,7 +94,12 @@ def main(argv=None) -> dict:
     images_u8, targets = next(iter(train_loader))
     images, targets = prepare_batch(images_u8, targets, device, trainer.channels_last)
 
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+
     def bare_step():
+        if criterion is None:  # Faster R-CNN: its losses are part of its forward; one fixed batch
+            train_step(model, None, images, targets, optimizer, scaler, amp, None)
+            return
         with torch.autocast(device.type, enabled=amp):
             outputs = model(images)
         loss = sum(o.float().square().mean() for o in outputs)  # no targets, no criterion
@@ -103,8 +108,6 @@ def main(argv=None) -> dict:
         optimizer.step()
 
     stream = itertools.cycle(train_loader)
-
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
     def full_step():  # exactly the training loop's step
         images, targets = prepare_batch(*next(stream), device, trainer.channels_last)
@@ -121,7 +124,10 @@ def main(argv=None) -> dict:
     per_worker = batch / timed(lambda: next(pipeline_stream), args.iters, 1, torch.device("cpu"))
 
     rows = [
-        ("model", f"{cfg.model.name} width {cfg.model.net.width}"),
+        (
+            "model",
+            f"{cfg.model.name}" + (f" width {cfg.model.net.width}" if "width" in cfg.model.net else ""),
+        ),
         ("device / amp", f"{device} / {amp}"),
         ("batch x input", f"{batch} x {size}x{size}"),
         ("data loader workers", str(workers)),

@@ -10,10 +10,10 @@ from bof.train import CONFIG_DIR
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 # a YOLOv3 of width 1/16 on 16 synthetic 64-96 px images: a training epoch takes about a second
+TINY_YOLO = ["model.net.width=0.0625", "model.train_size=64", "model.val_size=64"]
+TINY_FASTER_RCNN = ["model.net.min_size=64", "model.net.max_size=96", "model.net.rois_per_image=16"]
 TINY = [
-    "model.net.width=0.0625",
-    "model.train_size=64",
-    "model.val_size=64",
+    *TINY_YOLO,
     "++data.generator.num_train=16",
     "++data.generator.num_val=8",
     "++data.generator.num_test=4",
@@ -38,11 +38,14 @@ def make_cfg(tmp_path, cache_dir):
     """compose("train", TINY + overrides) writing into a fresh run directory."""
 
     def make(*overrides: str, output_dir: Path | None = None):
+        tiny = TINY
+        if any(o.startswith("model=faster_rcnn") for o in overrides):  # its own tiny sizes
+            tiny = [o for o in TINY if o not in TINY_YOLO] + TINY_FASTER_RCNN
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             return compose(
                 "train",
                 overrides=[
-                    *TINY,
+                    *tiny,
                     f"data.root={cache_dir}",
                     f"trainer.output_dir={output_dir or tmp_path / 'run'}",
                     *overrides,

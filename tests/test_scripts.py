@@ -27,3 +27,22 @@ def test_bench_train_reports_the_four_measurements(cache_dir):
         ["--iters", "1", "--warmup", "1", *TINY, f"data.root={cache_dir}", "trainer.device=cpu"]
     )
     assert set(result) == {"bare", "full", "ratio", "per_worker"} and result["full"] > 0
+
+
+def test_bench_train_runs_faster_rcnn(cache_dir):
+    result = load("bench_train").main(
+        ["--iters", "1", "--warmup", "0", *[o for o in TINY if not o.startswith("model.")],
+         "model=faster_rcnn_r50_c4", "model.net.min_size=64", "model.net.max_size=96",
+         "model.net.rois_per_image=16", f"data.root={cache_dir}", "trainer.device=cpu"]
+    )  # fmt: skip
+    assert result["full"] > 0 and result["bare"] > 0
+
+
+def test_bench_faster_rcnn_times_all_four_models():
+    result = load("bench_faster_rcnn").main(["--iters", "1", "--height", "64", "--width", "96"])
+    assert set(result) == {
+        "faster_rcnn_r50_fpn",
+        "faster_rcnn_r101_fpn",
+        "faster_rcnn_r50_c4",
+        "faster_rcnn_r101_c4",
+    }

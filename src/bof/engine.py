@@ -19,9 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.device, channels_last: bool):
-    """uint8 images -> normalised float on the device; target tensors moved alongside."""
-    images = normalize_batch(images.to(device, non_blocking=True))
-    if channels_last:
+    """uint8 images (a batch, or a list of differently sized ones) -> normalised float on the device;
+    target tensors moved alongside."""
+    if isinstance(images, list):
+        images = normalize_batch([i.to(device, non_blocking=True) for i in images])
+    else:
+        images = normalize_batch(images.to(device, non_blocking=True))
+    if channels_last and not isinstance(images, list):
         images = images.contiguous(memory_format=torch.channels_last)
     targets = [
         {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
@@ -31,12 +35,17 @@ def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.devic
 
 
 def train_step(model, criterion, images, targets, optimizer, scaler, amp: bool, grad_clip: float | None):
-    """Forward, loss, backward (AMP-scaled), optional gradient clipping, optimizer step.
+    """Forward, loss, backward (AMP-scaled), optional gradient clipping, optimizer step. ``criterion``
+    None: the model computes its own losses from the targets (Faster R-CNN).
 
     Returns the loss terms as floats; raises FloatingPointError on a non-finite loss, before the step."""
-    with torch.autocast(images.device.type, enabled=amp):
-        outputs = model(images)
-    losses = criterion(outputs, targets, tuple(images.shape[-2:]))
+    device_type = (images[0] if isinstance(images, list) else images).device.type
+    with torch.autocast(device_type, enabled=amp):
+        if criterion is None:
+            losses = model(images, targets)
+            losses["loss"] = sum(losses.values())
+        else:
+            losses = criterion(model(images), targets, tuple(images.shape[-2:]))
     values = _as_floats(losses)
     if not math.isfinite(values["loss"]):
         raise FloatingPointError(f"loss is {values['loss']}: {values}")
@@ -80,7 +89,7 @@ def train_one_epoch(
         step = epoch * iters_per_epoch + i
         bad_samples += sum(t.get("skipped", 0) for t in targets)  # data.on_bad_sample=skip replacements
         images, targets = prepare_batch(images, targets, device, channels_last)
-        input_size = tuple(images.shape[-2:])
+        input_size = tuple(images.shape[-2:]) if torch.is_tensor(images) else tuple(images[0].shape[-2:])
         lr = optimizer.param_groups[0]["lr"]
         try:
             values = train_step(model, criterion, images, targets, optimizer, scaler, amp, grad_clip)
@@ -139,13 +148,15 @@ def evaluate(
     drawn, found = [], []
     for images_u8, targets in tqdm(data_loader, desc="eval", leave=False, disable=not show_progress):
         images, _ = prepare_batch(images_u8, [], device, channels_last)
-        size = images.shape[-1]
         with torch.autocast(device.type, enabled=amp):
-            outputs = model(images)
-        detections = postprocess(outputs, tuple(images.shape[-2:]))
+            if postprocess is None:  # Faster R-CNN: detections in each image's own frame
+                detections = model(images)
+            else:
+                detections = postprocess(model(images), tuple(images.shape[-2:]))
         for image_u8, target, det in zip(images_u8, targets, detections, strict=True):
             height, width = target["orig_size"]
-            scale = torch.tensor([width / size, height / size] * 2, device=det["boxes"].device)
+            size_h, size_w = image_u8.shape[-2:]
+            scale = torch.tensor([width / size_w, height / size_h] * 2, device=det["boxes"].device)
             boxes = (det["boxes"] * scale).cpu()  # xyxy pixels of the original image
             found.append((target["image_id"], boxes, det["scores"].cpu(), det["labels"].cpu()))
             if len(drawn) < num_images_to_draw:

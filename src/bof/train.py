@@ -105,7 +105,7 @@ def train(cfg: DictConfig) -> dict:
 
     # model, criterion (label smoothing acts in its class targets), post-processing
     model, criterion, postprocess = build_model(
-        cfg, len(class_names), device, channels_last, tricks.smoothing
+        cfg, len(class_names), device, channels_last, tricks.smoothing, trainable_bn=tricks.syncbn is not None
     )
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model_without_ddp = model
@@ -346,9 +346,18 @@ def build_model(
     device: torch.device,
     channels_last: bool = False,
     smoothing: LabelSmoothing | None = None,
+    trainable_bn: bool = False,
 ):
     """(model, criterion, postprocess) of the ``model`` group, on ``device``. YOLOv3's class head is a
-    sigmoid one, so label smoothing takes the sigmoid rule."""
+    sigmoid one, so label smoothing takes the sigmoid rule. A model without criterion (Faster R-CNN)
+    computes its own losses and detections: its RoI classifier is a softmax one (softmax rule), and
+    ``trainable_bn`` (syncbn=on) replaces its frozen BatchNorms by trainable ones."""
+    if cfg.model.get("criterion") is None:
+        epsilon = smoothing.softmax_epsilon() if smoothing is not None else None
+        net = instantiate(
+            cfg.model.net, num_classes=num_classes, label_smoothing=epsilon, trainable_bn=trainable_bn
+        )
+        return net.to(device), None, None
     model = instantiate(cfg.model.net, num_classes=num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # headless: figures are only rendered to files and Tensor
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from torchvision.transforms.v2.functional import resize  # noqa: E402
 from torchvision.utils import draw_bounding_boxes, make_grid  # noqa: E402
 
 
@@ -41,6 +42,8 @@ def draw_training_samples(images: list[torch.Tensor], targets: list[dict], class
             ]
             image = draw_bounding_boxes(image, target["boxes"], labels=names, colors="yellow", width=1)
         drawn.append(image)
+    if len({tuple(i.shape) for i in drawn}) > 1:  # images at their own size (Faster R-CNN): a common one
+        drawn = [resize(i, [256, 256], antialias=True) for i in drawn]
     return make_grid(drawn, nrow=min(4, len(drawn)), padding=2)
 
 

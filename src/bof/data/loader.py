@@ -128,9 +128,12 @@ class KeyedDataset(Dataset):
         raise BadSampleError(f"{max_attempts} bad samples in a row from index {index}: is the data readable?")
 
 
-def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
-    """-> images uint8 [B, 3, S, S], list of B target dicts."""
+def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor | list[torch.Tensor], list[dict]]:
+    """-> images uint8 [B, 3, S, S] (or a list of [3, H_i, W_i] when sizes differ: images kept at their
+    own size for Faster R-CNN), list of B target dicts."""
     images, targets = zip(*batch, strict=True)
+    if len({tuple(i.shape) for i in images}) > 1:
+        return list(images), list(targets)
     return torch.stack(images), list(targets)
 
 

@@ -47,14 +47,24 @@ class Resize:
         return f"resize ({self.interpolation.value})"
 
 
-def resize_square(image: tv_tensors.Image, target: dict, size: int, interpolation) -> tuple:
-    """tv_tensors image and target -> the same resized to size x size, boxes moved with the pixels."""
+def resize_square(image: tv_tensors.Image, target: dict, size: int | None, interpolation) -> tuple:
+    """tv_tensors image and target -> the same resized to size x size, boxes moved with the pixels.
+    ``size`` None keeps the image's own size (Faster R-CNN resizes inside the model)."""
+    if size is None:
+        return image, target
     target = dict(target)
     target["boxes"] = TF.resize(target["boxes"], [size, size])
     return TF.resize(image, [size, size], interpolation=interpolation, antialias=True), target
 
 
-def normalize_batch(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+def normalize_batch(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """uint8 [B, 3, H, W] (or a list of [3, H_i, W_i]) -> float, normalised with the ImageNet mean and std."""
+    if isinstance(images, list):
+        return [_normalize(image[None], mean, std)[0] for image in images]
+    return _normalize(images, mean, std)
+
+
+def _normalize(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """uint8 [B, 3, H, W] -> float [B, 3, H, W] normalised with the ImageNet mean and std."""
     mean = torch.tensor(mean, device=images.device).view(1, 3, 1, 1) * 255
     std = torch.tensor(std, device=images.device).view(1, 3, 1, 1) * 255

@@ -1,0 +1,187 @@
+"""Faster R-CNN from torchvision's pieces, with losses that see the tricks (SPEC.md "Faster R-CNN").
+
+Designs: ``fpn`` is torchvision's ResNet-FPN Faster R-CNN (the modern form users know); ``c4`` is the
+paper's GluonCV design: the ResNet up to stride 16 (conv1..layer3) as backbone, one feature map for the
+RPN, RoIAlign 14 x 14 and the last stage (layer4, then global average pooling) as the RoI head.
+
+The model resizes inside (torchvision's GeneralizedRCNNTransform: shorter side ``min_size``, longer at
+most ``max_size``; 600/1000 on VOC, 800/1333 on COCO), so the data loader hands it images at their own
+size, already normalised (image_mean 0, image_std 1 here). Boxes come back in the input frame.
+
+Trick-aware losses (the model computes its own, ``computes_loss = True``):
+
+* label smoothing: the RoI classifier's softmax cross-entropy with ``label_smoothing=eps`` (K + 1 classes);
+* mixup: each ground-truth box's weight (``targets[i]["weights"]``) multiplies the RoI classification and
+  box losses of the RoIs matched to it and the RPN losses of the anchors matched to it; background
+  keeps weight 1. GluonCV used a fixed lambda 0.5 and halved the whole loss; the paper describes per-box
+  weights, which is what this does (SPEC.md).
+
+The two loss-bearing modules are torchvision's RoIHeads and RegionProposalNetwork with the loss step
+replaced (:class:`WeightedRoIHeads`, :class:`WeightedRPN`); everything else is torchvision's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork
+from torchvision.ops import MultiScaleRoIAlign, box_iou
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+RESNETS = {50: (resnet50, ResNet50_Weights.IMAGENET1K_V1), 101: (resnet101, ResNet101_Weights.IMAGENET1K_V1)}
+SMOOTH_L1_BETA = 1.0 / 9  # torchvision's (and Detectron's) RPN and RoI box loss
+
+
+class WeightedRoIHeads(RoIHeads):
+    """RoIHeads whose training loss weights every sampled RoI by the weight of its matched box and
+    smooths the class targets; inference is torchvision's."""
+
+    label_smoothing: float = 0.0
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        if not self.training:
+            return super().forward(features, proposals, image_shapes, targets)
+        proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
+        weights = torch.cat([
+            torch.where(lab > 0, box_weights(t)[idx], torch.ones_like(lab, dtype=torch.float32))
+            for t, idx, lab in zip(targets, matched_idxs, labels, strict=True)
+        ])  # fmt: skip
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        labels, regression_targets = torch.cat(labels), torch.cat(regression_targets)
+        loss_classifier = (
+            F.cross_entropy(class_logits, labels, reduction="none", label_smoothing=self.label_smoothing)
+            * weights
+        ).mean()
+        positive = torch.where(labels > 0)[0]
+        box_regression = box_regression.reshape(len(labels), -1, 4)[positive, labels[positive]]
+        loss_box = F.smooth_l1_loss(
+            box_regression, regression_targets[positive], beta=SMOOTH_L1_BETA, reduction="none"
+        ).sum(1)
+        loss_box_reg = (loss_box * weights[positive]).sum() / labels.numel()
+        return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+
+
+class WeightedRPN(RegionProposalNetwork):
+    """RegionProposalNetwork whose sampled anchors carry the weight of their matched box (1 for
+    background). The anchor-to-box match is recomputed once more than torchvision does (one IoU matrix of
+    anchors x boxes per image), to learn the index behind each matched box."""
+
+    def assign_targets_to_anchors(self, anchors, targets):
+        labels, matched_gt_boxes = super().assign_targets_to_anchors(anchors, targets)
+        self._anchor_weights = []
+        for anchors_i, target, labels_i in zip(anchors, targets, labels, strict=True):
+            weights = torch.ones_like(labels_i)
+            if target["boxes"].numel():
+                index = self.proposal_matcher(box_iou(target["boxes"], anchors_i)).clamp(min=0)
+                weights = torch.where(labels_i > 0, box_weights(target).to(labels_i)[index], weights)
+            self._anchor_weights.append(weights)
+        return labels, matched_gt_boxes
+
+    def compute_loss(self, objectness, pred_bbox_deltas, labels, regression_targets):
+        sampled_pos, sampled_neg = self.fg_bg_sampler(labels)
+        positive = torch.where(torch.cat(sampled_pos))[0]
+        sampled = torch.cat([positive, torch.where(torch.cat(sampled_neg))[0]])
+        weights = torch.cat(self._anchor_weights)
+        labels, regression_targets = torch.cat(labels), torch.cat(regression_targets)
+        box_loss = F.smooth_l1_loss(
+            pred_bbox_deltas[positive], regression_targets[positive], beta=SMOOTH_L1_BETA, reduction="none"
+        ).sum(1)
+        box_loss = (box_loss * weights[positive]).sum() / sampled.numel()
+        objectness_loss = F.binary_cross_entropy_with_logits(
+            objectness.flatten()[sampled], labels[sampled], reduction="none"
+        )
+        return (objectness_loss * weights[sampled]).mean(), box_loss
+
+
+def box_weights(target: dict) -> torch.Tensor:
+    weights = target.get("weights")
+    return (
+        weights.float()
+        if weights is not None
+        else torch.ones(len(target["boxes"]), device=target["boxes"].device)
+    )
+
+
+class FasterRCNNDetector(nn.Module):
+    """``forward(images, targets)``: images a list of normalised [3, H_i, W_i] tensors; in training a
+    dict of the four losses, in eval a list of dicts with ``boxes`` [D, 4] xyxy (input frame),
+    ``scores``, ``labels`` (0-based foreground classes, as every evaluator here expects).
+
+    ``num_classes``: K foreground classes (the softmax head has K + 1). BN: frozen (FrozenBatchNorm2d)
+    unless ``trainable_bn`` (what syncbn=on needs). ``pretrained_backbone``: torchvision's ImageNet
+    weights (internet needed once); then conv1 and layer1 stay frozen, as torchvision does.
+    ``rois_per_image``: RoIs sampled per image for the RoI head's loss (GluonCV's ``num_sample=128``;
+    torchvision's default is 512).
+    """
+
+    computes_loss = True
+
+    def __init__(
+        self,
+        num_classes: int,
+        depth: int = 50,
+        design: str = "fpn",
+        pretrained_backbone: bool = False,
+        min_size: int = 600,
+        max_size: int = 1000,
+        trainable_bn: bool = False,
+        label_smoothing: float | None = None,
+        rois_per_image: int = 128,
+    ):
+        super().__init__()
+        if depth not in RESNETS or design not in ("fpn", "c4"):
+            raise ValueError(
+                f"model.net: depth must be 50 or 101 and design fpn or c4, got {depth}, {design!r}"
+            )
+        builder, weights = RESNETS[depth]
+        resnet = builder(
+            weights=weights if pretrained_backbone else None,
+            norm_layer=nn.BatchNorm2d if trainable_bn else FrozenBatchNorm2d,
+        )
+        common = dict(
+            min_size=min_size, max_size=max_size, image_mean=[0.0] * 3, image_std=[1.0] * 3,
+            box_batch_size_per_image=rois_per_image,
+        )  # fmt: skip
+        if design == "fpn":
+            backbone = _resnet_fpn_extractor(resnet, trainable_layers=3 if pretrained_backbone else 5)
+            self.detector = FasterRCNN(backbone, num_classes=num_classes + 1, **common)
+        else:
+            if pretrained_backbone:  # torchvision's convention: conv1 and layer1 stay as pretrained
+                for module in (resnet.conv1, resnet.bn1, resnet.layer1):
+                    module.requires_grad_(False)
+            body = nn.Sequential(
+                resnet.conv1,
+                resnet.bn1,
+                resnet.relu,
+                resnet.maxpool,
+                resnet.layer1,
+                resnet.layer2,
+                resnet.layer3,
+            )
+            body.out_channels = 1024  # stride 16
+            self.detector = FasterRCNN(
+                body,
+                rpn_anchor_generator=AnchorGenerator(((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),)),
+                box_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=0),
+                box_head=nn.Sequential(resnet.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+                box_predictor=FastRCNNPredictor(2048, num_classes + 1),
+                **common,
+            )
+        # the loss-bearing modules, with their settings unchanged
+        self.detector.rpn.__class__ = WeightedRPN
+        self.detector.roi_heads.__class__ = WeightedRoIHeads
+        self.detector.roi_heads.label_smoothing = label_smoothing or 0.0
+
+    def forward(self, images, targets=None):
+        if self.training:
+            targets = [{**t, "labels": t["labels"] + 1} for t in targets]  # 0 is background in torchvision
+            return self.detector(list(images), targets)
+        detections = self.detector(list(images))
+        return [{**d, "labels": d["labels"] - 1} for d in detections]

@@ -1,0 +1,137 @@
+"""Faster R-CNN: torchvision's parameter counts, trick-aware losses, training runs, and the free lunch."""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+from bof.models.faster_rcnn import FasterRCNNDetector
+from bof.train import build_data_loaders, build_model, build_tricks, train
+
+
+def parameters(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_r50_fpn_matches_torchvision_builder():
+    ours = FasterRCNNDetector(num_classes=20, depth=50, design="fpn", trainable_bn=True)
+    reference = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=21)
+    assert parameters(ours) == parameters(reference) == 41_449_656
+
+
+def test_c4_design_has_one_stride_16_map_and_layer4_as_roi_head():
+    model = FasterRCNNDetector(num_classes=20, depth=101, design="c4")
+    features = model.detector.backbone(torch.zeros(1, 3, 64, 96))
+    assert features.shape == (1, 1024, 4, 6)  # stride 16
+    assert model.detector.roi_heads.box_head[0][0].conv1.in_channels == 1024  # layer4 takes the RoIs
+    assert model.detector.roi_heads.box_predictor.cls_score.out_features == 21
+
+
+def batch(weight=1.0):
+    torch.manual_seed(0)
+    images = [torch.randn(3, 64, 80), torch.randn(3, 72, 64)]
+    targets = [
+        {"boxes": torch.tensor([[5.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]),
+         "labels": torch.tensor([0, 2]), "weights": torch.tensor([weight, weight])},
+        {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]]), "labels": torch.tensor([1]),
+         "weights": torch.tensor([weight])},
+    ]  # fmt: skip
+    return images, targets
+
+
+def losses(model, weight=1.0):
+    torch.manual_seed(1)  # the RPN and RoI samplers draw from the global RNG
+    return model(*batch(weight))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return FasterRCNNDetector(num_classes=3, depth=50, design="fpn", min_size=64, max_size=96).train()
+
+
+def test_mixup_weights_scale_the_rpn_and_roi_losses_of_matched_boxes(model):
+    full, half = ({k: v.item() for k, v in losses(model, w).items()} for w in (1.0, 0.5))
+    assert half["loss_box_reg"] == pytest.approx(0.5 * full["loss_box_reg"], rel=1e-5)
+    assert half["loss_rpn_box_reg"] == pytest.approx(0.5 * full["loss_rpn_box_reg"], rel=1e-5)
+    assert half["loss_classifier"] < full["loss_classifier"]  # background RoIs keep weight 1
+    assert half["loss_objectness"] < full["loss_objectness"]
+
+
+def test_label_smoothing_changes_the_roi_classification_loss(model):
+    plain = losses(model)["loss_classifier"]
+    model.detector.roi_heads.label_smoothing = 0.1
+    try:
+        smoothed = losses(model)["loss_classifier"]
+    finally:
+        model.detector.roi_heads.label_smoothing = 0.0
+    assert smoothed != plain
+
+
+def test_smoothing_on_builds_the_softmax_rule_and_syncbn_trainable_bn(make_cfg):
+    cfg = make_cfg("model=faster_rcnn_r50_c4", "smoothing=on")
+    model, criterion, postprocess = build_model(
+        cfg, 6, torch.device("cpu"), smoothing=build_tricks(cfg).smoothing
+    )
+    assert criterion is None and postprocess is None
+    assert model.detector.roi_heads.label_smoothing == 0.01  # SPEC.md: softmax eps 0.01
+    trainable, _, _ = build_model(cfg, 6, torch.device("cpu"), trainable_bn=True)
+    norms = {type(m).__name__ for m in trainable.modules() if "BatchNorm" in type(m).__name__}
+    assert norms == {"BatchNorm2d"}
+    assert {type(m).__name__ for m in model.modules() if "BatchNorm" in type(m).__name__} == {
+        "FrozenBatchNorm2d"
+    }
+
+
+def first_batch(cfg):
+    train_set = instantiate(cfg.data.train)
+    loader, _ = build_data_loaders(cfg, cfg.trainer, train_set, train_set, build_tricks(cfg))
+    loader.batch_sampler.set_epoch(0)
+    keys = next(iter(loader.batch_sampler))
+    return [train_set[k.index][0] for k in keys], next(iter(loader))[0]
+
+
+def test_images_keep_their_size_and_augment_none_never_flips(make_cfg):
+    raw, images = first_batch(make_cfg("model=faster_rcnn_r50_fpn", "augment=none"))
+    assert isinstance(images, list) and all(torch.equal(a, b) for a, b in zip(raw, images, strict=True))
+    raw, images = first_batch(make_cfg("model=faster_rcnn_r50_fpn", "augment=rcnn", "augment.flip_p=1.0"))
+    assert all(torch.equal(a.flip(-1), b) for a, b in zip(raw, images, strict=True))
+
+
+@pytest.mark.parametrize("name", ["faster_rcnn_r50_fpn", "faster_rcnn_r50_c4"])
+def test_each_family_trains_and_evaluates_on_synthetic_data(make_cfg, tmp_path, name):
+    metrics = train(make_cfg(f"model={name}", "trainer.epochs=1", "mixup=beta15", "smoothing=on"))
+    assert metrics["train_loss"] > 0 and 0.0 <= metrics["map"] <= 1.0
+    assert (tmp_path / "run" / "results").is_dir()
+
+
+ALL_TRICKS = ["augment=yolo", "mixup=beta15", "smoothing=on", "lr_schedule=cosine", "syncbn=on"]
+NO_TRICKS = ["augment=none", "mixup=off", "smoothing=off", "lr_schedule=step", "syncbn=off"]
+
+
+@pytest.mark.parametrize("model_option", ["yolov3", "faster_rcnn_r50_fpn"])
+def test_free_lunch_inference_is_unchanged_by_every_trick(make_cfg, model_option):
+    built = []
+    for tricks in (ALL_TRICKS, NO_TRICKS):
+        cfg = make_cfg(
+            f"model={model_option}", *tricks, *(["random_shapes=on"] if model_option == "yolov3" else [])
+        )
+        t = build_tricks(cfg)
+        torch.manual_seed(0)
+        model, _, postprocess = build_model(cfg, 6, torch.device("cpu"), smoothing=t.smoothing)  # one process
+        built.append((model.eval(), postprocess))
+    (on, post_on), (off, post_off) = built
+    assert {k: v.shape for k, v in on.state_dict().items()} == {
+        k: v.shape for k, v in off.state_dict().items()
+    }
+    off.load_state_dict(on.state_dict())
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        if post_on is None:
+            outputs = [on(list(image)), off(list(image))]
+            assert all(
+                torch.equal(a[0][k], b[0][k]) for a, b in [outputs] for k in ("boxes", "scores", "labels")
+            )
+        else:
+            raw_on, raw_off = on(image), off(image)
+            assert all(torch.equal(a, b) for a, b in zip(raw_on, raw_off, strict=True))
