@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from bof.models.classifiers import build_classifier
 from bof.optim import param_groups
 from bof.train import CONFIG_DIR, build_model, build_tricks, train
 from tests.test_voc_dataset import make_devkit
@@ -55,10 +56,29 @@ def test_every_group_has_options():
         assert options(group), group
 
 
+@pytest.fixture(scope="module")
+def image_folder_root(tmp_path_factory) -> Path:
+    """The ImageNet layout with two classes of one 40 x 40 image each, for train and val."""
+    root = tmp_path_factory.mktemp("imagenet")
+    for split in ("train", "val"):
+        for wnid in ("n01440764", "n01443537"):
+            (root / split / wnid).mkdir(parents=True)
+            Image.fromarray(np.full((40, 40, 3), 60, np.uint8)).save(root / split / wnid / "a.JPEG")
+    return root
+
+
+CLASSIFICATION_DATA = ("imagenet", "synthetic_cls")
+
+
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
-def test_every_option_composes_and_builds(make_cfg, devkit, coco_root, group, option):
-    roots = {"voc": devkit, "yolov3_voc": devkit, "coco": coco_root}
+def test_every_option_composes_and_builds(make_cfg, devkit, coco_root, image_folder_root, group, option):
+    roots = {"voc": devkit, "yolov3_voc": devkit, "coco": coco_root, "imagenet": image_folder_root}
     cfg = make_cfg(f"{group}={option}", f"++data.root={roots[option]}" if option in roots else "seed=0")
+    if option in CLASSIFICATION_DATA:  # task=classify data: an ImageFolder and the backbone's classifier
+        train_set = instantiate(cfg.data.train)
+        classifier = build_classifier(cfg.model.net, len(train_set.classes))
+        assert classifier(torch.zeros(2, 3, 32, 32)).shape == (2, len(train_set.classes))
+        return
     train_set = instantiate(cfg.data.train)
     num_classes = len(train_set.class_names)
     tricks = build_tricks(cfg)

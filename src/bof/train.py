@@ -35,6 +35,7 @@ from bof.data.loader import build_data_loader
 from bof.data.transforms import Resize
 from bof.engine import evaluate, train_one_epoch
 from bof.evaluation.coco_eval import STAT_NAMES as COCO_STATS
+from bof.models.classifiers import load_backbone
 from bof.optim import param_groups
 from bof.tricks.label_smoothing import LabelSmoothing
 from bof.tricks.lr_schedule import CosineSchedule, StepSchedule, build_lr_scheduler
@@ -70,6 +71,10 @@ OmegaConf.register_new_resolver("bof_run_name", run_name, replace=True)
 
 def train(cfg: DictConfig) -> dict:
     """Runs the configured training and returns the final metrics (also written to metrics.json)."""
+    if cfg.get("task", "detect") == "classify":  # backbone pretraining: bof/classify.py
+        from bof.classify import train_classifier
+
+        return train_classifier(cfg)
     trainer = validate_trainer(cfg.trainer)
     out_dir = Path(trainer.output_dir)
     seed_everything(cfg.seed, trainer.deterministic)
@@ -357,13 +362,22 @@ def build_model(
         net = instantiate(
             cfg.model.net, num_classes=num_classes, label_smoothing=epsilon, trainable_bn=trainable_bn
         )
-        return net.to(device), None, None
-    model = instantiate(cfg.model.net, num_classes=num_classes).to(device)
+        return with_backbone(net, cfg).to(device), None, None
+    model = with_backbone(instantiate(cfg.model.net, num_classes=num_classes), cfg).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     epsilon = smoothing.sigmoid_epsilon(num_classes) if smoothing is not None else None
     criterion = instantiate(cfg.model.criterion, num_classes=num_classes, label_smoothing=epsilon).to(device)
     return model, criterion, instantiate(cfg.model.postprocess)
+
+
+def with_backbone(model, cfg: DictConfig):
+    """``model.backbone_checkpoint``: a ``task=classify`` checkpoint initialises the backbone (Tables 5-6)."""
+    path = cfg.model.get("backbone_checkpoint")
+    if path:
+        load_backbone(model, path)
+        log.info("backbone initialised from %s", path)
+    return model
 
 
 def preview(train_loader, class_names, trainer, tricks: Tricks, optimizer, iters_per_epoch: int):

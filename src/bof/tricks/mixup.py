@@ -110,3 +110,37 @@ def mixup_detection(image1, target1, image2, target2, lam: float) -> tuple[torch
     canvas = mixup_images(image1, image2, lam)
     target = mixup_targets(target1, target2, lam, tuple(canvas.shape[-2:]))
     return canvas.round_().clamp_(0, 255).to(torch.uint8), target
+
+
+class ClassificationMixup:
+    """Classification mixup (Zhang et al. 2018), for backbone pretraining (paper Tables 5-6): per batch,
+    lam ~ Beta(alpha, alpha) and a random permutation; images and one-hot targets are mixed with the
+    permuted batch. Active in every epoch except the last ``off_epochs(epochs)``, as detection mixup."""
+
+    def __init__(self, alpha: float = 0.2, off_last_epochs: int = 0, max_off_fraction: float = 0.1):
+        if alpha <= 0:
+            raise ValueError(f"mixup.alpha must be > 0, got {alpha}")
+        self.alpha, self.off_last_epochs, self.max_off_fraction = alpha, off_last_epochs, max_off_fraction
+
+    off_epochs = DetectionMixup.off_epochs
+    active = DetectionMixup.active
+
+    def draw(self, generator: torch.Generator, batch_size: int) -> tuple[float, torch.Tensor]:
+        lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
+        return lam, torch.randperm(batch_size, generator=generator)
+
+    def describe(self, epochs: int) -> str:
+        last = epochs - self.off_epochs(epochs)
+        return f"classification mixup Beta({self.alpha}, {self.alpha}), mixes epochs 1-{last}"
+
+
+def mixup_batch(
+    images: torch.Tensor, targets: torch.Tensor, lam: float, permutation: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """images [B, ...], targets [B, K] (one-hot or smoothed) -> the batch mixed with its permutation:
+    lam * x + (1 - lam) * x[perm], likewise for the targets (so mixed targets still sum to 1)."""
+    permutation = permutation.to(images.device)
+    return (
+        lam * images + (1 - lam) * images[permutation],
+        lam * targets + (1 - lam) * targets[permutation],
+    )
