@@ -20,7 +20,7 @@ class TrainerConfig:
     channels_last: bool = False  # NHWC memory format (CUDA only; a no-op on the CPU)
     no_wd: bool = True  # no weight decay on BN parameters and biases (GluonCV --no-wd)
     grad_clip: float | None = None  # max gradient norm, None = no clipping
-    resume: Any = False  # false | true (last.pt of this run directory) | path to a checkpoint
+    resume: Any = False  # false | true (last.pt of this run dir) | auto (true if there is one) | a path
     dry_run: bool = False  # build everything, print the plan, exit without training
     output_dir: str = "."  # the run directory (Hydra's by default)
     num_images_logged: int = 4  # validation images drawn to TensorBoard per evaluation

@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +25,8 @@ from typing import NamedTuple
 import hydra
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
@@ -70,7 +73,14 @@ OmegaConf.register_new_resolver("bof_run_name", run_name, replace=True)
 
 
 def train(cfg: DictConfig) -> dict:
-    """Runs the configured training and returns the final metrics (also written to metrics.json)."""
+    """Runs the configured training and returns the final metrics (also written to metrics.json).
+
+    ``trainer.resume=auto`` returns the metrics of a run directory that already finished without
+    training again, and continues one that was interrupted (what a rerun of a sweep needs)."""
+    finished = Path(cfg.trainer.output_dir) / "metrics.json"
+    if cfg.trainer.resume == "auto" and finished.is_file():
+        log.info("%s finished already (trainer.resume=auto): not training again", finished.parent)
+        return json.loads(finished.read_text())
     if cfg.get("task", "detect") == "classify":  # backbone pretraining: bof/classify.py
         from bof.classify import train_classifier
 
@@ -413,9 +423,12 @@ def pick_device(name: str) -> torch.device:
 
 
 def resume_path(resume, out_dir: Path) -> Path | None:
-    """``trainer.resume``: false -> None; true -> <run dir>/last.pt; a string -> that checkpoint."""
+    """``trainer.resume``: false -> None; true -> <run dir>/last.pt; auto -> <run dir>/last.pt if there is
+    one (a rerun of a sweep continues interrupted runs), else None; another string -> that checkpoint."""
     if resume is False or resume is None:
         return None
+    if resume == "auto":
+        return out_dir / "last.pt" if (out_dir / "last.pt").is_file() else None
     path = out_dir / "last.pt" if resume is True else Path(resume)
     if not path.is_file():
         raise FileNotFoundError(
@@ -463,13 +476,28 @@ def main(cfg: DictConfig) -> float | None:
     """The Hydra job: trains in this process, or with ``trainer.devices=N`` (and no outer launcher such
     as torchrun) in N processes of one group. They share this job's one output directory: the config
     is resolved here, so ${hydra:runtime.output_dir} is fixed before any process starts."""
-    devices = cfg.trainer.get("devices", 1)
-    if devices > 1 and not distributed.launched_externally():
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        distributed.spawn(train_process, devices, resolved)
-        metrics_file = Path(resolved["trainer"]["output_dir"]) / "metrics.json"
-        return json.loads(metrics_file.read_text()).get("map") if metrics_file.is_file() else None
-    return train(cfg).get("map")
+    try:
+        devices = cfg.trainer.get("devices", 1)
+        if devices > 1 and not distributed.launched_externally():
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            distributed.spawn(train_process, devices, resolved)
+            metrics_file = Path(resolved["trainer"]["output_dir"]) / "metrics.json"
+            return json.loads(metrics_file.read_text()).get("map") if metrics_file.is_file() else None
+        return train(cfg).get("map")
+    except Exception as error:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # one failed job of a sweep must not stop the jobs after it: record it where its run would be
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "failed.json").write_text(
+            json.dumps(
+                {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}, indent=2
+            )
+        )
+        log.error("this job failed (%s: %s); the sweep goes on; details in %s", type(error).__name__, error,
+                  out_dir / "failed.json")  # fmt: skip
+        return None
 
 
 def train_process(resolved: dict) -> dict:

@@ -1,0 +1,39 @@
+"""What a sweep needs from every run: a rerun skips finished runs and continues interrupted ones
+(trainer.resume=auto), and a failing job of a multirun is recorded without stopping the others."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import torch
+
+from bof.train import train
+from tests.conftest import TINY
+
+
+def test_resume_auto_skips_a_finished_run_and_continues_an_interrupted_one(make_cfg, tmp_path, caplog):
+    run = tmp_path / "run"
+    first = train(make_cfg("trainer.epochs=1", "trainer.resume=auto"))
+    stamp = (run / "last.pt").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="bof.train"):
+        again = train(make_cfg("trainer.epochs=1", "trainer.resume=auto"))
+    assert again["map"] == first["map"] and (run / "last.pt").stat().st_mtime_ns == stamp
+    assert "finished already" in caplog.text
+    (run / "metrics.json").unlink()  # as if it had stopped after its first epoch of two
+    with caplog.at_level(logging.INFO, logger="bof.train"):
+        train(make_cfg("trainer.epochs=2", "trainer.resume=auto"))
+    assert "resumed from" in caplog.text and torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
+    done = subprocess.run(
+        [sys.executable, "-m", "bof.train", "-m", *TINY, f"data.root={cache_dir}", "trainer.epochs=1",
+         "optimizer.lr=0.001,-1", f"hydra.sweep.dir={tmp_path}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "0" / "metrics.json").is_file() and not (tmp_path / "0" / "failed.json").exists()
+    failure = json.loads((tmp_path / "1" / "failed.json").read_text())
+    assert "optimizer.lr must be > 0" in failure["error"] and not (tmp_path / "1" / "metrics.json").exists()
