@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all lint tensorboard bench clean
+.PHONY: help install train test test-all lint tensorboard bench ablation-demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,3 +42,7 @@ bench: $(STAMP)  ## training-throughput benchmark (scripts/bench_train.py)
 
 clean:  ## remove caches (keeps .venv and outputs/)
 	rm -rf .pytest_cache .ruff_cache src/*.egg-info
+
+ablation-demo: $(STAMP)  ## Table 2 at the mini scale on synthetic data (CPU, ~30 min), then its report
+	.venv/bin/bof-train -m +sweep=table2 +scale=mini trainer.progress=false $(ARGS)
+	.venv/bin/bof-report multirun/table2-mini

@@ -260,6 +260,11 @@ def train(cfg: DictConfig) -> dict:
                 out_dir / "last.pt",
             )
     if writer is not None:
+        # the HParams tab: the same keys in every run, so a sweep's runs read as its table
+        writer.add_hparams(
+            hparams(cfg), {"hparam/mAP": val_metrics.get("map", float("nan")), "hparam/best_mAP": best_map},
+            run_name="hparams",
+        )  # fmt: skip
         writer.close()
 
     metrics = {
@@ -379,6 +384,22 @@ def build_model(
     epsilon = smoothing.sigmoid_epsilon(num_classes) if smoothing is not None else None
     criterion = instantiate(cfg.model.criterion, num_classes=num_classes, label_smoothing=epsilon).to(device)
     return model, criterion, instantiate(cfg.model.postprocess)
+
+
+TRICK_GROUPS = ("augment", "mixup", "smoothing", "lr_schedule", "random_shapes", "syncbn")
+
+
+def hparams(cfg: DictConfig) -> dict:
+    """The trick choices of a run (and its model, row and seed) as TensorBoard hparams."""
+
+    def choice(node) -> str:
+        return "off" if node is None else node["_target_"].rsplit(".", 1)[-1]
+
+    row = cfg.get("row") or {}
+    return {
+        "row": row.get("name", "-"), "seed": cfg.seed, "model": cfg.model.name, "data": cfg.data.name,
+        **{group: choice(cfg.get(group)) for group in TRICK_GROUPS},
+    }  # fmt: skip
 
 
 def with_backbone(model, cfg: DictConfig):

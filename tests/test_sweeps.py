@@ -1,0 +1,120 @@
+"""The paper's tables as sweeps: every row of every table composes; a 2-row sweep runs, reports, and a
+rerun skips its finished rows; the report marks failed and unfinished rows."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from bof.report import main as report
+from bof.train import CONFIG_DIR
+from tests.conftest import TINY
+
+TABLES = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))
+
+
+def rows_of(table: str) -> list[str]:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"+sweep={table}"], return_hydra_config=True)
+    return cfg.hydra.sweeper.params["+row"].split(",")
+
+
+def test_tables_1_to_6_each_have_a_sweep():
+    assert TABLES == ["table1", "table2", "table3", "table4", "table5", "table6"]
+    table2 = ("no_aug", "baseline", "syncbn", "random_shapes", "cosine", "smoothing", "mixup")
+    assert rows_of("table2") == [f"table2-{r}" for r in table2]
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_row_composes_and_stacks_on_the_row_above(table):
+    extra = (
+        ["backbones.plain=/ckpt/plain.pt", "backbones.mixup=/ckpt/mixup.pt"]
+        if table in ("table5", "table6")
+        else []
+    )
+    previous = None
+    for order, row in enumerate(rows_of(table)):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(
+                "train", overrides=[f"+sweep={table}", f"+row={row}", *extra], return_hydra_config=True
+            )
+        assert cfg.row.table == table and cfg.row.order == order and cfg.trainer.resume == "auto"
+        assert cfg.hydra.sweep.subdir == f"{cfg.row.name}/seed0"
+        tricks = {
+            g: (cfg[g] or {}).get("_target_")
+            for g in ("augment", "mixup", "smoothing", "lr_schedule", "random_shapes", "syncbn")
+        }
+        if table in ("table2", "table3") and previous is not None and order >= 2:
+            changed = [g for g in tricks if tricks[g] != previous[g]]
+            assert len(changed) == 1, (row, changed)  # each row is the row above plus one trick
+        previous = tricks
+        if table in ("table5", "table6"):
+            assert cfg.model.backbone_checkpoint.endswith(("plain.pt", "mixup.pt"))
+
+
+def sweep(tmp_path, cache_dir, *rows):
+    return subprocess.run(
+        [sys.executable, "-m", "bof.train", "-m", "+sweep=table2", "+scale=mini", f"+row={','.join(rows)}",
+         *TINY, f"data.root={cache_dir}", f"hydra.sweep.dir={tmp_path / 'table2'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+def test_a_two_row_sweep_runs_reports_and_reruns_without_training_again(tmp_path, cache_dir, capsys):
+    done = sweep(tmp_path, cache_dir, "table2-no_aug", "table2-baseline")
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = tmp_path / "table2"
+    assert sorted(p.parent.name + "/" + p.name for p in runs.glob("*/seed*")) == [
+        "baseline/seed0",
+        "no_aug/seed0",
+    ]
+    assert (runs / "baseline" / "seed0" / "tensorboard" / "hparams").is_dir()  # the HParams tab
+    table = report([str(runs)])
+    assert [r["row"] for r in table] == ["- data augmentation", "baseline"]
+    no_aug, baseline = (
+        json.loads((runs / r / "seed0" / "metrics.json").read_text())["map"] for r in ("no_aug", "baseline")
+    )
+    assert table[1]["vs_baseline"] == 0.0 and table[1]["vs_above"] == pytest.approx(100 * (baseline - no_aug))
+    assert table[0]["paper"] == 64.26 and table[1]["paper"] == 80.25
+    assert "| baseline |" in capsys.readouterr().out and (runs / "report.csv").is_file()
+    stamp = (runs / "baseline" / "seed0" / "last.pt").stat().st_mtime_ns
+    again = sweep(tmp_path, cache_dir, "table2-no_aug", "table2-baseline")
+    assert again.returncode == 0 and "finished already" in again.stderr + again.stdout
+    assert (runs / "baseline" / "seed0" / "last.pt").stat().st_mtime_ns == stamp
+
+
+def test_report_marks_failed_and_unfinished_rows_and_draws_per_class_deltas(tmp_path, capsys):
+    def run(row, order, label, value, baseline=False):
+        d = tmp_path / row / "seed0"
+        d.mkdir(parents=True)
+        config = {"row": {"label": label, "order": order, "paper": None, "baseline": baseline}}
+        d.joinpath("metrics.json").write_text(
+            json.dumps({"map": value, "ap": {"a": value, "b": value / 2}, "config": config})
+        )
+
+    run("base", 0, "baseline", 0.5, baseline=True)
+    run("plus", 1, "+ trick", 0.6)
+    (tmp_path / "broken" / "seed0").mkdir(parents=True)
+    (tmp_path / "broken" / "seed0" / "failed.json").write_text("{}")
+    (tmp_path / "base" / "seed1").mkdir()  # started, never finished
+    table = report([str(tmp_path), "--per-class", "base", "plus"])
+    by_row = {r["row"]: r for r in table}
+    assert by_row["baseline"]["status"] == "1 unfinished" and by_row["broken"]["status"] == "1 failed"
+    assert by_row["+ trick"]["vs_baseline"] == pytest.approx(10.0) and by_row["broken"]["mean"] is None
+    assert (tmp_path / "per_class_plus_vs_base.png").is_file()
+
+
+def test_ablation_demo_target_exists():
+    makefile = (Path(CONFIG_DIR).parent / "Makefile").read_text()
+    assert "ablation-demo:" in makefile and "+sweep=table2 +scale=mini" in makefile
+
+
+def test_report_refuses_a_missing_directory(tmp_path):
+    with pytest.raises(SystemExit, match="not found"):
+        report([str(tmp_path / "nope")])
+    shutil.rmtree(tmp_path)
