@@ -60,7 +60,7 @@ def test_every_row_composes_and_stacks_on_the_row_above(table):
 def sweep(tmp_path, cache_dir, *rows):
     return subprocess.run(
         [sys.executable, "-m", "bof.train", "-m", "+sweep=table2", "+scale=mini", f"+row={','.join(rows)}",
-         *TINY, f"data.root={cache_dir}", f"hydra.sweep.dir={tmp_path / 'table2'}"],
+         *TINY, f"data.root={cache_dir}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
 
@@ -68,7 +68,7 @@ def sweep(tmp_path, cache_dir, *rows):
 def test_a_two_row_sweep_runs_reports_and_reruns_without_training_again(tmp_path, cache_dir, capsys):
     done = sweep(tmp_path, cache_dir, "table2-no_aug", "table2-baseline")
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = tmp_path / "table2"
+    runs = tmp_path / "multirun" / "table2-mini"  # the sweep's own directory: no hydra.sweep.dir given
     assert sorted(p.parent.name + "/" + p.name for p in runs.glob("*/seed*")) == [
         "baseline/seed0",
         "no_aug/seed0",
