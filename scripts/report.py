@@ -1,6 +1,6 @@
 """python scripts/report.py <sweep dir>: the same as the bof-report console script."""
 
-from bof.report import main
+from bof.report import cli
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -132,5 +132,10 @@ def main(argv=None) -> list[dict]:
     return table
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``bof-report`` console script (exit status 0 unless an error exits earlier)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()
