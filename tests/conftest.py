@@ -11,7 +11,12 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 # a YOLOv3 of width 1/16 on 16 synthetic 64-96 px images: a training epoch takes about a second
 TINY_YOLO = ["model.net.width=0.0625", "model.train_size=64", "model.val_size=64"]
-TINY_FASTER_RCNN = ["model.net.min_size=64", "model.net.max_size=96", "model.net.rois_per_image=16"]
+TINY_FASTER_RCNN = [
+    "model.net.min_size=64",
+    "model.net.max_size=96",
+    "model.net.rois_per_image=16",
+    "model.net.pretrained_backbone=false",  # no internet in tests
+]
 TINY = [
     *TINY_YOLO,
     "++data.generator.num_train=16",
@@ -39,7 +44,7 @@ def make_cfg(tmp_path, cache_dir):
 
     def make(*overrides: str, output_dir: Path | None = None):
         tiny = TINY
-        if any(o.startswith("model=faster_rcnn") for o in overrides):  # its own tiny sizes
+        if any(o.startswith(("model=faster_rcnn", "experiment=faster_rcnn")) for o in overrides):  # own sizes
             tiny = [o for o in TINY if o not in TINY_YOLO] + TINY_FASTER_RCNN
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             return compose(

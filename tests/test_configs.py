@@ -74,7 +74,9 @@ CLASSIFICATION_DATA = ("imagenet", "synthetic_cls")
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_builds(make_cfg, devkit, coco_root, image_folder_root, group, option):
-    roots = {"voc": devkit, "yolov3_voc": devkit, "coco": coco_root, "imagenet": image_folder_root}
+    roots = {"voc": devkit, "yolov3_voc": devkit, "faster_rcnn_r50_voc": devkit, "coco": coco_root,
+             "yolov3_coco": coco_root, "faster_rcnn_r50_coco": coco_root, "faster_rcnn_r101_coco": coco_root,
+             "imagenet": image_folder_root}  # fmt: skip
     cfg = make_cfg(f"{group}={option}", f"++data.root={roots[option]}" if option in roots else "seed=0")
     if option in CLASSIFICATION_DATA:  # task=classify data: an ImageFolder and the backbone's classifier
         train_set = instantiate(cfg.data.train)

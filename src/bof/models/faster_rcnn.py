@@ -22,6 +22,8 @@ replaced (:class:`WeightedRoIHeads`, :class:`WeightedRPN`); everything else is t
 
 from __future__ import annotations
 
+from urllib.error import URLError
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -141,10 +143,17 @@ class FasterRCNNDetector(nn.Module):
                 f"model.net: depth must be 50 or 101 and design fpn or c4, got {depth}, {design!r}"
             )
         builder, weights = RESNETS[depth]
-        resnet = builder(
-            weights=weights if pretrained_backbone else None,
-            norm_layer=nn.BatchNorm2d if trainable_bn else FrozenBatchNorm2d,
-        )
+        try:
+            resnet = builder(
+                weights=weights if pretrained_backbone else None,
+                norm_layer=nn.BatchNorm2d if trainable_bn else FrozenBatchNorm2d,
+            )
+        except URLError as error:
+            raise RuntimeError(
+                f"model.net.pretrained_backbone=true downloads torchvision's {weights} once (then cached "
+                f"under ~/.cache/torch); the download failed ({error.reason}). Run once with internet, set "
+                "model.net.pretrained_backbone=false, or use model.backbone_checkpoint=<task=classify .pt>"
+            ) from None
         common = dict(
             min_size=min_size, max_size=max_size, image_mean=[0.0] * 3, image_std=[1.0] * 3,
             box_batch_size_per_image=rois_per_image,
