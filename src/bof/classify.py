@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from bof import distributed
-from bof.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from bof.checkpoint import save_checkpoint
 from bof.config import validate_trainer
 from bof.data.transforms import normalize_batch
 from bof.models.classifiers import build_classifier
@@ -47,7 +47,7 @@ def imagenet_transforms(size: int) -> tuple[v2.Compose, v2.Compose]:
 
 
 def train_classifier(cfg: DictConfig) -> dict:
-    from bof.train import build_tricks, checkpoint_state, pick_device, resume_path, seed_everything
+    from bof.train import build_tricks, checkpoint_state, pick_device, restore, resume_path, seed_everything
 
     trainer = validate_trainer(cfg.trainer)
     out_dir = Path(trainer.output_dir)
@@ -101,15 +101,8 @@ def train_classifier(cfg: DictConfig) -> dict:
     if trainer.dry_run:
         return {"dry_run": True, "num_classes": num_classes, "iters_per_epoch": len(train_loader)}
 
-    start_epoch, best_top1 = 0, -1.0
     checkpoint_path = resume_path(trainer.resume, out_dir)
-    if checkpoint_path is not None:
-        checkpoint = load_checkpoint(checkpoint_path)
-        model_without_ddp.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
-        set_rng_state(checkpoint["rng"])
-        start_epoch, best_top1 = checkpoint["epoch"] + 1, checkpoint["best_map"]
+    start_epoch, best_top1 = restore(checkpoint_path, model_without_ddp, optimizer, lr_scheduler, scaler)
 
     writer = SummaryWriter(str(out_dir / "tensorboard")) if main_process else None
     started, metrics, loss_value = time.perf_counter(), {}, float("nan")

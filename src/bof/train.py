@@ -172,17 +172,9 @@ def train(cfg: DictConfig) -> dict:
             "val_images": len(val_set),
         }
 
-    start_epoch, best_map = 0, -1.0
-    checkpoint_path = resume_path(trainer.resume, out_dir)
-    if checkpoint_path is not None:
-        checkpoint = load_checkpoint(checkpoint_path)
-        model_without_ddp.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        set_rng_state(checkpoint["rng"])
-        start_epoch, best_map = checkpoint["epoch"] + 1, checkpoint["best_map"]
-        log.info("resumed from %s at epoch %d", checkpoint_path, start_epoch)
+    start_epoch, best_map = restore(
+        resume_path(trainer.resume, out_dir), model_without_ddp, optimizer, lr_scheduler, scaler
+    )
 
     writer = None
     if main_process:
@@ -457,6 +449,20 @@ def resume_path(resume, out_dir: Path) -> Path | None:
             + (" (pass the old run directory with hydra.run.dir=<dir>)" if resume is True else "")
         )
     return path
+
+
+def restore(path: Path | None, model, optimizer, lr_scheduler, scaler) -> tuple[int, float]:
+    """Loads a checkpoint into the training state; -> (first epoch to run, best metric so far)."""
+    if path is None:
+        return 0, -1.0
+    checkpoint = load_checkpoint(path)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_state(checkpoint["rng"])
+    log.info("resumed from %s at epoch %d", path, checkpoint["epoch"] + 1)
+    return checkpoint["epoch"] + 1, checkpoint["best_map"]
 
 
 def checkpoint_state(
