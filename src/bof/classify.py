@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,6 @@ from tqdm import tqdm
 
 from bof import distributed
 from bof.checkpoint import save_checkpoint
-from bof.config import validate_trainer
 from bof.data.transforms import normalize_batch
 from bof.models.classifiers import build_classifier
 from bof.optim import param_groups
@@ -47,18 +45,10 @@ def imagenet_transforms(size: int) -> tuple[v2.Compose, v2.Compose]:
 
 
 def train_classifier(cfg: DictConfig) -> dict:
-    from bof.train import build_tricks, checkpoint_state, pick_device, restore, resume_path, seed_everything
+    from bof.train import build_tricks, checkpoint_state, data_parallel, restore, resume_path, start_run
 
-    trainer = validate_trainer(cfg.trainer)
-    out_dir = Path(trainer.output_dir)
-    seed_everything(cfg.seed, trainer.deterministic)
-    device = pick_device(trainer.device)
-    rank, world_size, local_rank = distributed.setup(device.type)
-    if device.type == "cuda" and world_size > 1:
-        device = torch.device("cuda", local_rank)
+    trainer, out_dir, device, rank, world_size, local_rank = start_run(cfg)
     main_process = rank == 0
-    if main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
     tricks = build_tricks(cfg)
     if tricks.mixup is not None and not isinstance(tricks.mixup, ClassificationMixup):
         raise ValueError("task=classify takes mixup=classification or mixup=off, not detection mixup")
@@ -79,13 +69,9 @@ def train_classifier(cfg: DictConfig) -> dict:
     )  # fmt: skip
 
     # model: the detector's backbone with a classification head; syncbn before DDP
-    model = model_without_ddp = build_classifier(cfg.model.net, num_classes).to(device)
-    if world_size > 1:
-        if tricks.syncbn is not None:
-            model = model_without_ddp = tricks.syncbn(model, device.type, world_size)
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None
-        )
+    model, model_without_ddp = data_parallel(
+        build_classifier(cfg.model.net, num_classes).to(device), tricks.syncbn, device, world_size, local_rank
+    )
     optimizer = instantiate(cfg.optimizer, _partial_=True)(
         param_groups(model, cfg.optimizer.weight_decay, trainer.no_wd)
     )

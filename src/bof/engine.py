@@ -25,8 +25,8 @@ def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.devic
         images = normalize_batch([i.to(device, non_blocking=True) for i in images])
     else:
         images = normalize_batch(images.to(device, non_blocking=True))
-    if channels_last and not isinstance(images, list):
-        images = images.contiguous(memory_format=torch.channels_last)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
     targets = [
         {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
         for t in targets

@@ -85,25 +85,11 @@ def train(cfg: DictConfig) -> dict:
         from bof.classify import train_classifier
 
         return train_classifier(cfg)
-    trainer = validate_trainer(cfg.trainer)
-    out_dir = Path(trainer.output_dir)
-    seed_everything(cfg.seed, trainer.deterministic)
-    device = pick_device(trainer.device)
+    # seed, device, and the process group the environment describes (one process: rank 0 of 1)
+    trainer, out_dir, device, rank, world_size, local_rank = start_run(cfg)
     on_cuda = device.type == "cuda"
     amp, channels_last = trainer.amp and on_cuda, trainer.channels_last and on_cuda
-
-    # distributed: join the group the environment describes (one process: rank 0 of 1, no group)
-    rank, world_size, local_rank = distributed.setup(device.type)
-    if on_cuda and world_size > 1:
-        device = torch.device("cuda", local_rank)
     main_process = rank == 0  # the only one that writes files
-    if main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    if trainer.batch_size % world_size:
-        raise ValueError(
-            f"trainer.batch_size={trainer.batch_size} (the global batch) is not divisible by the "
-            f"{world_size} processes"
-        )
 
     tricks = build_tricks(cfg)
 
@@ -123,13 +109,7 @@ def train(cfg: DictConfig) -> dict:
         cfg, len(class_names), device, channels_last, tricks.smoothing, trainable_bn=tricks.syncbn is not None
     )
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model_without_ddp = model
-    if world_size > 1:
-        if tricks.syncbn is not None:  # synchronized BatchNorm acts here, before DDP wraps the model
-            model_without_ddp = model = tricks.syncbn(model, device.type, world_size)
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if on_cuda else None)
-    elif tricks.syncbn is not None:
-        log.info("syncbn=on changes nothing with one process")
+    model, model_without_ddp = data_parallel(model, tricks.syncbn, device, world_size, local_rank)
 
     # optimizer and per-iteration LR schedule (warmup, then step or cosine)
     if cfg.optimizer.lr <= 0:
@@ -285,6 +265,39 @@ def train(cfg: DictConfig) -> dict:
             metrics["wall_time_s"],
         )
     return metrics
+
+
+def start_run(cfg: DictConfig):
+    """Checks ``trainer``, seeds, picks the device and joins the process group the environment describes;
+    rank 0 creates the run directory. -> (trainer, out_dir, device, rank, world_size, local_rank)."""
+    trainer = validate_trainer(cfg.trainer)
+    out_dir = Path(trainer.output_dir)
+    seed_everything(cfg.seed, trainer.deterministic)
+    device = pick_device(trainer.device)
+    rank, world_size, local_rank = distributed.setup(device.type)
+    if device.type == "cuda" and world_size > 1:
+        device = torch.device("cuda", local_rank)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if trainer.batch_size % world_size:
+        raise ValueError(
+            f"trainer.batch_size={trainer.batch_size} (the global batch) is not divisible by the "
+            f"{world_size} processes"
+        )
+    return trainer, out_dir, device, rank, world_size, local_rank
+
+
+def data_parallel(model, syncbn, device: torch.device, world_size: int, local_rank: int):
+    """Synchronized BatchNorm (when on) acts here, before DDP wraps the model. -> (model to train,
+    model_without_ddp); both are ``model`` with one process."""
+    if world_size == 1:
+        if syncbn is not None:
+            log.info("syncbn=on changes nothing with one process")
+        return model, model
+    if syncbn is not None:
+        model = syncbn(model, device.type, world_size)
+    device_ids = [local_rank] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids), model
 
 
 class Tricks(NamedTuple):

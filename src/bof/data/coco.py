@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bof.data.bad_samples import BadSampleError, check_policy
+from bof.data.bad_samples import BadSampleError, check_policy, clip_boxes
 from bof.data.voc import decode_rgb
 from bof.evaluation.coco_eval import COCOEvaluator, load_coco
 
@@ -36,10 +36,9 @@ def coco_boxes(annotations: list[dict], width: int, height: int, category_index:
     anns = [a for a in annotations if not a.get("iscrowd", 0)]
     xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
     boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
-    boxes = boxes.clip(0, np.array([width, height, width, height], dtype=np.float32))
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     labels = np.asarray([category_index[a["category_id"]] for a in anns], dtype=np.int64)
-    return boxes[keep], labels[keep]
+    kept = clip_boxes({"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)}, height, width)
+    return kept["boxes"].numpy(), kept["labels"].numpy()
 
 
 class COCODetection(Dataset):

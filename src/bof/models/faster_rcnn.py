@@ -33,8 +33,10 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork
-from torchvision.ops import MultiScaleRoIAlign, box_iou
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
+
+from bof.tricks.mixup import box_weights
 
 RESNETS = {50: (resnet50, ResNet50_Weights.IMAGENET1K_V1), 101: (resnet101, ResNet101_Weights.IMAGENET1K_V1)}
 SMOOTH_L1_BETA = 1.0 / 9  # torchvision's (and Detectron's) RPN and RoI box loss
@@ -70,18 +72,38 @@ class WeightedRoIHeads(RoIHeads):
         return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
 
 
+class RecordingMatcher:
+    """torchvision's Matcher, keeping what it returns (the matched box index of every anchor)."""
+
+    def __init__(self, matcher):
+        self.matcher, self.matches = matcher, []
+
+    def __call__(self, quality: torch.Tensor) -> torch.Tensor:
+        self.matches.append(self.matcher(quality))
+        return self.matches[-1]
+
+    def __getattr__(self, name):  # BELOW_LOW_THRESHOLD and the rest of the Matcher's interface
+        return getattr(self.matcher, name)
+
+
 class WeightedRPN(RegionProposalNetwork):
     """RegionProposalNetwork whose sampled anchors carry the weight of their matched box (1 for
-    background). The anchor-to-box match is recomputed once more than torchvision does (one IoU matrix of
-    anchors x boxes per image), to learn the index behind each matched box."""
+    background). The box index behind each anchor's match is read from torchvision's own matching, by
+    recording what its proposal matcher returns, so the anchor-box IoU matrix is computed once."""
 
     def assign_targets_to_anchors(self, anchors, targets):
-        labels, matched_gt_boxes = super().assign_targets_to_anchors(anchors, targets)
+        matcher = self.proposal_matcher
+        self.proposal_matcher = recording = RecordingMatcher(matcher)
+        try:
+            labels, matched_gt_boxes = super().assign_targets_to_anchors(anchors, targets)
+        finally:
+            self.proposal_matcher = matcher
+        matches = recording.matches[::-1]  # one per image with boxes, popped in image order
         self._anchor_weights = []
-        for anchors_i, target, labels_i in zip(anchors, targets, labels, strict=True):
+        for target, labels_i in zip(targets, labels, strict=True):
             weights = torch.ones_like(labels_i)
             if target["boxes"].numel():
-                index = self.proposal_matcher(box_iou(target["boxes"], anchors_i)).clamp(min=0)
+                index = matches.pop().clamp(min=0)
                 weights = torch.where(labels_i > 0, box_weights(target).to(labels_i)[index], weights)
             self._anchor_weights.append(weights)
         return labels, matched_gt_boxes
@@ -100,15 +122,6 @@ class WeightedRPN(RegionProposalNetwork):
             objectness.flatten()[sampled], labels[sampled], reduction="none"
         )
         return (objectness_loss * weights[sampled]).mean(), box_loss
-
-
-def box_weights(target: dict) -> torch.Tensor:
-    weights = target.get("weights")
-    return (
-        weights.float()
-        if weights is not None
-        else torch.ones(len(target["boxes"]), device=target["boxes"].device)
-    )
 
 
 class FasterRCNNDetector(nn.Module):

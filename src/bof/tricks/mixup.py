@@ -28,14 +28,25 @@ import numpy as np
 import torch
 
 
-class DetectionMixup:
-    """When and how to mix: lam ~ Beta(alpha, beta) (or ``fixed_lambda``), on for every sample of every
-    epoch except the last ``off_epochs(epochs)``.
+class MixupSwitchOff:
+    """Mixup is on for every epoch except the last ``off_epochs(epochs)``: ``off_last_epochs`` (the
+    paper's 20 of 200 YOLOv3 epochs), and in a shorter run at most ``ceil(max_off_fraction * epochs)``,
+    the same last 10% of the run the paper used (a 20-epoch run mixes for 18 epochs instead of never)."""
 
-    ``off_last_epochs`` is the paper's 20 (of 200 YOLOv3 epochs). A shorter run switches off for
-    ``min(off_last_epochs, ceil(max_off_fraction * epochs))`` epochs, i.e. the same last 10% of the run
-    the paper used, so a 20-epoch run mixes for 18 epochs instead of never.
-    """
+    def __init__(self, off_last_epochs: int, max_off_fraction: float):
+        self.off_last_epochs, self.max_off_fraction = off_last_epochs, max_off_fraction
+
+    def off_epochs(self, epochs: int) -> int:
+        return min(self.off_last_epochs, math.ceil(self.max_off_fraction * epochs))
+
+    def active(self, epoch: int, epochs: int) -> bool:
+        """Whether samples of ``epoch`` (0-based) are mixed in a run of ``epochs``."""
+        return epoch < epochs - self.off_epochs(epochs)
+
+
+class DetectionMixup(MixupSwitchOff):
+    """When and how to mix: lam ~ Beta(alpha, beta) (or ``fixed_lambda``), on for every sample of every
+    epoch except the last ``off_epochs(epochs)`` (:class:`MixupSwitchOff`)."""
 
     def __init__(
         self,
@@ -49,15 +60,8 @@ class DetectionMixup:
             raise ValueError(f"mixup.alpha and mixup.beta must be > 0, got {alpha}, {beta}")
         if fixed_lambda is not None and not 0.0 <= fixed_lambda <= 1.0:
             raise ValueError(f"mixup.fixed_lambda must be in [0, 1], got {fixed_lambda}")
+        super().__init__(off_last_epochs, max_off_fraction)
         self.alpha, self.beta, self.fixed_lambda = alpha, beta, fixed_lambda
-        self.off_last_epochs, self.max_off_fraction = off_last_epochs, max_off_fraction
-
-    def off_epochs(self, epochs: int) -> int:
-        return min(self.off_last_epochs, math.ceil(self.max_off_fraction * epochs))
-
-    def active(self, epoch: int, epochs: int) -> bool:
-        """Whether samples of ``epoch`` (0-based) are mixed in a run of ``epochs``."""
-        return epoch < epochs - self.off_epochs(epochs)
 
     def draw(self, rng: np.random.Generator, index: int, dataset_size: int) -> tuple[int, float]:
         """(partner index drawn uniformly among the *other* images, lam)."""
@@ -102,7 +106,8 @@ def mixup_targets(target1: dict, target2: dict, lam: float, canvas_size: tuple[i
 def box_weights(target: dict) -> torch.Tensor:
     """The target's per-box loss weights [N] (1 where none were set)."""
     weights = target.get("weights")
-    return weights.float() if weights is not None else torch.ones(len(target["boxes"]))
+    boxes = target["boxes"]
+    return weights.float() if weights is not None else torch.ones(len(boxes), device=boxes.device)
 
 
 def mixup_detection(image1, target1, image2, target2, lam: float) -> tuple[torch.Tensor, dict]:
@@ -112,7 +117,7 @@ def mixup_detection(image1, target1, image2, target2, lam: float) -> tuple[torch
     return canvas.round_().clamp_(0, 255).to(torch.uint8), target
 
 
-class ClassificationMixup:
+class ClassificationMixup(MixupSwitchOff):
     """Classification mixup (Zhang et al. 2018), for backbone pretraining (paper Tables 5-6): per batch,
     lam ~ Beta(alpha, alpha) and a random permutation; images and one-hot targets are mixed with the
     permuted batch. Active in every epoch except the last ``off_epochs(epochs)``, as detection mixup."""
@@ -120,10 +125,8 @@ class ClassificationMixup:
     def __init__(self, alpha: float = 0.2, off_last_epochs: int = 0, max_off_fraction: float = 0.1):
         if alpha <= 0:
             raise ValueError(f"mixup.alpha must be > 0, got {alpha}")
-        self.alpha, self.off_last_epochs, self.max_off_fraction = alpha, off_last_epochs, max_off_fraction
-
-    off_epochs = DetectionMixup.off_epochs
-    active = DetectionMixup.active
+        super().__init__(off_last_epochs, max_off_fraction)
+        self.alpha = alpha
 
     def draw(self, generator: torch.Generator, batch_size: int) -> tuple[float, torch.Tensor]:
         lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
