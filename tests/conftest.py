@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 
 from bof.train import CONFIG_DIR
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # real VOC XML and a golden COCO case (README there)
 
 # a YOLOv3 of width 1/16 on 16 synthetic 64-96 px images: a training epoch takes about a second
 TINY_YOLO = ["model.net.width=0.0625", "model.train_size=64", "model.val_size=64"]

@@ -1,4 +1,5 @@
-"""Training augmentation: each step does what SPEC.md says, and `augment=yolo` visibly changes samples."""
+"""Training augmentation: each step does what docs/fidelity.md "Data augmentation" says, and
+`augment=yolo` visibly changes samples."""
 
 import pytest
 import torch

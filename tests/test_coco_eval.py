@@ -1,4 +1,4 @@
-"""COCO evaluation: the golden case of ../shared/fixtures/coco_val2014_100, exactly."""
+"""COCO evaluation: the golden case of tests/fixtures/coco_val2014_100, exactly."""
 
 import importlib.util
 import json

@@ -74,7 +74,8 @@ def test_smoothing_on_builds_the_softmax_rule_and_syncbn_trainable_bn(make_cfg):
         cfg, 6, torch.device("cpu"), smoothing=build_tricks(cfg).smoothing
     )
     assert criterion is None and postprocess is None
-    assert model.detector.roi_heads.label_smoothing == 0.01  # SPEC.md: softmax eps 0.01
+    # docs/fidelity.md "Label smoothing": softmax eps 0.01
+    assert model.detector.roi_heads.label_smoothing == 0.01
     trainable, _, _ = build_model(cfg, 6, torch.device("cpu"), trainable_bn=True)
     norms = {type(m).__name__ for m in trainable.modules() if "BatchNorm" in type(m).__name__}
     assert norms == {"BatchNorm2d"}

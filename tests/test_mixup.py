@@ -110,8 +110,8 @@ def test_sampler_keys_carry_the_mixup_decision_only_while_active():
 
 
 def test_switch_off_reaches_persistent_workers():
-    """GluonCV's bug (SPEC.md): the switch-off never reached persistent workers. Epoch 0 must be mixed
-    and epoch 1 must not, with 2 persistent workers that live through both epochs."""
+    """GluonCV's bug (docs/fidelity.md "Mixup"): the switch-off never reached persistent workers.
+    Epoch 0 must be mixed and epoch 1 must not, with 2 persistent workers that live through both epochs."""
     loader = build_data_loader(
         Constant(), Resize(), 4, lambda it: 32, shuffle=True, seed=0, num_workers=2,
         mixup=DetectionMixup(), epochs=2,

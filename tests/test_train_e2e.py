@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,7 +130,15 @@ def test_cli_run_writes_one_run_directory(tmp_path, cache_dir):
         "trainer.epochs=1",
         f"hydra.run.dir={run_dir}",
     ]
-    subprocess.run([sys.executable, "-m", "bof.train", *overrides], env=env, check=True, capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bof.train", *overrides], env=env, check=True, capture_output=True, text=True
+    )
+    # the last words: where the run is and the one command that serves its TensorBoard
+    printed = done.stdout + done.stderr
+    assert f"run directory: {run_dir}" in printed
+    tensorboard = printed.rsplit("its TensorBoard: ", 1)[1].split()
+    assert Path(tensorboard[0]).name == "tensorboard" and Path(tensorboard[0]).is_file()
+    assert tensorboard[1:] == ["--logdir", str(run_dir / "tensorboard")]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and (run_dir / "train.log").read_text().count("final VOC07 mAP") == 1
     assert (run_dir / ".hydra" / "config.yaml").is_file()

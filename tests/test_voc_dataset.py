@@ -12,10 +12,10 @@ from PIL import Image
 
 from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml, voc_to_xyxy, xyxy_to_voc
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "voc_xml"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "voc_xml"
 HINT = "scripts/prepare_voc.sh"
 
-# file -> (objects, difficult), from shared/fixtures/README.md
+# file -> (objects, difficult), from tests/fixtures/README.md
 COUNTS = {
     "voc2007_000002.xml": (1, 0),
     "voc2012_labelimg_2007_000032.xml": (4, 0),

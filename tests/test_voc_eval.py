@@ -22,7 +22,7 @@ from bof.evaluation.voc_eval import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "voc_xml"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "voc_xml"
 VOC = (
     "aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse motorbike person "
     "pottedplant sheep sofa train tvmonitor"

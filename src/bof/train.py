@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -264,7 +265,23 @@ def train(cfg: DictConfig) -> dict:
             best_map,
             metrics["wall_time_s"],
         )
+    if main_process:
+        log.info("run directory: %s\n  its TensorBoard: %s", shown(out_dir), tensorboard_command(out_dir))
     return metrics
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the working directory if it lies below it (as a user types it), else absolute."""
+    path = path.resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def tensorboard_command(out_dir: Path) -> str:
+    """The one command that serves this run's TensorBoard: the ``tensorboard`` installed beside this
+    Python (the project's .venv), so it works without activating the environment."""
+    beside = Path(sys.executable).with_name("tensorboard")
+    executable = shown(beside) if beside.is_file() else "tensorboard"
+    return f"{executable} --logdir {shown(out_dir / 'tensorboard')}"
 
 
 def start_run(cfg: DictConfig):

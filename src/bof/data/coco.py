@@ -1,4 +1,4 @@
-"""COCO 2017 detection data through pycocotools (SPEC.md "Evaluation"; issue: COCO).
+"""COCO 2017 detection data through pycocotools (docs/fidelity.md "Evaluation"; issue: COCO).
 
 Layout (the official one)::
 

@@ -1,4 +1,4 @@
-"""COCO bbox evaluation with pycocotools' COCOeval (SPEC.md "Evaluation"), or the drop-in
+"""COCO bbox evaluation with pycocotools' COCOeval (docs/fidelity.md "Evaluation"), or the drop-in
 faster-coco-eval (same numbers, compiled; ``backend="faster_coco_eval"``).
 
 Detections are in the original image frame, xyxy pixels, with contiguous 0-based labels; they go to

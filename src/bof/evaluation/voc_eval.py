@@ -14,7 +14,8 @@ The matching and AP code follow py-faster-rcnn's ``voc_eval.py`` (the Python por
   claimed GT makes it a FP (duplicate). Otherwise it is a FP. Only non-difficult GT boxes count as positives.
 
   Note: py-faster-rcnn's Python port uses a strict ``ovmax > ovthresh``; we follow the official devkit
-  and the paper's code (SPEC.md: "IoU >= 0.5"). The rules differ only for an IoU exactly at the threshold.
+  and the paper's code (docs/fidelity.md "Evaluation": IoU >= 0.5). The rules differ only for an IoU
+  exactly at the threshold.
 * AP is the VOC2007 11-point interpolated AP (``use_07_metric=True``, the paper's VOC metric) or the
   VOC2010+ area under the precision envelope; see :func:`voc_ap`.
 

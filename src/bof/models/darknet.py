@@ -2,7 +2,7 @@
 
 Every convolution is conv (no bias) -> BatchNorm (eps 1e-5, momentum 0.1) -> LeakyReLU(0.1).
 Stages hold 1, 2, 8, 8, 4 residual blocks. With ``width=1`` the backbone has 40,584,928 trainable
-parameters (SPEC.md); ``width`` scales every channel count for small CPU runs.
+parameters (docs/fidelity.md "YOLOv3"); ``width`` scales every channel count for small CPU runs.
 """
 
 from __future__ import annotations

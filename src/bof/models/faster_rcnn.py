@@ -1,4 +1,4 @@
-"""Faster R-CNN from torchvision's pieces, with losses that see the tricks (SPEC.md "Faster R-CNN").
+"""Faster R-CNN from torchvision's pieces, with losses that see the tricks (docs/fidelity.md "Faster R-CNN").
 
 Designs: ``fpn`` is torchvision's ResNet-FPN Faster R-CNN (the modern form users know); ``c4`` is the
 paper's GluonCV design: the ResNet up to stride 16 (conv1..layer3) as backbone, one feature map for the
@@ -14,7 +14,7 @@ Trick-aware losses (the model computes its own, ``computes_loss = True``):
 * mixup: each ground-truth box's weight (``targets[i]["weights"]``) multiplies the RoI classification and
   box losses of the RoIs matched to it and the RPN losses of the anchors matched to it; background
   keeps weight 1. GluonCV used a fixed lambda 0.5 and halved the whole loss; the paper describes per-box
-  weights, which is what this does (SPEC.md).
+  weights, which is what this does (docs/fidelity.md "Mixup").
 
 The two loss-bearing modules are torchvision's RoIHeads and RegionProposalNetwork with the loss step
 replaced (:class:`WeightedRoIHeads`, :class:`WeightedRPN`); everything else is torchvision's.

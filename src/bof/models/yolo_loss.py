@@ -1,6 +1,6 @@
 """YOLOv3 target assignment and loss, vectorised over boxes and anchors and run on the training device.
 
-Follows SPEC.md ("YOLOv3") and GluonCV's ``YOLOV3PrefetchTargetGenerator`` / ``YOLOV3Loss``:
+Follows docs/fidelity.md "YOLOv3" and GluonCV's ``YOLOV3PrefetchTargetGenerator`` / ``YOLOV3Loss``:
 
 * one positive per ground-truth box: the best of all 9 anchors by IoU of (w, h) with both centred at
   the origin, in the cell of its scale that holds the box centre. When two boxes claim the same anchor

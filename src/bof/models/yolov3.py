@@ -3,7 +3,8 @@
 Head per scale: five alternating 1x1/3x3 convs (the "detection block" of 512, 256, 128 channels), a 3x3
 conv, and a 1x1 conv with bias to 3 * (5 + K) outputs. The two finer scales take the previous block's
 output through a 1x1 conv, nearest x2 upsampling and concatenation with the backbone (darknet
-``[route]``/``[upsample]``). 61,626,049 trainable parameters for K=20 and 61,949,149 for K=80 (SPEC.md).
+``[route]``/``[upsample]``). 61,626,049 trainable parameters for K=20 and 61,949,149 for K=80
+(docs/fidelity.md "YOLOv3").
 """
 
 from __future__ import annotations

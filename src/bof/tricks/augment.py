@@ -1,4 +1,4 @@
-"""Training data augmentation (paper section 3.5 and Tables 2-3; SPEC.md "Data augmentation").
+"""Training data augmentation (paper section 3.5 and Tables 2-3; docs/fidelity.md "Data augmentation").
 
 ``augment=yolo`` is GluonCV's YOLOv3 training transform, in its order::
 
@@ -139,7 +139,8 @@ class IoUCrop:
 
 
 class YOLOAugment:
-    """The YOLOv3 training pipeline of SPEC.md, from torchvision.transforms.v2 pieces.
+    """The YOLOv3 training pipeline of docs/fidelity.md "Data augmentation", from torchvision.transforms.v2
+    pieces.
 
     Expand: p=0.5, canvas side ratio U(1, max_expand), filled with the ImageNet mean. Crop: min IoU
     with some box in {0.1, 0.3, 0.5, 0.7, 0.9, any} or no crop at all (torchvision's 1.0), scale
@@ -187,7 +188,8 @@ class YOLOAugment:
 
 
 class FlipResize:
-    """Faster R-CNN's training augmentation (SPEC.md): horizontal flip p=0.5, then the resize."""
+    """Faster R-CNN's training augmentation (docs/fidelity.md "Data augmentation"): horizontal flip p=0.5,
+    then the resize."""
 
     def __init__(self, flip_p: float = 0.5, interpolation: str = "bilinear"):
         self.flip = v2.RandomHorizontalFlip(flip_p)

@@ -1,4 +1,4 @@
-"""Class label smoothing (paper section 3.2; SPEC.md "Label smoothing").
+"""Class label smoothing (paper section 3.2; docs/fidelity.md "Label smoothing").
 
 Two rules, one per kind of classification head:
 

@@ -1,4 +1,5 @@
-"""Learning-rate schedules with linear warmup, updated every iteration (paper section 3.4, SPEC.md).
+"""Learning-rate schedules with linear warmup, updated every iteration (paper section 3.4,
+docs/fidelity.md "Learning-rate schedule").
 
 ``factor(iteration)`` is the multiplier of the base learning rate, a pure function of the global
 iteration (0-based), so it is trivially resumable and testable:

@@ -1,4 +1,4 @@
-"""Visually coherent mixup for detection (paper section 3.1, Table 1; SPEC.md "Mixup for detection").
+"""Visually coherent mixup for detection (paper section 3.1, Table 1; docs/fidelity.md "Mixup").
 
 Two training images are blended on a canvas of max(h1, h2) x max(w1, w2), both pasted at the top-left
 corner at their own size (no resize, so the geometry is preserved)::

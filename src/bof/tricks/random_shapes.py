@@ -1,4 +1,4 @@
-"""Random shapes training for YOLOv3 (paper section 3.6; SPEC.md "Random shapes").
+"""Random shapes training for YOLOv3 (paper section 3.6; docs/fidelity.md "Random shapes").
 
 Every ``interval`` iterations a new square input size is drawn uniformly from min_size, min_size +
 step, ..., max_size (320..608 in steps of 32, a new size every 10 iterations). One size holds for every
