@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all lint tensorboard bench ablation-demo clean
+.PHONY: help install train test test-tables test-all lint tensorboard bench ablation-demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,9 +25,12 @@ train: $(STAMP)  ## train the default config (narrow YOLOv3, synthetic data, CPU
 	$(VENV)/bin/bof-train $(ARGS)
 
 test: $(STAMP)  ## run the fast test suite
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -m "not slow and not tables" $(ARGS)
 
-test-all: $(STAMP)  ## run every test, the slow end-to-end runs included
+test-tables: $(STAMP)  ## every row of Tables 1-6 at full scale: one iteration each on generated data (~15 min)
+	$(PY) -m pytest -q -m tables $(ARGS)
+
+test-all: $(STAMP)  ## run every test, the slow end-to-end runs and the full-scale tables included
 	$(PY) -m pytest -q $(ARGS)
 
 lint: $(STAMP)  ## ruff check + format check

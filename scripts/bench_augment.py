@@ -22,9 +22,10 @@ from hydra.utils import instantiate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from bof.boxes import IMAGENET_MEAN, as_tv_tensors
+from bof.config import CONFIG_DIR
 from bof.data.loader import KeyedBatchSampler, KeyedDataset
-from bof.data.transforms import IMAGENET_MEAN, as_tv_tensors
-from bof.train import CONFIG_DIR, build_tricks
+from bof.run import build_tricks
 
 
 def parse_args(argv=None):

@@ -21,10 +21,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import Subset
 
-from bof.config import validate_trainer
+from bof.config import CONFIG_DIR, validate_trainer
 from bof.engine import prepare_batch, train_step
 from bof.optim import param_groups
-from bof.train import CONFIG_DIR, build_data_loaders, build_model, build_tricks, pick_device
+from bof.run import build_tricks, pick_device
+from bof.train import build_data_loaders, build_model
 
 
 def parse_args(argv=None):

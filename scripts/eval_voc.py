@@ -17,7 +17,8 @@ import math
 import sys
 from pathlib import Path
 
-from bof.evaluation.voc_eval import DEFAULT_PREFIX, build_voc_evaluator, format_results
+from bof.evaluation.voc_eval import DEFAULT_PREFIX, format_results
+from bof.evaluators import build_voc_evaluator
 
 
 def _nan_to_none(x: float) -> float | None:

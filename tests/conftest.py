@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from bof.train import CONFIG_DIR
+from bof.config import CONFIG_DIR
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # real VOC XML and a golden COCO case (README there)
 
@@ -44,7 +44,8 @@ def make_cfg(tmp_path, cache_dir):
 
     def make(*overrides: str, output_dir: Path | None = None):
         tiny = TINY
-        if any(o.startswith(("model=faster_rcnn", "experiment=faster_rcnn")) for o in overrides):  # own sizes
+        own_sizes = ("model=faster_rcnn", "experiment=faster_rcnn", "experiment=resnet")
+        if any(o.startswith(own_sizes) for o in overrides):
             tiny = [o for o in TINY if o not in TINY_YOLO] + TINY_FASTER_RCNN
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             return compose(

@@ -5,8 +5,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from bof.data.transforms import Resize
-from bof.tricks.augment import FlipResize, IoUCrop, YOLOAugment, color_distort
+from bof.tricks.augment import FlipResize, IoUCrop, Resize, YOLOAugment, color_distort
 
 
 def sample(h=60, w=80):

@@ -10,12 +10,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, InstantiationException
 
-from bof.data.bad_samples import BadSampleError, clip_boxes
+from bof.boxes import clip_boxes
+from bof.config import CONFIG_DIR
+from bof.data.bad_samples import BadSampleError
 from bof.data.coco import COCODetection
 from bof.data.loader import KeyedDataset, SampleKey
-from bof.data.transforms import Resize
 from bof.data.voc import VOCDetection
-from bof.train import CONFIG_DIR, train
+from bof.train import train
+from bof.tricks.augment import Resize
 from tests.test_voc_dataset import make_devkit
 
 SETS = [["VOC2007", "trainval"], ["VOC2012", "trainval"]]

@@ -10,9 +10,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from bof.config import CONFIG_DIR
 from bof.models.classifiers import build_classifier
 from bof.optim import param_groups
-from bof.train import CONFIG_DIR, build_model, build_tricks, train
+from bof.run import build_tricks
+from bof.train import build_model, train
 from tests.test_voc_dataset import make_devkit
 
 # the groups of conf/train.yaml's defaults; sweep, row and scale are appended (+), see test_sweeps.py
@@ -70,6 +72,18 @@ def image_folder_root(tmp_path_factory) -> Path:
 
 
 CLASSIFICATION_DATA = ("imagenet", "synthetic_cls")
+# the paper's YOLOv3 experiments require a pretrained Darknet-53 (test_backbone.py); here: from scratch
+FROM_SCRATCH = {e: ["model.backbone_checkpoint=none"] for e in ("yolov3_voc", "yolov3_coco")}
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+@pytest.mark.parametrize("schedule", options("lr_schedule"))
+def test_every_experiment_takes_every_lr_schedule(make_cfg, experiment, schedule):
+    """An experiment's decay epochs live in lr_decay, read by the step schedule only: both compose."""
+    cfg = make_cfg(f"experiment={experiment}", f"lr_schedule={schedule}")
+    built = instantiate(cfg.lr_schedule)
+    assert built.describe(cfg.trainer.epochs).startswith(schedule)
+    assert 0.0 <= built.factor(100, 10, cfg.trainer.epochs) <= 1.0
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
@@ -77,8 +91,12 @@ def test_every_option_composes_and_builds(make_cfg, devkit, coco_root, image_fol
     roots = {"voc": devkit, "yolov3_voc": devkit, "faster_rcnn_r50_voc": devkit, "coco": coco_root,
              "yolov3_coco": coco_root, "faster_rcnn_r50_coco": coco_root, "faster_rcnn_r101_coco": coco_root,
              "imagenet": image_folder_root}  # fmt: skip
-    cfg = make_cfg(f"{group}={option}", f"++data.root={roots[option]}" if option in roots else "seed=0")
-    if option in CLASSIFICATION_DATA:  # task=classify data: an ImageFolder and the backbone's classifier
+    roots |= {"darknet53_imagenet": image_folder_root, "resnet101_imagenet": image_folder_root}
+    cfg = make_cfg(
+        f"{group}={option}", f"++data.root={roots[option]}" if option in roots else "seed=0",
+        *FROM_SCRATCH.get(option, []),
+    )  # fmt: skip
+    if cfg.task == "classify" or option in CLASSIFICATION_DATA:  # ImageFolder + the backbone's classifier
         train_set = instantiate(cfg.data.train)
         classifier = build_classifier(cfg.model.net, len(train_set.classes))
         assert classifier(torch.zeros(2, 3, 32, 32)).shape == (2, len(train_set.classes))
@@ -112,7 +130,9 @@ def test_every_option_composes_and_builds(make_cfg, devkit, coco_root, image_fol
 
 
 def test_yolov3_voc_trains_on_the_real_xml_fixtures(make_cfg, devkit, tmp_path):
-    metrics = train(make_cfg("experiment=yolov3_voc", f"data.root={devkit}", "trainer.epochs=1"))
+    scratch = FROM_SCRATCH["yolov3_voc"]
+    cfg = make_cfg("experiment=yolov3_voc", f"data.root={devkit}", "trainer.epochs=1", *scratch)
+    metrics = train(cfg)
     assert len(metrics["ap"]) == 20 and 0.0 <= metrics["map"] <= 1.0
     assert (tmp_path / "run" / "results" / "comp4_det_test_train.txt").is_file()  # 000002 holds a train
 

@@ -5,7 +5,8 @@ About three minutes on 2 CPU cores, so it is marked slow: `make test-all` runs i
 import pytest
 from hydra import compose, initialize_config_dir
 
-from bof.train import CONFIG_DIR, train
+from bof.config import CONFIG_DIR
+from bof.train import train
 
 
 @pytest.mark.slow

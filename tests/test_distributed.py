@@ -14,9 +14,9 @@ from torch import nn
 
 from bof import distributed
 from bof.data.loader import KeyedBatchSampler, build_data_loader
-from bof.data.transforms import Resize
 from bof.models.yolov3 import YOLOv3
 from bof.train import train, train_process
+from bof.tricks.augment import Resize
 from bof.tricks.syncbn import AllReduceBatchNorm2d, SyncBatchNorm, convert_sync_batchnorm
 from tests.conftest import TINY
 

@@ -6,7 +6,8 @@ from hydra.utils import instantiate
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
 from bof.models.faster_rcnn import FasterRCNNDetector
-from bof.train import build_data_loaders, build_model, build_tricks, train
+from bof.run import build_tricks
+from bof.train import build_data_loaders, build_model, train
 
 
 def parameters(module):

@@ -6,8 +6,8 @@ import torch
 from torch.utils.data import Dataset
 
 from bof.data.loader import KeyedBatchSampler, build_data_loader
-from bof.data.transforms import Resize
 from bof.models.yolo_loss import YOLOv3Loss
+from bof.tricks.augment import Resize
 from bof.tricks.mixup import DetectionMixup, mixup_detection, mixup_images, mixup_targets
 
 
@@ -57,14 +57,14 @@ def test_boxes_keep_their_coordinates_and_carry_lambda_and_one_minus_lambda():
 def test_lambda_distributions_and_partner():
     rng = np.random.default_rng(0)
     draws = [DetectionMixup(1.5, 1.5).draw(rng, 3, 10) for _ in range(4000)]
-    partners, lams = zip(*draws, strict=True)
+    lams, partners = zip(*draws, strict=True)
     assert 3 not in partners and set(partners) == set(range(10)) - {3}  # uniform among the others
     assert np.mean(lams) == pytest.approx(0.5, abs=0.02)
     assert np.var(lams) == pytest.approx(1 / 16, abs=0.005)  # Beta(1.5, 1.5): ab / ((a+b)^2 (a+b+1))
-    assert np.var([DetectionMixup(1.0, 1.0).draw(rng, 0, 5)[1] for _ in range(4000)]) == pytest.approx(
+    assert np.var([DetectionMixup(1.0, 1.0).draw(rng, 0, 5)[0] for _ in range(4000)]) == pytest.approx(
         1 / 12, abs=0.006
     )  # uniform
-    assert {DetectionMixup(fixed_lambda=0.5).draw(rng, 0, 5)[1] for _ in range(20)} == {0.5}
+    assert {DetectionMixup(fixed_lambda=0.5).draw(rng, 0, 5)[0] for _ in range(20)} == {0.5}
 
 
 @pytest.mark.parametrize(("epochs", "off"), [(200, 20), (280, 20), (20, 2), (5, 1), (2, 1)])

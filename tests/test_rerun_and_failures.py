@@ -17,12 +17,12 @@ def test_resume_auto_skips_a_finished_run_and_continues_an_interrupted_one(make_
     run = tmp_path / "run"
     first = train(make_cfg("trainer.epochs=1", "trainer.resume=auto"))
     stamp = (run / "last.pt").stat().st_mtime_ns
-    with caplog.at_level(logging.INFO, logger="bof.train"):
+    with caplog.at_level(logging.INFO, logger="bof"):
         again = train(make_cfg("trainer.epochs=1", "trainer.resume=auto"))
     assert again["map"] == first["map"] and (run / "last.pt").stat().st_mtime_ns == stamp
     assert "finished already" in caplog.text
     (run / "metrics.json").unlink()  # as if it had stopped after its first epoch of two
-    with caplog.at_level(logging.INFO, logger="bof.train"):
+    with caplog.at_level(logging.INFO, logger="bof"):
         train(make_cfg("trainer.epochs=2", "trainer.resume=auto"))
     assert "resumed from" in caplog.text and torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from bof.config import CONFIG_DIR
 from bof.report import main as report
-from bof.train import CONFIG_DIR
 from tests.conftest import TINY
 
 TABLES = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))
@@ -81,7 +81,9 @@ def test_a_two_row_sweep_runs_reports_and_reruns_without_training_again(tmp_path
     )
     assert table[1]["vs_baseline"] == 0.0 and table[1]["vs_above"] == pytest.approx(100 * (baseline - no_aug))
     assert table[0]["paper"] == 64.26 and table[1]["paper"] == 80.25
-    assert "| baseline |" in capsys.readouterr().out and (runs / "report.csv").is_file()
+    out = capsys.readouterr().out
+    assert "| baseline |" in out and (runs / "report.csv").is_file()
+    assert "| 1x4 |" in out  # the data parallelism each row ran with: 1 process x 4 images
     stamp = (runs / "baseline" / "seed0" / "last.pt").stat().st_mtime_ns
     again = sweep(tmp_path, cache_dir, "table2-no_aug", "table2-baseline")
     assert again.returncode == 0 and "finished already" in again.stderr + again.stdout

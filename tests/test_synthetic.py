@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bof.data import synthetic
+from bof.data import synthetic, synthetic_render
 from bof.data.synthetic import (
     SYNTHETIC_CLASSES,
     ensure_synthetic_voc,
@@ -79,7 +79,7 @@ def test_statistics_over_a_hundred_images(hundred):
         assert ((b[:, :2] >= 1) & (b[:, 2:] >= b[:, :2])).all()  # VOC 1-based inclusive
         assert (b[:, 2] <= ann.width).all() and (b[:, 3] <= ann.height).all()
         assert (b == np.round(b)).all()
-        assert 1 <= len(b) <= synthetic.MAX_OBJECTS
+        assert 1 <= len(b) <= synthetic_render.MAX_OBJECTS
         side = min(ann.width, ann.height)
         side_ratios += list(np.sqrt((b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)) / side)
         labels += ann.labels.tolist()
@@ -107,7 +107,7 @@ def test_backgrounds_are_textured(hundred):
 
 
 def test_class_colours_are_distinct():
-    colours = np.array(synthetic.CLASS_COLOURS, float)
+    colours = np.array(synthetic_render.CLASS_COLOURS, float)
     assert len(colours) == len(SYNTHETIC_CLASSES)
     dist = np.linalg.norm(colours[:, None] - colours[None], axis=-1)
     assert dist[~np.eye(len(colours), dtype=bool)].min() > 140

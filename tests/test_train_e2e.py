@@ -1,6 +1,7 @@
 """End to end: train(cfg) on tiny synthetic data, dry run, resume, the CLI."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import bof.train
+from bof.config import check_paper_setup
 from bof.train import train
 
 
@@ -142,3 +145,12 @@ def test_cli_run_writes_one_run_directory(tmp_path, cache_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and (run_dir / "train.log").read_text().count("final VOC07 mAP") == 1
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_a_run_off_the_papers_data_parallelism_says_so(caplog):
+    setup = OmegaConf.create({"world_size": 8, "batch_per_process": 8})
+    with caplog.at_level(logging.WARNING, logger="bof"):
+        check_paper_setup(setup, 8, 8)
+        assert not caplog.records  # the paper's 8 x 8: nothing to say
+        check_paper_setup(setup, 2, 32)
+    assert "2 process(es) x 32 images; the paper's setup is 8 x 8" in caplog.text

@@ -10,9 +10,9 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from bof.data.loader import KeyedBatchSampler
-from bof.models.yolo_loss import class_targets
-from bof.train import build_data_loaders, build_model, build_tricks, train
-from bof.tricks.label_smoothing import LabelSmoothing
+from bof.run import build_tricks
+from bof.train import build_data_loaders, build_model, train
+from bof.tricks.label_smoothing import LabelSmoothing, sigmoid_targets
 from bof.tricks.lr_schedule import StepSchedule
 from bof.tricks.random_shapes import RandomShapes
 from tests.test_train_e2e import scalar_tags
@@ -97,7 +97,7 @@ def test_cosine_changes_the_train_lr_curve_in_tensorboard(make_cfg, tmp_path):
 
 
 def test_sigmoid_targets_are_exactly_one_minus_eps_and_eps():
-    targets = class_targets(torch.tensor([0, 2]), 20, LabelSmoothing().sigmoid_epsilon(20))
+    targets = sigmoid_targets(torch.tensor([0, 2]), 20, LabelSmoothing().sigmoid_epsilon(20))
     assert targets[0, 0] == pytest.approx(0.975) and targets[1, 2] == pytest.approx(0.975)
     assert torch.allclose(targets[0, 1:], torch.tensor(0.025))
     assert LabelSmoothing().sigmoid_epsilon(80) == pytest.approx(0.0125)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml, voc_to_xyxy, xyxy_to_voc
+from bof.boxes import voc_to_xyxy, xyxy_to_voc
+from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "voc_xml"
 HINT = "scripts/prepare_voc.sh"

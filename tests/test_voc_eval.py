@@ -12,14 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from bof.evaluation import voc_eval
-from bof.evaluation.voc_eval import (
-    VOCEvaluator,
-    _voc_iou,
-    build_voc_evaluator,
-    read_result_files,
-    voc_ap,
-)
+from bof.evaluation import voc_matching
+from bof.evaluation.voc_eval import VOCEvaluator, read_result_files
+from bof.evaluation.voc_matching import voc_ap, voc_iou
+from bof.evaluators import build_voc_evaluator
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "voc_xml"
@@ -125,7 +121,7 @@ def single_class(gt_boxes, dets, difficult=None, use_07_metric=True, **kw) -> di
 def test_best_gt_difficult_is_ignored_without_fallback_to_second_best():
     difficult_gt, easy_gt = [1, 1, 100, 100], [1, 1, 100, 90]
     det = [1, 1, 100, 100]  # IoU 1.0 with the difficult GT, 0.9 with the non-difficult one
-    assert _voc_iou(np.array(det, float), np.array(easy_gt, float)) == pytest.approx(0.9)
+    assert voc_iou(np.array(det, float), np.array(easy_gt, float)) == pytest.approx(0.9)
     res = single_class([difficult_gt, easy_gt], [(0.9, det)], difficult=[True, False])
     # No fall-back: the detection is ignored instead of claiming the second-best GT.
     assert res["num_positives"]["c"] == 1
@@ -159,7 +155,7 @@ def test_duplicate_detection_higher_score_is_tp_lower_is_fp():
 def test_iou_exactly_half_is_a_match():
     gt = [1, 1, 10, 20]  # 10 x 20 pixels with the +1 convention
     det = [1, 1, 10, 10]  # 10 x 10, inside it: IoU = 100 / 200
-    iou = _voc_iou(np.array(det, float), np.array([gt], float))
+    iou = voc_iou(np.array(det, float), np.array([gt], float))
     assert iou[0] == 0.5  # exactly, in floating point
     assert single_class([gt], [(0.9, det)])["ap"]["c"] == pytest.approx(1.0)  # devkit >=: a match
     # One pixel row less of overlap -> IoU 100/210 < 0.5 -> FP.
@@ -226,7 +222,7 @@ def test_matches_literal_devkit_port_on_random_data(seed, use_07_metric, monkeyp
     """Crowded random scenes on a coarse grid (ties in IoU and score, duplicates, difficult boxes,
     IoU exactly 0.5 possible): every class AP must equal the devkit's loop bit for bit."""
     if seed % 2:  # tiny IoU chunks: a few detections per numpy call, across image boundaries
-        monkeypatch.setattr(voc_eval, "_IOU_CHUNK", 13)
+        monkeypatch.setattr(voc_matching, "_IOU_CHUNK", 13)
     rng = np.random.default_rng(seed)
     classes = ["a", "b", "c"]
     ev = VOCEvaluator(classes, use_07_metric=use_07_metric)

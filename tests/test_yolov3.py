@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from bof.models.darknet import Darknet53
-from bof.models.yolo_loss import YOLOv3Loss, class_targets, pairwise_iou_batched
+from bof.models.yolo_loss import YOLOv3Loss, pairwise_iou_batched
 from bof.models.yolov3 import YOLOV3_ANCHORS, YOLOv3, YOLOv3PostProcess, decode_boxes
+from bof.tricks.label_smoothing import sigmoid_targets
 
 
 def trainable(module):
@@ -157,8 +158,8 @@ def test_loss_is_averaged_over_batch_and_handles_images_without_boxes():
 
 
 def test_class_targets_with_and_without_smoothing():
-    assert class_targets(torch.tensor([1]), 4).tolist() == [[0, 1, 0, 0]]
-    smoothed = class_targets(torch.tensor([1]), 4, smoothing=0.025)
+    assert sigmoid_targets(torch.tensor([1]), 4).tolist() == [[0, 1, 0, 0]]
+    smoothed = sigmoid_targets(torch.tensor([1]), 4, epsilon=0.025)
     assert smoothed[0].tolist() == pytest.approx([0.025, 0.975, 0.025, 0.025])
 
 

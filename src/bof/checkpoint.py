@@ -7,29 +7,20 @@ so a crash or a stop at any moment leaves the last good checkpoint intact.
 
 from __future__ import annotations
 
-import os
+import logging
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bof.atomic import write_atomically
+
+log = logging.getLogger("bof.checkpoint")
+
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -73,3 +64,32 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_state(
+    model, optimizer, lr_scheduler, scaler, epoch: int, best_map: float, config: dict
+) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": lr_scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "best_map": best_map,
+        "rng": rng_state(),
+        "config": config,
+    }
+
+
+def restore(path: Path | None, model, optimizer, lr_scheduler, scaler) -> tuple[int, float]:
+    """Loads a checkpoint into the training state; -> (first epoch to run, best metric so far)."""
+    if path is None:
+        return 0, -1.0
+    checkpoint = load_checkpoint(path)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_state(checkpoint["rng"])
+    log.info("resumed from %s at epoch %d", path, checkpoint["epoch"] + 1)
+    return checkpoint["epoch"] + 1, checkpoint["best_map"]

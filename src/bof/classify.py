@@ -14,6 +14,7 @@ import json
 import logging
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -24,10 +25,13 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from bof import distributed
-from bof.checkpoint import save_checkpoint
-from bof.data.transforms import normalize_batch
+from bof.boxes import normalize_batch
+from bof.checkpoint import checkpoint_state, restore, save_checkpoint
+from bof.config import check_paper_setup
 from bof.models.classifiers import build_classifier
 from bof.optim import param_groups
+from bof.run import build_tricks, data_parallel, resume_path, start_run
+from bof.tricks.label_smoothing import softmax_targets
 from bof.tricks.lr_schedule import build_lr_scheduler
 from bof.tricks.mixup import ClassificationMixup, mixup_batch
 
@@ -45,9 +49,8 @@ def imagenet_transforms(size: int) -> tuple[v2.Compose, v2.Compose]:
 
 
 def train_classifier(cfg: DictConfig) -> dict:
-    from bof.train import build_tricks, checkpoint_state, data_parallel, restore, resume_path, start_run
-
     trainer, out_dir, device, rank, world_size, local_rank = start_run(cfg)
+    check_paper_setup(cfg.get("paper_setup"), world_size, trainer.batch_size // world_size)
     main_process = rank == 0
     tricks = build_tricks(cfg)
     if tricks.mixup is not None and not isinstance(tricks.mixup, ClassificationMixup):
@@ -96,16 +99,16 @@ def train_classifier(cfg: DictConfig) -> dict:
         sampler.set_epoch(epoch)
         model.train()
         mixing = tricks.mixup is not None and tricks.mixup.active(epoch, trainer.epochs)
-        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 101 + rank)
+        rng = np.random.default_rng([cfg.seed, epoch, rank])  # mixup's lambdas and partners
         progress = tqdm(
             train_loader, desc=f"epoch {epoch}", leave=False, disable=not (trainer.progress and main_process)
         )
         for i, (images, labels) in enumerate(progress):
             images, labels = normalize_batch(images.to(device)), labels.to(device)
             # label smoothing (softmax rule over K classes), then mixup of images and targets
-            targets = F.one_hot(labels, num_classes).float() * (1 - epsilon) + epsilon / num_classes
+            targets = softmax_targets(labels, num_classes, epsilon)
             if mixing:
-                images, targets = mixup_batch(images, targets, *tricks.mixup.draw(generator, len(images)))
+                images, targets = mixup_batch(images, targets, *tricks.mixup.draw(rng, len(images)))
             loss = torch.sum(-targets * F.log_softmax(model(images), 1), 1).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -130,6 +133,7 @@ def train_classifier(cfg: DictConfig) -> dict:
             if metrics["top1"] >= best_top1:
                 save_checkpoint(state, out_dir / "best.pt")
     result = {**metrics, "best_top1": best_top1, "train_loss": loss_value, "task": "classify",
+              "world_size": world_size, "batch_per_process": trainer.batch_size // world_size,
               "wall_time_s": time.perf_counter() - started, "config": resolved}  # fmt: skip
     if main_process:
         writer.close()

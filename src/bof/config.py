@@ -1,11 +1,23 @@
-"""Schema of the scalars no constructor guards (``trainer.*``): a typo or a wrong type fails loudly."""
+"""The configuration: where it lives (``conf/``), the run-directory resolver it uses, the schema of the
+scalars no constructor guards (``trainer.*``: a typo or a wrong type fails loudly), and the start-up
+checks that need the whole config (the required backbone, the paper's data parallelism)."""
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+from bof.models.darknet import DARKNET53_CONV74_URL
+
+log = logging.getLogger("bof.config")
+# conf/ at the repository root (the package is installed editable, as the Makefile does)
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass
@@ -42,3 +54,52 @@ class TrainerConfig:
 def validate_trainer(trainer: DictConfig) -> TrainerConfig:
     """Merges ``cfg.trainer`` into the schema; unknown keys and wrong types raise with the key's name."""
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainerConfig), trainer))
+
+
+def run_name(timestamp: str) -> str:
+    """The name of Hydra's run directory (``hydra.run.dir`` in conf/train.yaml): the timestamp, except
+    under torchrun, whose processes each compose the config at slightly different times and would each
+    make their own timestamped directory (the known Hydra + DDP problem). There every process takes
+    torchrun's run id instead: the ``--rdzv-id`` of a multi-node job or the random id of ``--standalone``."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id is None:
+        return timestamp
+    if run_id == "none":
+        raise ValueError(
+            "under torchrun every process needs the same run directory: pass torchrun --standalone "
+            "(one node) or --rdzv-id=<name> (several nodes), or bof-train hydra.run.dir=<dir>"
+        )
+    return f"torchrun-{run_id}"
+
+
+def check_backbone(cfg: DictConfig) -> None:
+    """The paper's YOLOv3 starts from an ImageNet-pretrained Darknet-53: the experiments that reproduce
+    it take ``model.backbone_checkpoint`` from the mandatory ``backbones.darknet53``, and a run without
+    one stops here, before any data is read, saying where the weights are published and how to pass them."""
+    try:
+        cfg.model.get("backbone_checkpoint")
+    except (MissingMandatoryValue, InterpolationToMissingValueError):  # ???, or ${backbones.darknet53}
+        raise ValueError(
+            f"model={cfg.model.name} needs its ImageNet-pretrained backbone, as in the paper: download "
+            f"darknet's darknet53.conv.74 ({DARKNET53_CONV74_URL}, 162,482,580 bytes) and pass "
+            "backbones.darknet53=/path/to/darknet53.conv.74 (or model.backbone_checkpoint=<darknet file or "
+            "task=classify checkpoint>), or say model.backbone_checkpoint=none to train from scratch (not "
+            "the paper's setting)"
+        ) from None
+
+
+def check_paper_setup(setup, world_size: int, batch_per_process: int) -> None:
+    """An experiment's ``paper_setup`` is the paper's data parallelism. Another one still trains, with the
+    same global batch and lr, but each process's BatchNorm (and sync BN's) sees another batch: warn."""
+    if not setup:
+        return
+    if (world_size, batch_per_process) != (setup.world_size, setup.batch_per_process):
+        log.warning(
+            "this run trains on %d process(es) x %d images; the paper's setup is %d x %d (paper_setup): "
+            "the global batch and lr are the paper's, but BatchNorm statistics (sync BN's included) come "
+            "from another per-process batch, so numbers may differ from the paper's",
+            world_size, batch_per_process, setup.world_size, setup.batch_per_process,
+        )  # fmt: skip
+
+
+OmegaConf.register_new_resolver("bof_run_name", run_name, replace=True)

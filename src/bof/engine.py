@@ -12,7 +12,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from bof import distributed
-from bof.data.transforms import normalize_batch
+from bof.boxes import normalize_batch
 from bof.visualize import draw_detections
 
 log = logging.getLogger(__name__)
@@ -130,21 +130,20 @@ def evaluate(
     model,
     postprocess,
     data_loader,
+    evaluator,
     device: torch.device,
     class_names,
-    use_07_metric: bool = True,
     channels_last: bool = False,
     amp: bool = False,
     num_images_to_draw: int = 0,
     show_progress: bool = True,
 ) -> tuple[dict, object, list[torch.Tensor]]:
-    """mAP of ``model`` on the loader's dataset (a KeyedDataset over a VOCDetection or COCODetection, whose
-    ``evaluator()`` holds the ground truth), on this process's shard of the images, gathered over all
-    processes. Detections are mapped from the square network input back to the original image frame.
+    """mAP of ``model`` on the loader's images, this process's shard of them, gathered over all
+    processes into ``evaluator`` (a fresh one holding the ground truth, from ``build_evaluator``).
+    Detections are mapped from the square network input back to the original image frame.
     Returns (metrics, evaluator holding the detections, drawn images uint8 [3, S, S]).
     """
     model.eval()
-    evaluator = data_loader.dataset.dataset.evaluator(use_07_metric)  # VOC or COCO, with its ground truth
     drawn, found = [], []
     for images_u8, targets in tqdm(data_loader, desc="eval", leave=False, disable=not show_progress):
         images, _ = prepare_batch(images_u8, [], device, channels_last)

@@ -28,12 +28,16 @@ def collect(sweep_dir: Path) -> list[dict]:
     for seed_dir in sorted(p for p in sweep_dir.glob("*/seed*") if p.is_dir()):
         name = seed_dir.parent.name
         empty = {"name": name, "label": name, "order": 1e9, "paper": None, "baseline": False}
-        row = rows.setdefault(name, {**empty, "values": [], "failed": 0, "unfinished": 0, "ap": []})
+        row = rows.setdefault(
+            name, {**empty, "values": [], "failed": 0, "unfinished": 0, "ap": [], "setups": set()}
+        )
         metrics_file, failed_file = seed_dir / "metrics.json", seed_dir / "failed.json"
         if metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
             meta = (metrics.get("config") or {}).get("row") or {}
             row.update({k: meta[k] for k in ("label", "order", "paper", "baseline") if k in meta})
+            if "world_size" in metrics:  # the data parallelism each run had (the paper's: paper_setup)
+                row["setups"].add(f"{metrics['world_size']}x{metrics['batch_per_process']}")
             if metrics.get("map") is not None:
                 row["values"].append(100 * metrics["map"])
                 row["ap"].append(metrics.get("ap", {}))
@@ -58,7 +62,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             "row": row["label"], "runs": len(row["values"]), "mean": mean, "std": std,
             "vs_baseline": None if mean is None or base_mean is None else mean - base_mean,
             "vs_above": None if mean is None or above is None else mean - above,
-            "paper": row["paper"], "status": status,
+            "paper": row["paper"], "status": status, "gpus_x_batch": ", ".join(sorted(row["setups"])) or "-",
         })  # fmt: skip
         above = mean if mean is not None else above
     return table
@@ -68,13 +72,14 @@ def markdown(table: list[dict]) -> str:
     def number(value, signed=False):
         return "-" if value is None else (f"{value:+.2f}" if signed else f"{value:.2f}")
 
-    lines = ["| row | metric (%) | vs baseline | vs row above | paper | runs | status |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| row | metric (%) | vs baseline | vs row above | paper | runs | processes x batch | status |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in table:
         metric = "-" if r["mean"] is None else f"{r['mean']:.2f} ± {r['std']:.2f}"
         deltas = f"{number(r['vs_baseline'], True)} | {number(r['vs_above'], True)}"
         lines.append(
-            f"| {r['row']} | {metric} | {deltas} | {number(r['paper'])} | {r['runs']} | {r['status']} |"
+            f"| {r['row']} | {metric} | {deltas} | {number(r['paper'])} | {r['runs']} | {r['gpus_x_batch']} "
+            f"| {r['status']} |"
         )
     return "\n".join(lines)
 

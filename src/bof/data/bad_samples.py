@@ -20,22 +20,6 @@ def check_policy(policy: str) -> str:
     return policy
 
 
-def clip_boxes(target: dict, height: int, width: int) -> dict:  # target tensors: torch
-    """Boxes [N, 4] xyxy clipped to the image; boxes left without area are dropped with their per-box
-    fields (``labels``, ``difficult``). The same rule for VOC and COCO."""
-    boxes = target["boxes"].clone()
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    if bool(keep.all()):
-        return {**target, "boxes": boxes}
-    return {
-        **target,
-        "boxes": boxes[keep],
-        **{k: target[k][keep] for k in ("labels", "difficult") if k in target},
-    }
-
-
 def substitute_index(index: int, attempt: int, size: int) -> int:
     """The sample tried instead of ``index`` on the ``attempt``-th failure (the next ones, in order)."""
     return (index + attempt) % size

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bof.data.bad_samples import BadSampleError, check_policy, clip_boxes
+from bof.boxes import clip_boxes
+from bof.data.bad_samples import BadSampleError, check_policy
 from bof.data.voc import decode_rgb
-from bof.evaluation.coco_eval import COCOEvaluator, load_coco
+from bof.evaluation.coco_eval import load_coco
 
 logger = logging.getLogger(__name__)
 PREPARE_HINT = "see scripts/prepare_coco.sh to download and lay out COCO 2017"
@@ -125,7 +126,3 @@ class COCODetection(Dataset):
             "orig_size": (int(image.shape[1]), int(image.shape[2])),
         }
         return image, target
-
-    def evaluator(self, use_07_metric: bool = True) -> COCOEvaluator:
-        """COCOeval over this split's annotations (``use_07_metric`` is a VOC notion and is ignored)."""
-        return COCOEvaluator(self.coco, self.category_ids, self.class_names, self.eval_backend)

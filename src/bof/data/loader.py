@@ -78,7 +78,7 @@ class KeyedBatchSampler(Sampler[list[SampleKey]]):
             for j, index in enumerate(batch):
                 seed = sample_seed(self.seed, self.rank, iteration, j)
                 if mixing:  # mixup (tricks/mixup.py): decided here, executed in the worker
-                    partner, lam = self.mixup.draw(np.random.default_rng([seed, 1]), index, self.dataset_size)
+                    lam, partner = self.mixup.draw(np.random.default_rng([seed, 1]), index, self.dataset_size)
                     keys.append(SampleKey(index, size, seed, partner, lam))
                 else:
                     keys.append(SampleKey(index, size, seed))

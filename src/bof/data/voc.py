@@ -34,7 +34,8 @@ import torch
 import torchvision
 from torch.utils.data import Dataset
 
-from bof.data.bad_samples import BadSampleError, check_policy, clip_boxes
+from bof.boxes import clip_boxes, voc_to_xyxy
+from bof.data.bad_samples import BadSampleError, check_policy
 
 logger = logging.getLogger(__name__)
 
@@ -78,36 +79,6 @@ class VOCAnnotation:
     boxes: np.ndarray
     labels: np.ndarray
     difficult: np.ndarray
-
-
-def voc_to_xyxy(boxes):
-    """VOC 1-based inclusive boxes -> continuous 0-based xyxy: ``(xmin - 1, ymin - 1, xmax, ymax)``.
-
-    ``boxes``: [..., 4] numpy array or torch tensor. Returns a new floating array/tensor of the same kind
-    (float32 unless the input was already floating point); the input is not modified.
-    """
-    if isinstance(boxes, torch.Tensor):
-        out = boxes.clone() if boxes.is_floating_point() else boxes.to(torch.float32)
-    else:
-        boxes = np.asarray(boxes)
-        out = boxes.copy() if np.issubdtype(boxes.dtype, np.floating) else boxes.astype(np.float32)
-    out[..., :2] -= 1
-    return out
-
-
-def xyxy_to_voc(boxes):
-    """Continuous 0-based xyxy -> VOC 1-based inclusive boxes: ``(x1 + 1, y1 + 1, x2, y2)``.
-
-    Inverse of :func:`voc_to_xyxy`. ``boxes``: [..., 4] numpy array or torch tensor; returns a new
-    floating array/tensor (predictions are not rounded: the devkit evaluates real-valued boxes).
-    """
-    if isinstance(boxes, torch.Tensor):
-        out = boxes.clone() if boxes.is_floating_point() else boxes.to(torch.float32)
-    else:
-        boxes = np.asarray(boxes)
-        out = boxes.copy() if np.issubdtype(boxes.dtype, np.floating) else boxes.astype(np.float32)
-    out[..., :2] += 1
-    return out
 
 
 def _text(elem: ET.Element | None) -> str | None:
@@ -295,10 +266,6 @@ class VOCDetection(Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def evaluator(self, use_07_metric: bool = True) -> VOCDatasetEvaluator:
-        """A VOC evaluator holding this dataset's ground truth (difficult marked)."""
-        return VOCDatasetEvaluator(self, use_07_metric)
-
     def image_path(self, i: int) -> Path:
         return self.root / self.year_dirs[self._year[i]] / "JPEGImages" / f"{self.image_ids[i]}.jpg"
 
@@ -343,27 +310,3 @@ class VOCDetection(Dataset):
             "orig_size": (int(image.shape[1]), int(image.shape[2])),
         }
         return image, clip_boxes(target, *target["orig_size"])
-
-
-class VOCDatasetEvaluator:
-    """:class:`bof.evaluation.voc_eval.VOCEvaluator` filled with a VOCDetection's ground truth, taking
-    detections as xyxy pixels in the original image frame (converted with :func:`xyxy_to_voc`)."""
-
-    def __init__(self, dataset: VOCDetection, use_07_metric: bool = True):
-        from bof.evaluation.voc_eval import VOCEvaluator
-
-        self.use_07_metric = use_07_metric
-        self.voc = VOCEvaluator(dataset.class_names, use_07_metric=use_07_metric)
-        for index in range(len(dataset)):
-            ann = dataset.get_annotation(index)
-            self.voc.add_ground_truth(dataset.image_ids[index], ann.boxes, ann.labels, ann.difficult)
-
-    def add_detections(self, image_id: str, boxes, scores, labels) -> None:
-        self.voc.add_detections(image_id, xyxy_to_voc(boxes), scores, labels)
-
-    def compute(self) -> dict:
-        return {**self.voc.compute(), "metric": "voc07" if self.use_07_metric else "area"}
-
-    def write_results(self, out_dir) -> list[Path]:
-        """The official per-class result files ``comp4_det_test_<class>.txt``."""
-        return self.voc.write_result_files(out_dir)

@@ -33,43 +33,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bof.evaluation.voc_matching import match_class, voc_ap
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "comp4_det_test_"
-
-# IoU pairs (detections x GT slots) computed per numpy call; bounds the temporary [n, G] arrays.
-_IOU_CHUNK = 1 << 21
-
-
-def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True) -> float:
-    """Average precision from a precision/recall curve, exactly as the VOC devkit computes it.
-
-    ``recall``, ``precision``: float [D], the cumulative curve over detections sorted by descending
-    score (recall non-decreasing). Empty arrays (no detections) give 0.0.
-
-    ``use_07_metric=True``: VOC2007 11-point interpolated AP, the mean over the thresholds
-    ``np.arange(0.0, 1.1, 0.1)`` of the maximum precision at recall >= threshold (0 when no point
-    reaches it). The thresholds are kept as numpy builds them, quirks included: the 4th is
-    0.30000000000000004, so a recall of exactly 3/10 does *not* reach it (likewise 0.6 and 0.7).
-    ``use_07_metric=False``: VOC2010+ AP, the area under the monotone precision envelope, summed over
-    the points where recall changes.
-    """
-    recall = np.asarray(recall, dtype=np.float64)
-    precision = np.asarray(precision, dtype=np.float64)
-    if use_07_metric:
-        ap = 0.0
-        for t in np.arange(0.0, 1.1, 0.1):
-            reached = recall >= t
-            p = np.max(precision[reached]) if reached.any() else 0.0
-            ap = ap + p / 11.0  # same accumulation order as the devkit, for bit-identical results
-        return float(ap)
-    # Sentinels: recall 0 -> 1 at the ends, precision 0 past the last detection.
-    mrec = np.concatenate(([0.0], recall, [1.0]))
-    mpre = np.concatenate(([0.0], precision, [0.0]))
-    # Precision envelope: max precision at any recall >= this one (the devkit's backward loop).
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    i = np.flatnonzero(mrec[1:] != mrec[:-1])
-    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
 def _to_numpy(x, dtype) -> np.ndarray:
@@ -84,26 +52,6 @@ def _check_boxes(boxes: np.ndarray, what: str) -> np.ndarray:
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"{what}: boxes must have shape [N, 4], got {tuple(boxes.shape)}")
     return boxes
-
-
-def _voc_iou(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """IoU with the devkit's +1 widths; broadcasts ``boxes`` [..., 4] against ``gt`` [..., 4].
-
-    The operations and their order are the devkit's, so the floats are bit-identical to it.
-    """
-    ixmin = np.maximum(gt[..., 0], boxes[..., 0])
-    iymin = np.maximum(gt[..., 1], boxes[..., 1])
-    ixmax = np.minimum(gt[..., 2], boxes[..., 2])
-    iymax = np.minimum(gt[..., 3], boxes[..., 3])
-    iw = np.maximum(ixmax - ixmin + 1.0, 0.0)
-    ih = np.maximum(iymax - iymin + 1.0, 0.0)
-    inters = iw * ih
-    uni = (
-        (boxes[..., 2] - boxes[..., 0] + 1.0) * (boxes[..., 3] - boxes[..., 1] + 1.0)
-        + (gt[..., 2] - gt[..., 0] + 1.0) * (gt[..., 3] - gt[..., 1] + 1.0)
-        - inters
-    )
-    return inters / uni
 
 
 class ClassDetections(NamedTuple):
@@ -258,7 +206,7 @@ class VOCEvaluator:
                     f"(not in the evaluated image set?), e.g. {unknown[:5]}"
                 )
             keep = gt_labels == c
-            tp, fp, npos = _match_class(
+            tp, fp, npos = match_class(
                 det_img,
                 dets.scores,
                 dets.boxes,
@@ -312,70 +260,6 @@ class VOCEvaluator:
             raise ValueError(f"{what}: NaN scores cannot be ranked")
 
 
-def _match_class(
-    det_img: np.ndarray,
-    det_scores: np.ndarray,
-    det_boxes: np.ndarray,
-    gt_img: np.ndarray,
-    gt_boxes: np.ndarray,
-    gt_difficult: np.ndarray,
-    num_images: int,
-    iou_thresh: float,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Devkit matching of one class.
-
-    ``det_img`` int [D] image index, ``det_scores`` [D], ``det_boxes`` [D, 4] VOC; ``gt_img`` int [G]
-    (non-decreasing), ``gt_boxes`` [G, 4] VOC, ``gt_difficult`` bool [G]; images are 0..num_images-1.
-    Returns ``tp``, ``fp`` float64 [D] (0/1, in descending-score order; both 0 = ignored) and npos.
-    """
-    npos = int(np.count_nonzero(~gt_difficult))
-    num_dets = len(det_scores)
-    order = np.argsort(-det_scores, kind="stable")
-    det_img, det_boxes = det_img[order], det_boxes[order]
-    tp, fp = np.zeros(num_dets), np.ones(num_dets)
-    if num_dets == 0 or len(gt_img) == 0:
-        return tp, fp, npos  # every detection is a FP
-
-    # GT of this class padded per image to [R + 1, S, ...]: R = images holding some, S = most per image.
-    # Row -1 (the extra last one) is all padding, so row_of_image = -1 for images without GT of the class.
-    images, first, counts = np.unique(gt_img, return_index=True, return_counts=True)
-    num_slots = int(counts.max())
-    rows = np.repeat(np.arange(len(images)), counts)
-    slots = np.arange(len(gt_img)) - np.repeat(first, counts)  # GT order within an image is kept
-    pad_boxes = np.zeros((len(images) + 1, num_slots, 4))
-    pad_valid = np.zeros((len(images) + 1, num_slots), dtype=bool)
-    pad_gt = np.zeros((len(images) + 1, num_slots), dtype=np.int64)  # index into this class's GT
-    pad_boxes[rows, slots] = gt_boxes
-    pad_valid[rows, slots] = True
-    pad_gt[rows, slots] = np.arange(len(gt_img))
-    row_of_image = np.full(num_images, -1, dtype=np.int64)
-    row_of_image[images] = np.arange(len(images))
-    det_row = row_of_image[det_img]
-
-    best_iou = np.empty(num_dets)
-    best_gt = np.empty(num_dets, dtype=np.int64)
-    chunk = max(1, _IOU_CHUNK // num_slots)
-    for a in range(0, num_dets, chunk):
-        r = det_row[a : a + chunk]
-        iou = _voc_iou(det_boxes[a : a + chunk, None, :], pad_boxes[r])  # [n, S]
-        iou[~pad_valid[r]] = -np.inf  # padding never wins; all padding -> -inf -> unmatched
-        j = np.argmax(iou, axis=1)  # first maximum, like np.argmax in the devkit
-        best_iou[a : a + chunk] = iou[np.arange(len(r)), j]
-        best_gt[a : a + chunk] = pad_gt[r, j]
-
-    matched = best_iou >= iou_thresh  # the Matlab devkit's `ovmax >= minoverlap`
-    ignored = matched & gt_difficult[best_gt]
-    claims = np.flatnonzero(matched & ~ignored)
-    # The devkit's sequential claim loop, vectorised: a detection's best GT never depends on earlier
-    # claims (no fall-back), so among the score-sorted detections whose best GT is the same
-    # non-difficult box, exactly the first one is a TP and the rest are duplicates (FP).
-    _, first_claim = np.unique(best_gt[claims], return_index=True)
-    tp[claims[first_claim]] = 1.0
-    fp[tp == 1.0] = 0.0
-    fp[ignored] = 0.0
-    return tp, fp, npos
-
-
 def read_result_files(
     results_dir: str | os.PathLike, class_names: Sequence[str], prefix: str = DEFAULT_PREFIX
 ) -> dict[str, ClassDetections]:
@@ -423,72 +307,6 @@ def _parse_result_file(path: Path) -> ClassDetections:
         raise
     values = values.reshape(-1, 5)
     return ClassDetections([f[0] for _, f in lines], values[:, 0].copy(), values[:, 1:].copy())
-
-
-def read_image_set(voc_root: str | os.PathLike, split: str) -> list[str]:
-    """Image ids of ``<voc_root>/ImageSets/Main/<split>.txt`` (first token of each non-empty line)."""
-    path = Path(voc_root) / "ImageSets" / "Main" / f"{split}.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"VOC image-set file not found: {path}")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-
-
-def add_voc_ground_truth(evaluator: VOCEvaluator, voc_root: str | os.PathLike, split: str) -> list[str]:
-    """Parses ``<voc_root>/Annotations/<id>.xml`` for every id of the split into ``evaluator``.
-
-    ``voc_root`` is one year folder (``VOCdevkit/VOC2007``). Objects of VOC classes that are not among
-    the evaluator's classes are skipped, so a class subset can be evaluated on real VOC annotations;
-    an object of a class in neither list raises ValueError. Returns the image ids.
-    """
-    # Imported here: bof.data.voc pulls in torch/torchvision, which the evaluator itself does not need.
-    from bof.data.voc import VOC_CLASSES, parse_voc_xml
-
-    voc_root = Path(voc_root)
-    if not voc_root.is_dir():
-        raise FileNotFoundError(f"VOC root folder not found: {voc_root}")
-    image_ids = read_image_set(voc_root, split)
-    parse_names = tuple(VOC_CLASSES) + tuple(n for n in evaluator.class_names if n not in VOC_CLASSES)
-    parse_index = {n: i for i, n in enumerate(parse_names)}
-    # parse index -> evaluator index, -1 for VOC classes that are not evaluated
-    to_eval = np.array([evaluator._class_index.get(n, -1) for n in parse_names], dtype=np.int64)
-    for image_id in image_ids:
-        xml = voc_root / "Annotations" / f"{image_id}.xml"
-        if not xml.is_file():
-            raise FileNotFoundError(f"VOC annotation not found: {xml}")
-        ann = parse_voc_xml(xml, parse_index)
-        labels = to_eval[ann.labels]
-        keep = labels >= 0
-        evaluator.add_ground_truth(image_id, ann.boxes[keep], labels[keep], ann.difficult[keep])
-    return image_ids
-
-
-def build_voc_evaluator(
-    voc_root: str | os.PathLike,
-    split: str,
-    results_dir: str | os.PathLike,
-    class_names: Sequence[str] | None = None,
-    use_07_metric: bool = True,
-    iou_thresh: float = 0.5,
-    prefix: str = DEFAULT_PREFIX,
-) -> VOCEvaluator:
-    """A :class:`VOCEvaluator` filled with a VOC split's annotations and a directory of result files.
-
-    ``voc_root``: a year folder (``VOCdevkit/VOC2007``) with ``ImageSets/Main/<split>.txt`` and
-    ``Annotations/``; ``class_names``: default the 20 VOC classes. Call ``.compute()`` on the result.
-    Missing paths raise FileNotFoundError naming them.
-    """
-    if class_names is None:
-        from bof.data.voc import VOC_CLASSES
-
-        class_names = VOC_CLASSES
-    evaluator = VOCEvaluator(class_names, use_07_metric=use_07_metric, iou_thresh=iou_thresh)
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():  # checked first: cheaper than parsing thousands of XML files
-        raise FileNotFoundError(f"results directory not found: {results_dir}")
-    add_voc_ground_truth(evaluator, voc_root, split)
-    for name, dets in read_result_files(results_dir, evaluator.class_names, prefix).items():
-        evaluator.add_class_detections(name, dets.image_ids, dets.scores, dets.boxes)
-    return evaluator
 
 
 def format_results(results: dict) -> str:

@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.models import resnet50, resnet101
 
 from bof.checkpoint import load_checkpoint
-from bof.models.darknet import Darknet53
+from bof.models.darknet import DARKNET53_CONV74_URL, Darknet53, is_darknet_weights, load_darknet_weights
 
 # ResNet module name in the classifier -> its name in the C4 Faster R-CNN (backbone is a Sequential)
 C4_NAMES = {"conv1": "detector.backbone.0", "bn1": "detector.backbone.1", "layer1": "detector.backbone.4",
@@ -66,11 +66,19 @@ def backbone_state(model: nn.Module, checkpoint: dict, path: Path) -> tuple[nn.M
 
 
 def load_backbone(model: nn.Module, path: str | Path) -> nn.Module:
-    """Loads a ``task=classify`` checkpoint's backbone into ``model``; the classifier head is dropped and
-    the detector's heads are untouched. A checkpoint of another architecture or width fails naming both."""
+    """Loads a ``task=classify`` checkpoint's backbone into ``model``, or darknet's own weight file
+    (``darknet53.conv.74``, told apart by its format) into a YOLOv3's Darknet-53; the classifier head is
+    dropped and the detector's heads are untouched. A checkpoint of another architecture or width fails
+    naming both."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model.backbone_checkpoint: no checkpoint at {path}")
+        raise FileNotFoundError(
+            f"model.backbone_checkpoint: no file at {path} (a task=classify checkpoint, or darknet's "
+            f"darknet53.conv.74 from {DARKNET53_CONV74_URL})"
+        )
+    if is_darknet_weights(path):
+        load_darknet_weights(model, path)
+        return model
     checkpoint = load_checkpoint(path)
     target, state = backbone_state(model, checkpoint, path)
     own = target.state_dict()

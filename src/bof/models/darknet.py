@@ -7,6 +7,10 @@ parameters (docs/fidelity.md "YOLOv3"); ``width`` scales every channel count for
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,6 +54,7 @@ class Darknet53(nn.Module):
 
     def __init__(self, width: float = 1.0):
         super().__init__()
+        self.width = width
         self.stem = ConvBNLeaky(3, scaled(32, width), 3)
         stages, in_channels = [], scaled(32, width)
         for blocks, channels in zip(STAGE_BLOCKS, STAGE_CHANNELS, strict=True):
@@ -70,3 +75,57 @@ class Darknet53(nn.Module):
         c4 = self.stages[3](c3)
         c5 = self.stages[4](c4)
         return c3, c4, c5
+
+
+# darknet's own weight files (darknet53.conv.74 is the ImageNet-pretrained Darknet-53 its authors publish:
+# https://pjreddie.com/media/files/darknet53.conv.74, 162,482,580 bytes)
+DARKNET53_CONV74_URL = "https://pjreddie.com/media/files/darknet53.conv.74"
+
+
+def read_darknet_weights(path: str | Path) -> np.ndarray:
+    """The float32 values of a darknet weight file, after its header: int32 major, minor, revision, then
+    the number of images seen as int64 when major * 10 + minor >= 2 (darknet's parser.c), else int32."""
+    with open(path, "rb") as f:
+        header = f.read(12)
+        if len(header) < 12:
+            raise ValueError(f"{path}: {len(header)} bytes, too short for a darknet weight file header")
+        major, minor, _revision = np.frombuffer(header, dtype="<i4")
+        f.read(8 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else 4)
+        return np.fromfile(f, dtype="<f4")
+
+
+def load_darknet_weights(module: nn.Module, path: str | Path) -> int:
+    """Loads darknet's weight file (``darknet53.conv.74``) into a :class:`Darknet53`, or into the backbone
+    of a model that has one as ``.backbone`` (YOLOv3). Returns the number of floats read.
+
+    For each convolution in darknet's order (which is this module's registration order) the file holds
+    BatchNorm beta, gamma, running mean, running variance, then the convolution weights [out, in, k, k].
+    A file that is shorter or longer than the model needs is an error stating both counts."""
+    backbone = module if isinstance(module, Darknet53) else getattr(module, "backbone", None)
+    if not isinstance(backbone, Darknet53):
+        raise ValueError(
+            f"{path} is a darknet weight file, which only fits a Darknet-53 backbone (model=yolov3), "
+            f"not {type(module).__name__}"
+        )
+    values = torch.from_numpy(read_darknet_weights(path))
+    layers = [m for m in backbone.modules() if isinstance(m, ConvBNLeaky)]
+    needed = sum(conv.weight.numel() + 4 * bn.num_features for conv, bn, _ in layers)
+    if values.numel() != needed:
+        raise ValueError(
+            f"{path}: the darknet weight file holds {values.numel():,} floats after its header; this "
+            f"Darknet-53 (width {backbone.width}, {len(layers)} convolutions) needs {needed:,} "
+            f"({'shorter' if values.numel() < needed else 'longer'} than expected: darknet53.conv.74 "
+            "fits model.net.width=1.0)"
+        )
+    offset = 0
+    with torch.no_grad():
+        for conv, bn, _ in layers:
+            for tensor in (bn.bias, bn.weight, bn.running_mean, bn.running_var, conv.weight):
+                tensor.copy_(values[offset : offset + tensor.numel()].view_as(tensor))
+                offset += tensor.numel()
+    return offset
+
+
+def is_darknet_weights(path: str | Path) -> bool:
+    """torch.save writes a zip archive; darknet's weight files are raw little-endian numbers."""
+    return not zipfile.is_zipfile(path)

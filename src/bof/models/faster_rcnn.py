@@ -16,8 +16,10 @@ Trick-aware losses (the model computes its own, ``computes_loss = True``):
   keeps weight 1. GluonCV used a fixed lambda 0.5 and halved the whole loss; the paper describes per-box
   weights, which is what this does (docs/fidelity.md "Mixup").
 
-The two loss-bearing modules are torchvision's RoIHeads and RegionProposalNetwork with the loss step
-replaced (:class:`WeightedRoIHeads`, :class:`WeightedRPN`); everything else is torchvision's.
+The model is assembled from torchvision's parts (GeneralizedRCNN, its transform, RPN head, RoIAlign,
+predictor) with its FasterRCNN defaults; the two loss-bearing modules are explicit subclasses of
+torchvision's RoIHeads and RegionProposalNetwork whose training losses take the box weights and label
+smoothing (:class:`WeightedRoIHeads`, :class:`WeightedRPN`); inference is torchvision's.
 """
 
 from __future__ import annotations
@@ -28,11 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
-from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork
+from torchvision.models.detection.rpn import (
+    AnchorGenerator,
+    RegionProposalNetwork,
+    RPNHead,
+    concat_box_prediction_layers,
+)
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -44,9 +52,11 @@ SMOOTH_L1_BETA = 1.0 / 9  # torchvision's (and Detectron's) RPN and RoI box loss
 
 class WeightedRoIHeads(RoIHeads):
     """RoIHeads whose training loss weights every sampled RoI by the weight of its matched box and
-    smooths the class targets; inference is torchvision's."""
+    smooths the class targets (``label_smoothing``: eps of the softmax rule); inference is torchvision's."""
 
-    label_smoothing: float = 0.0
+    def __init__(self, *args, label_smoothing: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.label_smoothing = label_smoothing
 
     def forward(self, features, proposals, image_shapes, targets=None):
         if not self.training:
@@ -89,30 +99,50 @@ class RecordingMatcher:
 class WeightedRPN(RegionProposalNetwork):
     """RegionProposalNetwork whose sampled anchors carry the weight of their matched box (1 for
     background). The box index behind each anchor's match is read from torchvision's own matching, by
-    recording what its proposal matcher returns, so the anchor-box IoU matrix is computed once."""
+    recording what its proposal matcher returns, so the anchor-box IoU matrix is computed once. The
+    training forward is torchvision's, with the weights passed from the matching to the loss."""
 
-    def assign_targets_to_anchors(self, anchors, targets):
+    def forward(self, images, features, targets=None):
+        if not self.training:
+            return super().forward(images, features, targets)
+        features = list(features.values())
+        objectness, pred_bbox_deltas = self.head(features)
+        anchors = self.anchor_generator(images, features)
+        num_anchors_per_level = [o[0].numel() for o in objectness]
+        objectness, pred_bbox_deltas = concat_box_prediction_layers(objectness, pred_bbox_deltas)
+        # Faster R-CNN does not backpropagate through the proposals
+        proposals = self.box_coder.decode(pred_bbox_deltas.detach(), anchors).view(len(anchors), -1, 4)
+        boxes, _ = self.filter_proposals(proposals, objectness, images.image_sizes, num_anchors_per_level)
+        labels, matched_gt_boxes, weights = self.assign_weighted_targets(anchors, targets)
+        regression_targets = self.box_coder.encode(matched_gt_boxes, anchors)
+        loss_objectness, loss_rpn_box_reg = self.weighted_loss(
+            objectness, pred_bbox_deltas, labels, regression_targets, weights
+        )
+        return boxes, {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
+
+    def assign_weighted_targets(self, anchors, targets):
+        """torchvision's anchor labels and matched boxes, and each anchor's weight [A_i] per image."""
         matcher = self.proposal_matcher
         self.proposal_matcher = recording = RecordingMatcher(matcher)
         try:
-            labels, matched_gt_boxes = super().assign_targets_to_anchors(anchors, targets)
+            labels, matched_gt_boxes = self.assign_targets_to_anchors(anchors, targets)
         finally:
             self.proposal_matcher = matcher
         matches = recording.matches[::-1]  # one per image with boxes, popped in image order
-        self._anchor_weights = []
+        weights = []
         for target, labels_i in zip(targets, labels, strict=True):
-            weights = torch.ones_like(labels_i)
+            weights_i = torch.ones_like(labels_i)
             if target["boxes"].numel():
                 index = matches.pop().clamp(min=0)
-                weights = torch.where(labels_i > 0, box_weights(target).to(labels_i)[index], weights)
-            self._anchor_weights.append(weights)
-        return labels, matched_gt_boxes
+                weights_i = torch.where(labels_i > 0, box_weights(target).to(labels_i)[index], weights_i)
+            weights.append(weights_i)
+        return labels, matched_gt_boxes, weights
 
-    def compute_loss(self, objectness, pred_bbox_deltas, labels, regression_targets):
+    def weighted_loss(self, objectness, pred_bbox_deltas, labels, regression_targets, weights):
         sampled_pos, sampled_neg = self.fg_bg_sampler(labels)
         positive = torch.where(torch.cat(sampled_pos))[0]
         sampled = torch.cat([positive, torch.where(torch.cat(sampled_neg))[0]])
-        weights = torch.cat(self._anchor_weights)
+        weights = torch.cat(weights)
         labels, regression_targets = torch.cat(labels), torch.cat(regression_targets)
         box_loss = F.smooth_l1_loss(
             pred_bbox_deltas[positive], regression_targets[positive], beta=SMOOTH_L1_BETA, reduction="none"
@@ -131,7 +161,9 @@ class FasterRCNNDetector(nn.Module):
 
     ``num_classes``: K foreground classes (the softmax head has K + 1). BN: frozen (FrozenBatchNorm2d)
     unless ``trainable_bn`` (what syncbn=on needs). ``pretrained_backbone``: torchvision's ImageNet
-    weights (internet needed once); then conv1 and layer1 stay frozen, as torchvision does.
+    weights (internet needed once). ``freeze_stem``: conv1 and layer1 stay as they start, as torchvision
+    and GluonCV do with a pretrained backbone (None: when ``pretrained_backbone``; true for a backbone
+    from ``model.backbone_checkpoint``).
     ``rois_per_image``: RoIs sampled per image for the RoI head's loss (GluonCV's ``num_sample=128``;
     torchvision's default is 512).
     """
@@ -149,6 +181,7 @@ class FasterRCNNDetector(nn.Module):
         trainable_bn: bool = False,
         label_smoothing: float | None = None,
         rois_per_image: int = 128,
+        freeze_stem: bool | None = None,
     ):
         super().__init__()
         if depth not in RESNETS or design not in ("fpn", "c4"):
@@ -167,39 +200,38 @@ class FasterRCNNDetector(nn.Module):
                 f"under ~/.cache/torch); the download failed ({error.reason}). Run once with internet, set "
                 "model.net.pretrained_backbone=false, or use model.backbone_checkpoint=<task=classify .pt>"
             ) from None
-        common = dict(
-            min_size=min_size, max_size=max_size, image_mean=[0.0] * 3, image_std=[1.0] * 3,
-            box_batch_size_per_image=rois_per_image,
-        )  # fmt: skip
-        if design == "fpn":
-            backbone = _resnet_fpn_extractor(resnet, trainable_layers=3 if pretrained_backbone else 5)
-            self.detector = FasterRCNN(backbone, num_classes=num_classes + 1, **common)
-        else:
-            if pretrained_backbone:  # torchvision's convention: conv1 and layer1 stay as pretrained
+        freeze_stem = pretrained_backbone if freeze_stem is None else freeze_stem
+        if design == "fpn":  # torchvision's fasterrcnn_resnet50_fpn layout
+            backbone = _resnet_fpn_extractor(resnet, trainable_layers=3 if freeze_stem else 5)
+            anchors = AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
+            box_roi_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
+            box_head = TwoMLPHead(backbone.out_channels * 7 * 7, 1024)
+            box_predictor = FastRCNNPredictor(1024, num_classes + 1)
+        else:  # C4: the ResNet to stride 16 as backbone, its last stage as the RoI head
+            if freeze_stem:  # torchvision's convention: conv1 and layer1 stay as pretrained
                 for module in (resnet.conv1, resnet.bn1, resnet.layer1):
                     module.requires_grad_(False)
-            body = nn.Sequential(
-                resnet.conv1,
-                resnet.bn1,
-                resnet.relu,
-                resnet.maxpool,
-                resnet.layer1,
-                resnet.layer2,
-                resnet.layer3,
-            )
-            body.out_channels = 1024  # stride 16
-            self.detector = FasterRCNN(
-                body,
-                rpn_anchor_generator=AnchorGenerator(((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),)),
-                box_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=0),
-                box_head=nn.Sequential(resnet.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-                box_predictor=FastRCNNPredictor(2048, num_classes + 1),
-                **common,
-            )
-        # the loss-bearing modules, with their settings unchanged
-        self.detector.rpn.__class__ = WeightedRPN
-        self.detector.roi_heads.__class__ = WeightedRoIHeads
-        self.detector.roi_heads.label_smoothing = label_smoothing or 0.0
+            stem = (resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+            backbone = nn.Sequential(*stem, resnet.layer1, resnet.layer2, resnet.layer3)
+            backbone.out_channels = 1024  # stride 16
+            anchors = AnchorGenerator(((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),))
+            box_roi_pool = MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=0)
+            box_head = nn.Sequential(resnet.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            box_predictor = FastRCNNPredictor(2048, num_classes + 1)
+        # torchvision's FasterRCNN defaults, with the two loss-bearing modules replaced by ours
+        rpn = WeightedRPN(
+            anchors, RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
+            fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
+            pre_nms_top_n={"training": 2000, "testing": 1000},
+            post_nms_top_n={"training": 2000, "testing": 1000}, nms_thresh=0.7,
+        )  # fmt: skip
+        roi_heads = WeightedRoIHeads(
+            box_roi_pool, box_head, box_predictor, fg_iou_thresh=0.5, bg_iou_thresh=0.5,
+            batch_size_per_image=rois_per_image, positive_fraction=0.25, bbox_reg_weights=None,
+            score_thresh=0.05, nms_thresh=0.5, detections_per_img=100, label_smoothing=label_smoothing or 0.0,
+        )  # fmt: skip
+        transform = GeneralizedRCNNTransform(min_size, max_size, image_mean=[0.0] * 3, image_std=[1.0] * 3)
+        self.detector = GeneralizedRCNN(backbone, rpn, roi_heads, transform)
 
     def forward(self, images, targets=None):
         if self.training:

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bof.models.yolov3 import YOLOV3_ANCHORS, YOLOV3_STRIDES, decode_boxes
+from bof.tricks.label_smoothing import sigmoid_targets
+from bof.tricks.mixup import box_weights
 
 
 def pairwise_iou_batched(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -33,14 +35,6 @@ def pairwise_iou_batched(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
     area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
     return inter / (area_a[:, :, None] + area_b[:, None, :] - inter).clamp(min=1e-9)
-
-
-def class_targets(labels: torch.Tensor, num_classes: int, smoothing: float | None = None) -> torch.Tensor:
-    """One-hot sigmoid targets [G, K]; with label smoothing eps the positive is 1 - eps and negatives eps."""
-    onehot = F.one_hot(labels, num_classes).float()
-    if not smoothing:
-        return onehot
-    return onehot * (1.0 - 2.0 * smoothing) + smoothing
 
 
 class YOLOv3Loss(nn.Module):
@@ -108,7 +102,7 @@ class YOLOv3Loss(nn.Module):
                 losses["loss_wh"] = (
                     losses["loss_wh"] + ((pred[:, 2:4] - wh_target).abs().sum(1) * box_weight).sum()
                 )
-                cls_target = class_targets(gt_labels[g], self.num_classes, self.label_smoothing)
+                cls_target = sigmoid_targets(gt_labels[g], self.num_classes, self.label_smoothing)
                 losses["loss_cls"] = (
                     losses["loss_cls"]
                     + (
@@ -130,9 +124,7 @@ class YOLOv3Loss(nn.Module):
     def _flatten_targets(targets: list[dict], device):
         boxes = torch.cat([t["boxes"] for t in targets]).to(device, torch.float32).reshape(-1, 4)
         labels = torch.cat([t["labels"] for t in targets]).to(device)
-        weights = torch.cat(
-            [t["weights"] if "weights" in t else torch.ones(len(t["boxes"])) for t in targets]
-        ).to(device, torch.float32)
+        weights = torch.cat([box_weights(t) for t in targets]).to(device, torch.float32)
         image = torch.cat(
             [torch.full((len(t["boxes"]),), i, dtype=torch.long) for i, t in enumerate(targets)]
         )

@@ -1,4 +1,4 @@
-"""Training data augmentation (paper section 3.5 and Tables 2-3; docs/fidelity.md "Data augmentation").
+"""Training data augmentation (paper section 3.3 and Tables 2-3; docs/fidelity.md "Data augmentation").
 
 ``augment=yolo`` is GluonCV's YOLOv3 training transform, in its order::
 
@@ -6,7 +6,7 @@
     -> horizontal flip -> drop boxes that became empty
 
 ``augment=rcnn`` is the Faster R-CNN recipe (horizontal flip and resize only) and ``augment=none`` is
-resize only (:class:`bof.data.transforms.Resize`), the "- data augmentation" rows. Every transform is
+resize only (:class:`Resize`), the "- data augmentation" rows. Every transform is
 called as ``transform(image, target, size)`` with a uint8 [3, H, W] image, boxes [N, 4] xyxy pixels, and
 returns a uint8 [3, size, size] image. Randomness comes from the global torch RNG, which the data
 loader seeds per sample from the sample's key (:mod:`bof.data.loader`), so a test injects it with
@@ -22,7 +22,7 @@ from torchvision.ops import box_iou
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from bof.data.transforms import IMAGENET_MEAN, as_tv_tensors, plain_tensors, resize_square
+from bof.boxes import IMAGENET_MEAN, as_tv_tensors, plain_tensors, resize_square
 
 PER_BOX_FIELDS = ("labels", "difficult", "weights")
 # GluonCV drew one of cv2's five interpolations; these are the ones torchvision resizes tensors with
@@ -72,6 +72,20 @@ def color_distort(
     for step in order:
         maybe(step)
     return image
+
+
+class Resize:
+    """Resize to a size x size square (no letterbox, as GluonCV's YOLO transforms); the only step of
+    evaluation and of the "- data augmentation" rows of the paper (``augment=none``)."""
+
+    def __init__(self, interpolation: str = "bilinear"):
+        self.interpolation = v2.InterpolationMode(interpolation)
+
+    def __call__(self, image: torch.Tensor, target: dict, size: int) -> tuple[torch.Tensor, dict]:
+        return plain_tensors(*resize_square(*as_tv_tensors(image, target), size, self.interpolation))
+
+    def __repr__(self) -> str:
+        return f"resize ({self.interpolation.value})"
 
 
 class IoUCrop:

@@ -12,6 +12,9 @@ Two rules, one per kind of classification head:
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
 SOFTMAX_EPSILON = 0.01
 SIGMOID_MAX_EPSILON = 1.0 / 40
 
@@ -33,3 +36,17 @@ class LabelSmoothing:
     def __repr__(self) -> str:
         rule = self.epsilon if self.epsilon is not None else "min(1/K, 1/40) sigmoid, 0.01 softmax"
         return f"label smoothing eps={rule}"
+
+
+def sigmoid_targets(labels: torch.Tensor, num_classes: int, epsilon: float | None = None) -> torch.Tensor:
+    """One-hot targets [G, K] of a sigmoid (BCE) head; smoothed, the positive is 1 - eps and every
+    negative eps (GluonCV after PR #745)."""
+    onehot = F.one_hot(labels, num_classes).float()
+    return onehot * (1.0 - 2.0 * epsilon) + epsilon if epsilon else onehot
+
+
+def softmax_targets(labels: torch.Tensor, num_classes: int, epsilon: float | None = None) -> torch.Tensor:
+    """Soft targets [B, K] of a softmax head, q' = (1 - eps) q + eps / K: what
+    ``F.cross_entropy(..., label_smoothing=eps)`` uses, as a tensor that classification mixup can blend."""
+    onehot = F.one_hot(labels, num_classes).float()
+    return onehot * (1.0 - epsilon) + epsilon / num_classes if epsilon else onehot

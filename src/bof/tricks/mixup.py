@@ -63,12 +63,12 @@ class DetectionMixup(MixupSwitchOff):
         super().__init__(off_last_epochs, max_off_fraction)
         self.alpha, self.beta, self.fixed_lambda = alpha, beta, fixed_lambda
 
-    def draw(self, rng: np.random.Generator, index: int, dataset_size: int) -> tuple[int, float]:
-        """(partner index drawn uniformly among the *other* images, lam)."""
+    def draw(self, rng: np.random.Generator, index: int, dataset_size: int) -> tuple[float, int]:
+        """(lam, partner index drawn uniformly among the *other* images); all randomness from ``rng``."""
         partner = int(rng.integers(dataset_size - 1))
         partner += partner >= index
         lam = self.fixed_lambda if self.fixed_lambda is not None else float(rng.beta(self.alpha, self.beta))
-        return partner, lam
+        return lam, partner
 
     def describe(self, epochs: int) -> str:
         return f"{self!r}: mixes epochs 1-{epochs - self.off_epochs(epochs)} of {epochs}"
@@ -128,9 +128,10 @@ class ClassificationMixup(MixupSwitchOff):
         super().__init__(off_last_epochs, max_off_fraction)
         self.alpha = alpha
 
-    def draw(self, generator: torch.Generator, batch_size: int) -> tuple[float, torch.Tensor]:
-        lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
-        return lam, torch.randperm(batch_size, generator=generator)
+    def draw(self, rng: np.random.Generator, batch_size: int) -> tuple[float, torch.Tensor]:
+        """(lam, the permutation [B] that pairs each sample with its partner); all randomness from ``rng``."""
+        lam = float(rng.beta(self.alpha, self.alpha))
+        return lam, torch.from_numpy(rng.permutation(batch_size))
 
     def describe(self, epochs: int) -> str:
         last = epochs - self.off_epochs(epochs)

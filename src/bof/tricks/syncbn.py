@@ -1,4 +1,4 @@
-"""Synchronized BatchNorm (paper section 3.4; docs/fidelity.md "Synchronized BatchNorm").
+"""Synchronized BatchNorm (paper section 3.5; docs/fidelity.md "Synchronized BatchNorm").
 
 Every BatchNorm of backbone and heads normalises with the statistics of the global batch, over all
 data-parallel processes, instead of each process's few images. On CUDA this is

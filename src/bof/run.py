@@ -1,0 +1,124 @@
+"""Run set-up: seed, device, the process group, the run directory, the data-parallel model and the tricks
+of a run; shared by detection (bof.train) and backbone pretraining (bof.classify)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from bof import distributed
+from bof.config import validate_trainer
+from bof.tricks.label_smoothing import LabelSmoothing
+from bof.tricks.lr_schedule import CosineSchedule, StepSchedule
+from bof.tricks.mixup import DetectionMixup
+from bof.tricks.random_shapes import RandomShapes
+from bof.tricks.syncbn import SyncBatchNorm
+
+log = logging.getLogger("bof.run")
+
+
+def start_run(cfg: DictConfig):
+    """Checks ``trainer``, seeds, picks the device and joins the process group the environment describes;
+    rank 0 creates the run directory. -> (trainer, out_dir, device, rank, world_size, local_rank)."""
+    trainer = validate_trainer(cfg.trainer)
+    out_dir = Path(trainer.output_dir)
+    seed_everything(cfg.seed, trainer.deterministic)
+    device = pick_device(trainer.device)
+    rank, world_size, local_rank = distributed.setup(device.type)
+    if device.type == "cuda" and world_size > 1:
+        device = torch.device("cuda", local_rank)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if trainer.batch_size % world_size:
+        raise ValueError(
+            f"trainer.batch_size={trainer.batch_size} (the global batch) is not divisible by the "
+            f"{world_size} processes: pass a multiple of {world_size} (and scale optimizer.lr with it), or "
+            f"run on fewer processes (trainer.devices)"
+        )
+    return trainer, out_dir, device, rank, world_size, local_rank
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"trainer.device={name} but CUDA is not available; use trainer.device=cpu")
+    return device
+
+
+def data_parallel(model, syncbn, device: torch.device, world_size: int, local_rank: int):
+    """Synchronized BatchNorm (when on) acts here, before DDP wraps the model. -> (model to train,
+    model_without_ddp); both are ``model`` with one process."""
+    if world_size == 1:
+        if syncbn is not None:
+            log.info("syncbn=on changes nothing with one process")
+        return model, model
+    if syncbn is not None:
+        model = syncbn(model, device.type, world_size)
+    device_ids = [local_rank] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids), model
+
+
+class Tricks(NamedTuple):
+    """The bag of freebies of one run, each built from its config group; None where a trick is off."""
+
+    augment: Callable  # the training transform: Resize (augment=none), YOLOAugment, FlipResize
+    mixup: DetectionMixup | None
+    smoothing: LabelSmoothing | None
+    lr_schedule: StepSchedule | CosineSchedule
+    random_shapes: RandomShapes | None
+    syncbn: SyncBatchNorm | None
+
+    def describe(self, epochs: int) -> list[str]:
+        return [
+            f"augment: {self.augment!r}",
+            f"mixup: {'off' if self.mixup is None else self.mixup.describe(epochs)}",
+            f"smoothing: {'off' if self.smoothing is None else repr(self.smoothing)}",
+            f"lr_schedule: {self.lr_schedule.describe(epochs)}",
+            f"random_shapes: {'off' if self.random_shapes is None else repr(self.random_shapes)}",
+            f"syncbn: {'off' if self.syncbn is None else repr(self.syncbn)}",
+        ]
+
+
+def build_tricks(cfg: DictConfig) -> Tricks:
+    return Tricks(
+        augment=instantiate(cfg.augment),
+        mixup=instantiate(cfg.mixup) if cfg.mixup is not None else None,
+        smoothing=instantiate(cfg.smoothing) if cfg.smoothing is not None else None,
+        lr_schedule=instantiate(cfg.lr_schedule),
+        random_shapes=instantiate(cfg.random_shapes) if cfg.random_shapes is not None else None,
+        syncbn=instantiate(cfg.syncbn) if cfg.syncbn is not None else None,
+    )
+
+
+def resume_path(resume, out_dir: Path) -> Path | None:
+    """``trainer.resume``: false -> None; true -> <run dir>/last.pt; auto -> <run dir>/last.pt if there is
+    one (a rerun of a sweep continues interrupted runs), else None; another string -> that checkpoint."""
+    if resume is False or resume is None:
+        return None
+    if resume == "auto":
+        return out_dir / "last.pt" if (out_dir / "last.pt").is_file() else None
+    path = out_dir / "last.pt" if resume is True else Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"trainer.resume={resume}: no checkpoint at {path}"
+            + (" (pass the old run directory with hydra.run.dir=<dir>)" if resume is True else "")
+        )
+    return path
