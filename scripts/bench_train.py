@@ -86,9 +86,7 @@ def main(argv=None) -> dict:
     subset = Subset(train_set, [i % len(train_set) for i in range(needed)])
     tricks = build_tricks(cfg)
     train_loader, _ = build_data_loaders(cfg, trainer, subset, subset, tricks)
-    model, criterion, _ = build_model(
-        cfg, len(train_set.class_names), device, trainer.channels_last, tricks.smoothing
-    )
+    model = build_model(cfg, len(train_set.class_names), device, trainer.channels_last, tricks.smoothing)
     optimizer = instantiate(cfg.optimizer, _partial_=True)(param_groups(model, cfg.optimizer.weight_decay))
     model.train()
 
@@ -98,11 +96,11 @@ def main(argv=None) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
     def bare_step():
-        if criterion is None:  # Faster R-CNN: its losses are part of its forward; one fixed batch
-            train_step(model, None, images, targets, optimizer, scaler, amp, None)
+        if not hasattr(model, "net"):  # Faster R-CNN: its losses are part of its forward; one fixed batch
+            train_step(model, images, targets, optimizer, scaler, amp, None)
             return
         with torch.autocast(device.type, enabled=amp):
-            outputs = model(images)
+            outputs = model.net(images)
         loss = sum(o.float().square().mean() for o in outputs)  # no targets, no criterion
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -112,7 +110,7 @@ def main(argv=None) -> dict:
 
     def full_step():  # exactly the training loop's step
         images, targets = prepare_batch(*next(stream), device, trainer.channels_last)
-        train_step(model, criterion, images, targets, optimizer, scaler, amp, trainer.grad_clip)
+        train_step(model, images, targets, optimizer, scaler, amp, trainer.grad_clip)
 
     bare = batch / timed(bare_step, args.iters, args.warmup, device)
     full = batch / timed(full_step, args.iters, args.warmup, device)

@@ -109,7 +109,7 @@ def test_smoothing_on_reaches_the_criterion_and_changes_the_loss(make_cfg):
     losses = {}
     for option in ("off", "on"):
         cfg = make_cfg(f"smoothing={option}")
-        _, criterion, _ = build_model(cfg, 6, torch.device("cpu"), smoothing=build_tricks(cfg).smoothing)
+        criterion = build_model(cfg, 6, torch.device("cpu"), smoothing=build_tricks(cfg).smoothing).criterion
         assert criterion.label_smoothing == (None if option == "off" else pytest.approx(0.025))
         outputs = [torch.full((1, 3, 64 // s, 64 // s, 11), -2.0) for s in (8, 16, 32)]
         target = {"boxes": torch.tensor([[10.0, 10.0, 30.0, 40.0]]), "labels": torch.tensor([1])}

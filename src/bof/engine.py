@@ -34,18 +34,16 @@ def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.devic
     return images, targets
 
 
-def train_step(model, criterion, images, targets, optimizer, scaler, amp: bool, grad_clip: float | None):
-    """Forward, loss, backward (AMP-scaled), optional gradient clipping, optimizer step. ``criterion``
-    None: the model computes its own losses from the targets (Faster R-CNN).
+def train_step(model, images, targets, optimizer, scaler, amp: bool, grad_clip: float | None):
+    """Forward, loss, backward (AMP-scaled), optional gradient clipping, optimizer step. ``model(images,
+    targets)`` returns its loss terms (torchvision's detector interface: YOLOv3Detector, Faster R-CNN).
 
     Returns the loss terms as floats; raises FloatingPointError on a non-finite loss, before the step."""
     device_type = (images[0] if isinstance(images, list) else images).device.type
     with torch.autocast(device_type, enabled=amp):
-        if criterion is None:
-            losses = model(images, targets)
+        losses = model(images, targets)
+        if "loss" not in losses:  # torchvision's detectors return the terms only
             losses["loss"] = sum(losses.values())
-        else:
-            losses = criterion(model(images), targets, tuple(images.shape[-2:]))
     values = _as_floats(losses)
     if not math.isfinite(values["loss"]):
         raise FloatingPointError(f"loss is {values['loss']}: {values}")
@@ -61,7 +59,6 @@ def train_step(model, criterion, images, targets, optimizer, scaler, amp: bool, 
 
 def train_one_epoch(
     model,
-    criterion,
     data_loader,
     optimizer,
     lr_scheduler,
@@ -92,7 +89,7 @@ def train_one_epoch(
         input_size = tuple(images.shape[-2:]) if torch.is_tensor(images) else tuple(images[0].shape[-2:])
         lr = optimizer.param_groups[0]["lr"]
         try:
-            values = train_step(model, criterion, images, targets, optimizer, scaler, amp, grad_clip)
+            values = train_step(model, images, targets, optimizer, scaler, amp, grad_clip)
         except FloatingPointError as error:  # raised before the step: the weights are still good
             if not skip_nonfinite:
                 raise FloatingPointError(
@@ -128,7 +125,6 @@ def train_one_epoch(
 @torch.no_grad()
 def evaluate(
     model,
-    postprocess,
     data_loader,
     evaluator,
     device: torch.device,
@@ -148,10 +144,7 @@ def evaluate(
     for images_u8, targets in tqdm(data_loader, desc="eval", leave=False, disable=not show_progress):
         images, _ = prepare_batch(images_u8, [], device, channels_last)
         with torch.autocast(device.type, enabled=amp):
-            if postprocess is None:  # Faster R-CNN: detections in each image's own frame
-                detections = model(images)
-            else:
-                detections = postprocess(model(images), tuple(images.shape[-2:]))
+            detections = model(images)  # boxes in the network input's frame
         for image_u8, target, det in zip(images_u8, targets, detections, strict=True):
             height, width = target["orig_size"]
             size_h, size_w = image_u8.shape[-2:]

@@ -34,6 +34,7 @@ from bof.data.loader import build_data_loader
 from bof.engine import evaluate, train_one_epoch
 from bof.evaluators import build_evaluator
 from bof.models.classifiers import load_backbone
+from bof.models.yolov3 import YOLOv3Detector
 from bof.optim import param_groups
 from bof.reporting import RunLog, log_evaluation, open_writer, preview
 from bof.run import Tricks, build_tricks, data_parallel, resume_path, start_run
@@ -82,8 +83,8 @@ def train_detector(cfg: DictConfig) -> dict:
             f"trainer.batch_size={trainer.batch_size} exceeds the {len(train_set)} training images"
         )
 
-    # model, criterion (label smoothing acts in its class targets), post-processing; sync BN, DDP
-    model, criterion, postprocess = build_model(
+    # the detector (label smoothing acts in its class targets); sync BN, DDP
+    model = build_model(
         cfg, len(class_names), device, channels_last, tricks.smoothing, trainable_bn=tricks.syncbn is not None
     )
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -128,14 +129,14 @@ def train_detector(cfg: DictConfig) -> dict:
     for epoch in range(start_epoch, trainer.epochs):
         train_loader.batch_sampler.set_epoch(epoch)
         train_metrics = train_one_epoch(
-            model, criterion, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer,
+            model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer,
             amp=amp, channels_last=channels_last, grad_clip=trainer.grad_clip,
             show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
         )  # fmt: skip
         run_log.epoch(epoch, trainer.epochs, train_metrics)
         if (epoch + 1) % trainer.eval_interval == 0 or epoch + 1 == trainer.epochs:
             val_metrics, evaluator, drawn = evaluate(  # every process a shard, gathered in evaluate
-                model_without_ddp, postprocess, val_loader, build_evaluator(val_set, trainer.voc07_metric),
+                model_without_ddp, val_loader, build_evaluator(val_set, trainer.voc07_metric),
                 device, class_names, channels_last, amp, trainer.num_images_logged,
                 trainer.progress and main_process,
             )  # fmt: skip
@@ -197,10 +198,11 @@ def build_model(
     smoothing: LabelSmoothing | None = None,
     trainable_bn: bool = False,
 ):
-    """(model, criterion, postprocess) of the ``model`` group, on ``device``. YOLOv3's class head is a
-    sigmoid one, so label smoothing takes the sigmoid rule. A model without criterion (Faster R-CNN)
-    computes its own losses and detections: its RoI classifier is a softmax one (softmax rule), and
-    ``trainable_bn`` (syncbn=on) replaces its frozen BatchNorms by trainable ones."""
+    """The detector of the ``model`` group on ``device``, behind torchvision's interface (losses in
+    training, detections in eval). YOLOv3 (a ``criterion`` and ``postprocess`` in its config) is wrapped
+    into a :class:`YOLOv3Detector`; its class head is a sigmoid one, so label smoothing takes the sigmoid
+    rule. Faster R-CNN computes its own losses and detections: its RoI classifier is a softmax one
+    (softmax rule), and ``trainable_bn`` (syncbn=on) replaces its frozen BatchNorms by trainable ones."""
     if cfg.model.get("criterion") is None:
         epsilon = smoothing.softmax_epsilon() if smoothing is not None else None
         # a backbone file replaces torchvision's ImageNet weights: no download, but the stem stays frozen
@@ -210,13 +212,12 @@ def build_model(
             cfg.model.net, num_classes=num_classes, label_smoothing=epsilon, trainable_bn=trainable_bn,
             **replaced,
         )  # fmt: skip
-        return with_backbone(net, cfg).to(device), None, None
-    model = with_backbone(instantiate(cfg.model.net, num_classes=num_classes), cfg).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        return with_backbone(net, cfg).to(device)
+    net = with_backbone(instantiate(cfg.model.net, num_classes=num_classes), cfg)
     epsilon = smoothing.sigmoid_epsilon(num_classes) if smoothing is not None else None
-    criterion = instantiate(cfg.model.criterion, num_classes=num_classes, label_smoothing=epsilon).to(device)
-    return model, criterion, instantiate(cfg.model.postprocess)
+    criterion = instantiate(cfg.model.criterion, num_classes=num_classes, label_smoothing=epsilon)
+    model = YOLOv3Detector(net, criterion, instantiate(cfg.model.postprocess)).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def backbone_file(cfg: DictConfig) -> str | None:

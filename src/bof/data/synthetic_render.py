@@ -1,13 +1,6 @@
 """Rendering of the built-in synthetic detection data set: images of shapes and their VOC XML.
 
-Why it exists: the demo must train and evaluate end to end on a laptop CPU in minutes with no download,
-through exactly the same code path as real VOC (:class:`bof.data.voc.VOCDetection`, the VOC07 11-point
-evaluator). So the generator writes a VOC "year dir"::
-
-    <out_dir>/JPEGImages/<split>_<index:06d>.jpg
-    <out_dir>/Annotations/<split>_<index:06d>.xml   real VOC XML: size, object/name/difficult/bndbox
-    <out_dir>/ImageSets/Main/{train,val,test}.txt
-    <out_dir>/manifest.json                          parameters and class names
+Storage, caching and the data sets built on these pictures are :mod:`bof.data.synthetic`.
 
 Design choices
 --------------
@@ -32,11 +25,8 @@ Design choices
   gradient between two muted (low saturation) colours, often with soft sinusoidal stripes of a third
   muted colour, plus pixel noise. These contain no closed shapes and no saturated colours, so they can
   be confused with no class. Image width and height are each uniform in ``image_size``.
-* **Determinism**: image ``i`` of split ``s`` uses ``np.random.default_rng([seed, s, i])``, so every
-  image is independent of the others and of the split sizes; same parameters -> byte-identical files.
-  Generation writes into a temporary sibling folder renamed into place at the end, so an interrupted
-  run never leaves a half dataset where a complete one is expected (a hard kill may leave a hidden
-  ``.<name>.tmp-*`` folder beside it, which is never read and can be deleted).
+* **Determinism**: a picture is a pure function of the generator passed in (the storage seeds one
+  per image).
 """
 
 from __future__ import annotations

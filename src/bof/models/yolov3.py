@@ -175,3 +175,22 @@ class YOLOv3PostProcess(nn.Module):
                 {"boxes": candidate_boxes[kept], "scores": candidate_scores[kept], "labels": labels[kept]}
             )
         return results
+
+
+class YOLOv3Detector(nn.Module):
+    """YOLOv3 behind torchvision's detector interface, which Faster R-CNN has too, so the training and
+    evaluation loops know no model family: in training ``model(images, targets)`` -> the loss terms of
+    ``criterion`` (with ``loss``, their sum); in eval ``model(images)`` -> one detection dict per image.
+
+    images: a normalised batch [B, 3, S, S]; targets: one dict per image (``boxes`` [N, 4] xyxy input
+    pixels, ``labels`` [N], optional ``weights`` [N])."""
+
+    def __init__(self, net: YOLOv3, criterion: nn.Module, postprocess: YOLOv3PostProcess):
+        super().__init__()
+        self.net, self.criterion, self.postprocess = net, criterion, postprocess
+
+    def forward(self, images: torch.Tensor, targets: list[dict] | None = None):
+        outputs = self.net(images)
+        if self.training:
+            return self.criterion(outputs, targets, tuple(images.shape[-2:]))
+        return self.postprocess(outputs, tuple(images.shape[-2:]))
