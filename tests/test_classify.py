@@ -129,3 +129,25 @@ def test_pretrained_backbone_feeds_a_detection_run_end_to_end(make_cfg, tmp_path
     with caplog.at_level(logging.INFO, logger="bof.train"):
         metrics = train(make_cfg("trainer.epochs=1", f"model.backbone_checkpoint={checkpoint}"))
     assert 0.0 <= metrics["map"] <= 1.0 and f"backbone initialised from {checkpoint}" in caplog.text
+
+
+def test_pretraining_runs_the_detection_loop_with_every_trainer_key(make_cfg, monkeypatch):
+    """One training loop: task=classify hands grad_clip, skip_nonfinite and amp to bof.engine as detection
+    does, and its smoothing + mixup act as the loop's batch hook on the device batch."""
+    import bof.classify
+
+    calls, real = [], bof.classify.train_one_epoch
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bof.classify, "train_one_epoch", spy)
+    cfg = make_cfg(*CLS_TINY, "mixup=classification", "smoothing=on", "trainer.grad_clip=0.5",
+                   "trainer.skip_nonfinite=true")  # fmt: skip
+    train(cfg)
+    assert len(calls) == 1 and calls[0]["grad_clip"] == 0.5 and calls[0]["skip_nonfinite"] is True
+    hook = calls[0]["batch_transform"]
+    images, targets = hook(torch.zeros(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
+    assert targets.shape == (4, 6) and torch.allclose(targets.sum(1), torch.ones(4))  # soft, smoothed
+    assert hook.epsilon == 0.01 and hook.mixing is True  # mixup=classification: on in every epoch

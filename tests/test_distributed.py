@@ -168,3 +168,12 @@ def test_every_rank_and_position_draws_its_own_augmentation_seed():
         for key in batch
     ]
     assert len(seeds) == 64 and len(set(seeds)) == 64  # 2 ranks x 2 epochs x 16: no two share a stream
+
+
+def test_more_processes_than_visible_gpus_fails_before_starting_any(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"trainer.devices=8 .* 2 GPU\(s\) .* pass trainer.devices=2"):
+        distributed.check_local_gpus("auto", 8)
+    distributed.check_local_gpus("auto", 2)  # as many as there are: fine
+    distributed.check_local_gpus("cpu", 8)  # gloo processes on the CPU: any number

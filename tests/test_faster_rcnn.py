@@ -131,3 +131,10 @@ def test_free_lunch_inference_is_unchanged_by_every_trick(make_cfg, model_option
         inputs = image if model_option == "yolov3" else list(image)
         a, b = on(inputs), off(inputs)
         assert all(torch.equal(a[0][k], b[0][k]) for k in ("boxes", "scores", "labels"))
+
+
+def test_random_shapes_with_faster_rcnn_says_it_is_yolov3s_trick(make_cfg):
+    with pytest.raises(
+        ValueError, match=r"random_shapes=on .* model=faster_rcnn_r50_fpn .* random_shapes=off"
+    ):
+        build_tricks(make_cfg("model=faster_rcnn_r50_fpn", "random_shapes=on"))

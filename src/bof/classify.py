@@ -10,25 +10,24 @@ and data parallelism as for detection. Top-1 and top-5 accuracy go to TensorBoar
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 from bof import distributed
+from bof.atomic import write_json_atomically
 from bof.boxes import normalize_batch
 from bof.checkpoint import checkpoint_state, restore, save_checkpoint
 from bof.config import check_paper_setup
-from bof.models.classifiers import build_classifier
+from bof.engine import train_one_epoch
+from bof.models.classifiers import SoftTargetClassifier, build_classifier
 from bof.optim import param_groups
 from bof.run import build_tricks, data_parallel, resume_path, start_run
 from bof.tricks.label_smoothing import softmax_targets
@@ -46,6 +45,33 @@ def imagenet_transforms(size: int) -> tuple[v2.Compose, v2.Compose]:
     ])  # fmt: skip
     evaluate = v2.Compose([v2.ToImage(), v2.Resize(round(size / 0.875), antialias=True), v2.CenterCrop(size)])
     return train, evaluate
+
+
+class SoftTargets:
+    """The batch hook of ``task=classify`` (``train_one_epoch``'s ``batch_transform``): class labels [B]
+    -> smoothed one-hot targets [B, K] (softmax rule), then classification mixup of the images and
+    targets in the epochs where it is on; lambdas and partners from one rng per epoch and process."""
+
+    def __init__(self, num_classes: int, tricks, seed: int, rank: int, epochs: int):
+        self.num_classes, self.mixup, self.seed, self.rank, self.epochs = (
+            num_classes,
+            tricks.mixup,
+            seed,
+            rank,
+            epochs,
+        )
+        self.epsilon = tricks.smoothing.softmax_epsilon() if tricks.smoothing is not None else 0.0
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.mixing = self.mixup is not None and self.mixup.active(epoch, self.epochs)
+        self.rng = np.random.default_rng([self.seed, epoch, self.rank])
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        targets = softmax_targets(labels, self.num_classes, self.epsilon)
+        if self.mixing:
+            images, targets = mixup_batch(images, targets, *self.mixup.draw(self.rng, len(images)))
+        return images, targets
 
 
 def train_classifier(cfg: DictConfig) -> dict:
@@ -71,54 +97,45 @@ def train_classifier(cfg: DictConfig) -> dict:
         num_workers=min(trainer.num_workers, 2),
     )  # fmt: skip
 
-    # model: the detector's backbone with a classification head; syncbn before DDP
-    model, model_without_ddp = data_parallel(
-        build_classifier(cfg.model.net, num_classes).to(device), tricks.syncbn, device, world_size, local_rank
-    )
+    # model: the detector's backbone with a classification head (behind the detectors' interface);
+    # syncbn before DDP
+    on_cuda = device.type == "cuda"
+    amp, channels_last = trainer.amp and on_cuda, trainer.channels_last and on_cuda
+    classifier = SoftTargetClassifier(build_classifier(cfg.model.net, num_classes)).to(device)
+    if channels_last:
+        classifier = classifier.to(memory_format=torch.channels_last)
+    model, model_without_ddp = data_parallel(classifier, tricks.syncbn, device, world_size, local_rank)
     optimizer = instantiate(cfg.optimizer, _partial_=True)(
         param_groups(model, cfg.optimizer.weight_decay, trainer.no_wd)
     )
     lr_scheduler = build_lr_scheduler(optimizer, tricks.lr_schedule, len(train_loader), trainer.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    epsilon = tricks.smoothing.softmax_epsilon() if tricks.smoothing is not None else 0.0
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    soft_targets = SoftTargets(num_classes, tricks, cfg.seed, rank, trainer.epochs)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     log.info(
         "task=classify: %s, %d classes, %d train / %d val images, %d iterations/epoch | %s | smoothing %s",
-        type(model_without_ddp).__name__, num_classes, len(train_set), len(val_set), len(train_loader),
-        "mixup off" if tricks.mixup is None else tricks.mixup.describe(trainer.epochs), epsilon,
+        type(classifier.net).__name__, num_classes, len(train_set), len(val_set), len(train_loader),
+        "mixup off" if tricks.mixup is None else tricks.mixup.describe(trainer.epochs), soft_targets.epsilon,
     )  # fmt: skip
     if trainer.dry_run:
         return {"dry_run": True, "num_classes": num_classes, "iters_per_epoch": len(train_loader)}
 
+    # the checkpoint holds the classifier itself (backbone + head), what model.backbone_checkpoint reads
     checkpoint_path = resume_path(trainer.resume, out_dir)
-    start_epoch, best_top1 = restore(checkpoint_path, model_without_ddp, optimizer, lr_scheduler, scaler)
+    start_epoch, best_top1 = restore(checkpoint_path, classifier.net, optimizer, lr_scheduler, scaler)
 
     writer = SummaryWriter(str(out_dir / "tensorboard")) if main_process else None
     started, metrics, loss_value = time.perf_counter(), {}, float("nan")
     for epoch in range(start_epoch, trainer.epochs):
         sampler.set_epoch(epoch)
-        model.train()
-        mixing = tricks.mixup is not None and tricks.mixup.active(epoch, trainer.epochs)
-        rng = np.random.default_rng([cfg.seed, epoch, rank])  # mixup's lambdas and partners
-        progress = tqdm(
-            train_loader, desc=f"epoch {epoch}", leave=False, disable=not (trainer.progress and main_process)
-        )
-        for i, (images, labels) in enumerate(progress):
-            images, labels = normalize_batch(images.to(device)), labels.to(device)
-            # label smoothing (softmax rule over K classes), then mixup of images and targets
-            targets = softmax_targets(labels, num_classes, epsilon)
-            if mixing:
-                images, targets = mixup_batch(images, targets, *tricks.mixup.draw(rng, len(images)))
-            loss = torch.sum(-targets * F.log_softmax(model(images), 1), 1).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr_scheduler.step()
-            loss_value = loss.item()
-            if writer is not None:
-                step = epoch * len(train_loader) + i
-                writer.add_scalar("train/loss", loss_value, step)
-                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+        soft_targets.set_epoch(epoch)
+        train_metrics = train_one_epoch(  # the detection loop: every trainer key means the same
+            model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer, amp=amp,
+            channels_last=channels_last, grad_clip=trainer.grad_clip,
+            show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
+            batch_transform=soft_targets,
+        )  # fmt: skip
+        loss_value = train_metrics.get("loss", float("nan"))
         metrics = accuracy(model_without_ddp, val_loader, device)
         log.info("epoch %d/%d: loss %.3f | top-1 %.4f top-5 %.4f", epoch + 1, trainer.epochs, loss_value,
                  metrics["top1"], metrics["top5"])  # fmt: skip
@@ -127,7 +144,7 @@ def train_classifier(cfg: DictConfig) -> dict:
             writer.add_scalar("val/top5", metrics["top5"], epoch + 1)
             best_top1 = max(best_top1, metrics["top1"])
             state = checkpoint_state(
-                model_without_ddp, optimizer, lr_scheduler, scaler, epoch, best_top1, resolved
+                classifier.net, optimizer, lr_scheduler, scaler, epoch, best_top1, resolved
             )
             save_checkpoint(state, out_dir / "last.pt")
             if metrics["top1"] >= best_top1:
@@ -137,7 +154,7 @@ def train_classifier(cfg: DictConfig) -> dict:
               "wall_time_s": time.perf_counter() - started, "config": resolved}  # fmt: skip
     if main_process:
         writer.close()
-        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        write_json_atomically(out_dir / "metrics.json", result)
         log.info("final top-1 %.4f, top-5 %.4f; backbone checkpoint %s", metrics.get("top1", float("nan")),
                  metrics.get("top5", float("nan")), out_dir / "last.pt")  # fmt: skip
     return result

@@ -81,6 +81,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+def check_local_gpus(device: str, nprocs: int) -> None:
+    """``trainer.devices=N`` starts one process per GPU: on CUDA, N GPUs must be visible. Fails before
+    starting any process, naming what to pass (the sweeps' default is the paper's 8, or 4 GPUs)."""
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if on_cuda and nprocs > torch.cuda.device_count():
+        raise ValueError(
+            f"trainer.devices={nprocs} starts one process per GPU, but {torch.cuda.device_count()} GPU(s) "
+            f"are visible here: pass trainer.devices={torch.cuda.device_count()} (the global batch stays the "
+            "paper's; the run warns that its per-GPU batch differs), or run on a node with more GPUs"
+        )
+
+
 def spawn(fn: Callable, nprocs: int, *args) -> None:
     """Runs ``fn(*args)`` in ``nprocs`` new local processes that form one process group."""
     port = free_port()

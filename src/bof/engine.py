@@ -27,6 +27,8 @@ def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.devic
         images = normalize_batch(images.to(device, non_blocking=True))
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+    if torch.is_tensor(targets):  # class labels [B] (task=classify)
+        return images, targets.to(device, non_blocking=True)
     targets = [
         {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
         for t in targets
@@ -71,8 +73,11 @@ def train_one_epoch(
     grad_clip: float | None = None,
     show_progress: bool = True,
     skip_nonfinite: bool = False,
+    batch_transform=None,
 ) -> dict:
-    """One pass over ``data_loader``; the LR scheduler steps every iteration.
+    """One pass over ``data_loader``; the LR scheduler steps every iteration. ``batch_transform(images,
+    targets) -> (images, targets)`` acts on the device batch before the step (task=classify: label
+    smoothing and classification mixup); detection does its tricks in the data loader.
 
     Returns the mean of each loss term and the images/s."""
     model.train()
@@ -84,8 +89,11 @@ def train_one_epoch(
     bad_samples = nonfinite_skipped = 0
     for i, (images, targets) in enumerate(progress):
         step = epoch * iters_per_epoch + i
-        bad_samples += sum(t.get("skipped", 0) for t in targets)  # data.on_bad_sample=skip replacements
+        if isinstance(targets, list):  # detection: data.on_bad_sample=skip replacements
+            bad_samples += sum(t.get("skipped", 0) for t in targets)
         images, targets = prepare_batch(images, targets, device, channels_last)
+        if batch_transform is not None:
+            images, targets = batch_transform(images, targets)
         input_size = tuple(images.shape[-2:]) if torch.is_tensor(images) else tuple(images[0].shape[-2:])
         lr = optimizer.param_groups[0]["lr"]
         try:

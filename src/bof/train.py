@@ -65,10 +65,8 @@ def train_detector(cfg: DictConfig) -> dict:
     # seed, device, and the process group the environment describes (one process: rank 0 of 1)
     trainer, out_dir, device, rank, world_size, local_rank = start_run(cfg)
     check_paper_setup(cfg.get("paper_setup"), world_size, trainer.batch_size // world_size)
-    amp, channels_last = (
-        trainer.amp and device.type == "cuda",
-        trainer.channels_last and device.type == "cuda",
-    )
+    on_cuda = device.type == "cuda"  # mixed precision and NHWC are CUDA-only (no-ops on the CPU)
+    amp, channels_last = trainer.amp and on_cuda, trainer.channels_last and on_cuda
     main_process = rank == 0  # the only one that writes files
     tricks = build_tricks(cfg)
 
@@ -244,6 +242,7 @@ def main(cfg: DictConfig) -> float | None:
         check_backbone(cfg)
         devices = cfg.trainer.get("devices", 1)
         if devices > 1 and not distributed.launched_externally():
+            distributed.check_local_gpus(cfg.trainer.device, devices)
             resolved = OmegaConf.to_container(cfg, resolve=True)
             distributed.spawn(train_process, devices, resolved)
             metrics_file = Path(resolved["trainer"]["output_dir"]) / "metrics.json"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet50, resnet101
 
@@ -34,6 +35,22 @@ class Darknet53Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.fc(self.backbone(images)[-1].mean((2, 3)))
+
+
+class SoftTargetClassifier(nn.Module):
+    """A classifier behind the detectors' interface, so that one loop (:mod:`bof.engine`) trains both: in
+    training ``model(images, targets)`` -> ``{"loss": cross-entropy against soft targets [B, K]}``
+    (smoothed and mixed, :mod:`bof.classify`); in eval ``model(images)`` -> logits [B, K]."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None):
+        logits = self.net(images)
+        if not self.training:
+            return logits
+        return {"loss": torch.sum(-targets * F.log_softmax(logits.float(), 1), 1).mean()}
 
 
 def build_classifier(net_cfg, num_classes: int) -> nn.Module:
