@@ -253,11 +253,9 @@ def main(cfg: DictConfig) -> float | None:
             raise
         # one failed job of a sweep must not stop the jobs after it: record it where its run would be
         out_dir = Path(HydraConfig.get().runtime.output_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "failed.json").write_text(
-            json.dumps(
-                {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}, indent=2
-            )
+        write_json_atomically(
+            out_dir / "failed.json",
+            {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()},
         )
         log.error("this job failed (%s: %s); the sweep goes on; details in %s", type(error).__name__, error,
                   out_dir / "failed.json")  # fmt: skip

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bof.atomic import write_text_atomically
+
 log = logging.getLogger(__name__)
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -111,7 +113,4 @@ class COCOEvaluator:
         return evaluate_coco(self.coco_gt, self.results, self.backend, self.class_names)
 
     def write_results(self, out_dir: str | Path) -> Path:
-        path = Path(out_dir) / "coco_results.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.results))
-        return path
+        return write_text_atomically(Path(out_dir) / "coco_results.json", json.dumps(self.results))

@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bof.atomic import write_text_atomically
 from bof.evaluation.voc_matching import match_class, voc_ap
 
 logger = logging.getLogger(__name__)
@@ -244,7 +245,7 @@ class VOCEvaluator:
                 for i, s, b in zip(dets.image_ids, dets.scores.tolist(), dets.boxes.tolist(), strict=True)
             ]
             path = out_dir / f"{prefix}{name}.txt"
-            path.write_text("".join(lines))
+            write_text_atomically(path, "".join(lines))
             paths.append(path)
         return paths
 
