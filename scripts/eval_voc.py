@@ -17,7 +17,7 @@ import math
 import sys
 from pathlib import Path
 
-from bof.evaluation.voc_eval import DEFAULT_PREFIX, format_results
+from bof.evaluation.voc_results import DEFAULT_PREFIX, format_results
 from bof.evaluators import build_voc_evaluator
 
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from bof.evaluation import voc_matching
-from bof.evaluation.voc_eval import VOCEvaluator, read_result_files
+from bof.evaluation.voc_eval import VOCEvaluator
 from bof.evaluation.voc_matching import voc_ap, voc_iou
+from bof.evaluation.voc_results import read_result_files
 from bof.evaluators import build_voc_evaluator
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,8 @@ from bof.boxes import xyxy_to_voc
 from bof.data.coco import COCODetection
 from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
 from bof.evaluation.coco_eval import COCOEvaluator
-from bof.evaluation.voc_eval import DEFAULT_PREFIX, VOCEvaluator, read_result_files
+from bof.evaluation.voc_eval import VOCEvaluator
+from bof.evaluation.voc_results import DEFAULT_PREFIX, read_result_files
 
 
 def build_evaluator(dataset, use_07_metric: bool = True):
