@@ -101,6 +101,19 @@ def make_coco(root: Path, images_per_split: int = 2, width: int = 640, height: i
     return coco
 
 
+def make_imagenet(root: Path, classes: int = 2, images_per_class: int = 2) -> Path:
+    """``root``/imagenet in the ImageFolder layout of ILSVRC2012 (``train/<wnid>/*.JPEG``, ``val/<wnid>/``)
+    with 500x375 JPEGs. -> the imagenet folder."""
+    imagenet, rng = root / "imagenet", np.random.default_rng(2)
+    for split in ("train", "val"):
+        for c in range(classes):
+            folder = imagenet / split / f"n{1440764 + c:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(images_per_class):
+                _photo(rng, 500, 375).save(folder / f"{split}_{c}_{i}.JPEG", quality=90)
+    return imagenet
+
+
 def write_darknet_weights(backbone: Darknet53, path: Path, seen: int = 32013312) -> Path:
     """``backbone`` in darknet's weight file format, as darknet53.conv.74 is written: int32 major 0,
     minor 2, revision 0, int64 images seen, then per convolution BN beta, gamma, running mean, running

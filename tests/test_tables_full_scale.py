@@ -26,6 +26,7 @@ from tests.generated import (
     cache_torchvision_resnets,
     classify_checkpoint,
     make_coco,
+    make_imagenet,
     make_vocdevkit,
     random_darknet53,
     write_darknet_weights,
@@ -163,3 +164,22 @@ def test_row_runs_at_full_scale(row, assets, tmp_path, monkeypatch, caplog):
     assert saved["world_size"] == 1 and saved["batch_per_process"] == (2 if yolo else 1)
     assert saved["metric"] == ("coco" if coco else "voc07") and 0.0 <= metrics["map"] <= 1.0
     assert saved["train_loss"] is not None and saved["train_loss"] == saved["train_loss"]  # finite, trained
+
+
+@pytest.mark.parametrize("experiment", ["darknet53_imagenet", "resnet101_imagenet"])
+def test_backbone_pretraining_recipe_runs_at_full_scale(experiment, tmp_path, caplog):
+    """Tables 5-6's ImageNet recipes: the full-size classifier at 224 px, one iteration on an ImageFolder
+    tree, through the same training loop; its checkpoint is what backbones.plain/mixup take."""
+    overrides = [
+        f"experiment={experiment}", f"data.root={make_imagenet(tmp_path)}", "trainer.devices=1",
+        "trainer.epochs=1", "trainer.batch_size=2", "trainer.num_workers=0", "trainer.progress=false",
+        f"trainer.output_dir={tmp_path / 'run'}", "mixup=classification",
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    assert (cfg.optimizer.lr, cfg.lr_schedule.warmup_epochs, cfg.smoothing.epsilon) == (0.4, 5, 0.1)
+    assert cfg.data.image_size == 224 and cfg.model.net.get("width", 1.0) == 1.0
+    with caplog.at_level(logging.INFO, logger="bof"):
+        metrics = train(cfg)
+    assert metrics["task"] == "classify" and metrics["world_size"] == 1
+    assert "the paper's setup is 8 x 128" in caplog.text and (tmp_path / "run" / "last.pt").is_file()
