@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -103,7 +104,7 @@ def assets(tmp_path_factory):
     assert darknet.stat().st_size == 162_482_580  # the size of darknet's published file
     from torchvision.models import resnet101
 
-    return {
+    yield {
         "voc": make_vocdevkit(root),
         "coco": make_coco(root),
         "darknet": darknet,
@@ -113,10 +114,19 @@ def assets(tmp_path_factory):
         "resnet101_plain": classify_checkpoint(resnet101(), root / "resnet101_plain.pt"),
         "resnet101_mixup": classify_checkpoint(resnet101(), root / "resnet101_mixup.pt"),
     }
+    shutil.rmtree(root, ignore_errors=True)  # about 1.2 GB of generated weights
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """The row's run directory, removed after the test: full-size checkpoints weigh up to 1.5 GB a row,
+    and pytest keeps its temporary directories (29 rows would fill a CI disk)."""
+    yield tmp_path / "run"
+    shutil.rmtree(tmp_path / "run", ignore_errors=True)
 
 
 @pytest.mark.parametrize("row", list(PAPER_ROWS))
-def test_row_runs_at_full_scale(row, assets, tmp_path, monkeypatch, caplog):
+def test_row_runs_at_full_scale(row, assets, run_dir, monkeypatch, caplog):
     table = row.split("-")[0]
     monkeypatch.setenv("TORCH_HOME", str(assets["torch_home"]))
     yolo = not row.startswith(("table3", "table6", "table4-frcnn"))
@@ -127,7 +137,7 @@ def test_row_runs_at_full_scale(row, assets, tmp_path, monkeypatch, caplog):
         "trainer.devices=1", f"trainer.epochs={epochs}", f"trainer.eval_interval={epochs}",
         f"trainer.batch_size={2 if yolo else 1}", "trainer.num_workers=0", "trainer.progress=false",
         "trainer.num_images_logged=1",
-        f"trainer.output_dir={tmp_path}",
+        f"trainer.output_dir={run_dir}",
     ]  # fmt: skip
     if table in ("table5", "table6"):
         net = "darknet" if table == "table5" else "resnet101"
@@ -160,20 +170,20 @@ def test_row_runs_at_full_scale(row, assets, tmp_path, monkeypatch, caplog):
     assert "the paper's setup is" in log  # one process, not the paper's 8 (or 4): said, and recorded
     if epochs == 2:  # the first epoch mixed: its samples carry the mixup ratio as box weights
         assert "mixes epochs 1-1 of 2" in described
-    saved = json.loads((tmp_path / "metrics.json").read_text())
+    saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["world_size"] == 1 and saved["batch_per_process"] == (2 if yolo else 1)
     assert saved["metric"] == ("coco" if coco else "voc07") and 0.0 <= metrics["map"] <= 1.0
     assert saved["train_loss"] is not None and saved["train_loss"] == saved["train_loss"]  # finite, trained
 
 
 @pytest.mark.parametrize("experiment", ["darknet53_imagenet", "resnet101_imagenet"])
-def test_backbone_pretraining_recipe_runs_at_full_scale(experiment, tmp_path, caplog):
+def test_backbone_pretraining_recipe_runs_at_full_scale(experiment, tmp_path, run_dir, caplog):
     """Tables 5-6's ImageNet recipes: the full-size classifier at 224 px, one iteration on an ImageFolder
     tree, through the same training loop; its checkpoint is what backbones.plain/mixup take."""
     overrides = [
         f"experiment={experiment}", f"data.root={make_imagenet(tmp_path)}", "trainer.devices=1",
         "trainer.epochs=1", "trainer.batch_size=2", "trainer.num_workers=0", "trainer.progress=false",
-        f"trainer.output_dir={tmp_path / 'run'}", "mixup=classification",
+        f"trainer.output_dir={run_dir}", "mixup=classification",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -182,4 +192,4 @@ def test_backbone_pretraining_recipe_runs_at_full_scale(experiment, tmp_path, ca
     with caplog.at_level(logging.INFO, logger="bof"):
         metrics = train(cfg)
     assert metrics["task"] == "classify" and metrics["world_size"] == 1
-    assert "the paper's setup is 8 x 128" in caplog.text and (tmp_path / "run" / "last.pt").is_file()
+    assert "the paper's setup is 8 x 128" in caplog.text and (run_dir / "last.pt").is_file()
