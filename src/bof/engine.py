@@ -18,9 +18,9 @@ from bof.visualize import draw_detections
 log = logging.getLogger(__name__)
 
 
-def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.device, channels_last: bool):
+def prepare_batch(images, targets: list[dict] | torch.Tensor, device: torch.device, channels_last: bool):
     """uint8 images (a batch, or a list of differently sized ones) -> normalised float on the device;
-    target tensors moved alongside."""
+    targets (one dict per image for detection, class labels [B] for task=classify) moved alongside."""
     if isinstance(images, list):
         images = normalize_batch([i.to(device, non_blocking=True) for i in images])
     else:
