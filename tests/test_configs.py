@@ -13,6 +13,7 @@ from PIL import Image
 from bof.config import CONFIG_DIR
 from bof.models.classifiers import build_classifier
 from bof.optim import param_groups
+from bof.reporting import TRICK_GROUPS
 from bof.run import build_tricks
 from bof.train import build_model, train
 from tests.test_voc_dataset import make_devkit
@@ -104,10 +105,7 @@ def test_every_option_composes_and_builds(make_cfg, devkit, coco_root, image_fol
     train_set = instantiate(cfg.data.train)
     num_classes = len(train_set.class_names)
     tricks = build_tricks(cfg)
-    if (
-        group in ("augment", "mixup", "smoothing", "lr_schedule", "random_shapes", "syncbn")
-        and option != "off"
-    ):
+    if group in TRICK_GROUPS and option != "off":
         assert getattr(tricks, group) is not None
     image, target = train_set[0]
     augmented, _ = tricks.augment(image, {**target, "weights": torch.ones(len(target["boxes"]))}, 64)

@@ -1,5 +1,8 @@
 """Faster R-CNN: torchvision's parameter counts, trick-aware losses, training runs, and the free lunch."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -138,3 +141,13 @@ def test_random_shapes_with_faster_rcnn_says_it_is_yolov3s_trick(make_cfg):
         ValueError, match=r"random_shapes=on .* model=faster_rcnn_r50_fpn .* random_shapes=off"
     ):
         build_tricks(make_cfg("model=faster_rcnn_r50_fpn", "random_shapes=on"))
+
+
+def test_random_shapes_with_faster_rcnn_is_refused_before_the_processes_start(tmp_path):
+    """bof-train checks it first: a multi-process job resolves the whole config before it spawns."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bof.train", "experiment=table3/mixup", "random_shapes=on",
+         "trainer.devices=2", "trainer.device=cpu", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0 and "model=faster_rcnn_r50_c4 does not have" in done.stderr

@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-from tests.conftest import TINY
+from tests.conftest import TINY, TINY_FASTER_RCNN
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 DATA = [o for o in TINY if o.startswith("++data.")]
@@ -32,8 +32,7 @@ def test_bench_train_reports_the_four_measurements(cache_dir):
 def test_bench_train_runs_faster_rcnn(cache_dir):
     result = load("bench_train").main(
         ["--iters", "1", "--warmup", "0", *[o for o in TINY if not o.startswith("model.")],
-         "model=faster_rcnn_r50_c4", "model.net.min_size=64", "model.net.max_size=96",
-         "model.net.rois_per_image=16", f"data.root={cache_dir}", "trainer.device=cpu"]
+         "model=faster_rcnn_r50_c4", *TINY_FASTER_RCNN, f"data.root={cache_dir}", "trainer.device=cpu"]
     )  # fmt: skip
     assert result["full"] > 0 and result["bare"] > 0
 

@@ -9,10 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from bof.config import CONFIG_DIR
 from bof.report import main as report
+from bof.reporting import TRICK_GROUPS
+from bof.run import build_tricks
+from bof.train import build_model, train
 from tests.conftest import TINY
 
 TABLES = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))
@@ -30,31 +34,82 @@ def test_tables_1_to_6_each_have_a_sweep():
     assert rows_of("table2") == [f"table2-{r}" for r in table2]
 
 
+BACKBONES = [
+    "backbones.darknet53=/ckpt/darknet53.conv.74",
+    "backbones.plain=/ckpt/plain.pt",
+    "backbones.mixup=/ckpt/mixup.pt",
+]
+
+
+def compose_row(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def trick_choices(cfg) -> dict:
+    return {g: cfg.hydra.runtime.choices[g] for g in TRICK_GROUPS}
+
+
 @pytest.mark.parametrize("table", TABLES)
 def test_every_row_composes_and_stacks_on_the_row_above(table):
-    extra = (
-        ["backbones.plain=/ckpt/plain.pt", "backbones.mixup=/ckpt/mixup.pt"]
-        if table in ("table5", "table6")
-        else []
-    )
     previous = None
     for order, row in enumerate(rows_of(table)):
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(
-                "train", overrides=[f"+sweep={table}", f"+row={row}", *extra], return_hydra_config=True
-            )
+        cfg = compose_row(f"+sweep={table}", f"+row={row}", *BACKBONES)
         assert cfg.row.table == table and cfg.row.order == order and cfg.trainer.resume == "auto"
-        assert cfg.hydra.sweep.subdir == f"{cfg.row.name}/seed0"
-        tricks = {
-            g: (cfg[g] or {}).get("_target_")
-            for g in ("augment", "mixup", "smoothing", "lr_schedule", "random_shapes", "syncbn")
-        }
+        assert f"{table}-{cfg.row.name}" == row and cfg.hydra.sweep.subdir == f"{cfg.row.name}/seed0"
+        tricks = trick_choices(cfg)
         if table in ("table2", "table3") and previous is not None and order >= 2:
             changed = [g for g in tricks if tricks[g] != previous[g]]
             assert len(changed) == 1, (row, changed)  # each row is the row above plus one trick
         previous = tricks
         if table in ("table5", "table6"):
             assert cfg.model.backbone_checkpoint.endswith(("plain.pt", "mixup.pt"))
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_row_at_full_and_mini_scale(table, tmp_path):
+    """Each row is one experiment file; +row (the sweeps' key) is the same config; +scale=mini swaps the
+    data, the model and the run's size but keeps the row's tricks, in whichever order it is given; the
+    mini row builds its tricks and model."""
+    baselines = []
+    for row in rows_of(table):
+        name = row.removeprefix(f"{table}-")
+        full = compose_row(f"experiment={table}/{name}", "trainer.resume=auto", *BACKBONES)
+        swept = compose_row(f"+sweep={table}", f"+row={row}", *BACKBONES)
+        assert {k: v for k, v in swept.items() if k != "hydra"} == {
+            k: v for k, v in full.items() if k != "hydra"
+        }
+        assert full.trainer.devices == full.paper_setup.world_size  # the table's base: the paper's GPUs
+        assert full.data.name in ("voc", "coco") and full.model.name.startswith(("yolov3", "faster_rcnn"))
+        assert full.model.name != "yolov3_narrow"  # and an ImageNet-pretrained backbone, as the paper:
+        assert full.model.backbone_checkpoint is not None or full.model.net.pretrained_backbone
+        baselines.append(full.row.baseline_row == full.row.name)
+        for mini in (
+            compose_row(f"+sweep={table}", f"+row={row}", "+scale=mini"),
+            compose_row("+scale=mini", f"+sweep={table}", f"+row={row}"),
+            compose_row(f"experiment={table}/{name}", "+scale=mini"),
+        ):
+            assert (mini.data.name, mini.model.name, mini.trainer.devices) == (
+                "synthetic",
+                "yolov3_narrow",
+                1,
+            )
+            assert mini.model.backbone_checkpoint is None and mini.paper_setup is None
+            assert trick_choices(mini) == trick_choices(full) and mini.row == full.row
+        tricks = build_tricks(mini)  # and the mini row runs: its tricks and model build
+        for group, choice in trick_choices(full).items():  # a trick the row names is on, and only those
+            assert (getattr(tricks, group) is None) == (choice == "off"), (row, group)
+        build_model(mini, num_classes=20, device=torch.device("cpu"), smoothing=tricks.smoothing)
+    assert baselines.count(True) == 1  # the base names exactly one of its rows as the baseline
+
+
+@pytest.mark.parametrize("table", ["table3", "table4", "table5", "table6"])
+def test_the_last_row_of_each_table_trains_at_mini_scale(table, make_cfg):
+    """Table 2's mini rows run as a sweep below; here the other tables' most complete row (all its
+    tricks) trains at mini scale, where the Faster R-CNN experiments and backbone rows are swapped out."""
+    row = rows_of(table)[-1]
+    metrics = train(make_cfg(f"+sweep={table}", f"+row={row}", "+scale=mini"))
+    assert metrics["map"] is not None and metrics["config"]["row"]["name"] == row.removeprefix(f"{table}-")
 
 
 def sweep(tmp_path, cache_dir, *rows):
@@ -94,7 +149,7 @@ def test_report_marks_failed_and_unfinished_rows_and_draws_per_class_deltas(tmp_
     def run(row, order, label, value, baseline=False):
         d = tmp_path / row / "seed0"
         d.mkdir(parents=True)
-        config = {"row": {"label": label, "order": order, "paper": None, "baseline": baseline}}
+        config = {"row": {"label": label, "order": order, "paper": None, "baseline_row": "base"}}
         d.joinpath("metrics.json").write_text(
             json.dumps({"map": value, "ap": {"a": value, "b": value / 2}, "config": config})
         )

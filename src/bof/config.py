@@ -88,6 +88,17 @@ def check_backbone(cfg: DictConfig) -> None:
         ) from None
 
 
+def check_random_shapes(cfg: DictConfig) -> None:
+    """``random_shapes=on`` draws YOLOv3's square input sizes from ``model.random_shape_range``: say so at
+    start-up for a model without one, before anything resolves the config."""
+    if cfg.get("random_shapes") is not None and cfg.model.get("random_shape_range") is None:
+        raise ValueError(
+            f"random_shapes=on draws square YOLOv3 input sizes from model.random_shape_range, which "
+            f"model={cfg.model.name} does not have (Faster R-CNN resizes each image itself, as in the "
+            "paper's Table 3): use random_shapes=off"
+        )
+
+
 def check_paper_setup(setup, world_size: int, batch_per_process: int) -> None:
     """An experiment's ``paper_setup`` is the paper's data parallelism. Another one still trains, with the
     same global batch and lr, but each process's BatchNorm (and sync BN's) sees another batch: warn."""

@@ -35,7 +35,9 @@ def collect(sweep_dir: Path) -> list[dict]:
         if metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
             meta = (metrics.get("config") or {}).get("row") or {}
-            row.update({k: meta[k] for k in ("label", "order", "paper", "baseline") if k in meta})
+            row.update({k: meta[k] for k in ("label", "order", "paper") if k in meta})
+            # the table's base names its baseline row (older runs flagged it with baseline: true)
+            row["baseline"] = meta.get("baseline_row") == name or meta.get("baseline") is True
             if "world_size" in metrics:  # the data parallelism each run had (the paper's: paper_setup)
                 row["setups"].add(f"{metrics['world_size']}x{metrics['batch_per_process']}")
             if metrics.get("map") is not None:

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from bof import distributed
-from bof.config import validate_trainer
+from bof.config import check_random_shapes, validate_trainer
 from bof.tricks.label_smoothing import LabelSmoothing
 from bof.tricks.lr_schedule import CosineSchedule, StepSchedule
 from bof.tricks.mixup import DetectionMixup
@@ -98,12 +98,7 @@ class Tricks(NamedTuple):
 
 
 def build_tricks(cfg: DictConfig) -> Tricks:
-    if cfg.random_shapes is not None and cfg.model.get("random_shape_range") is None:
-        raise ValueError(
-            f"random_shapes=on draws square YOLOv3 input sizes from model.random_shape_range, which "
-            f"model={cfg.model.name} does not have (Faster R-CNN resizes each image itself, as in the "
-            "paper's Table 3): use random_shapes=off"
-        )
+    check_random_shapes(cfg)
     return Tricks(
         augment=instantiate(cfg.augment),
         mixup=instantiate(cfg.mixup) if cfg.mixup is not None else None,

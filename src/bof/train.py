@@ -29,7 +29,7 @@ from bof import distributed
 from bof.atomic import write_json_atomically
 from bof.checkpoint import checkpoint_state, restore, save_checkpoint
 from bof.classify import train_classifier
-from bof.config import CONFIG_DIR, check_backbone, check_paper_setup
+from bof.config import CONFIG_DIR, check_backbone, check_paper_setup, check_random_shapes
 from bof.data.loader import build_data_loader
 from bof.engine import evaluate, train_one_epoch
 from bof.evaluators import build_evaluator
@@ -240,6 +240,7 @@ def main(cfg: DictConfig) -> float | None:
     is resolved here, so ${hydra:runtime.output_dir} is fixed before any process starts."""
     try:
         check_backbone(cfg)
+        check_random_shapes(cfg)
         devices = cfg.trainer.get("devices", 1)
         if devices > 1 and not distributed.launched_externally():
             distributed.check_local_gpus(cfg.trainer.device, devices)
