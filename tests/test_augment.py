@@ -1,11 +1,24 @@
 """Training augmentation: each step does what docs/fidelity.md "Data augmentation" says, and
 `augment=yolo` visibly changes samples."""
 
+import numpy as np
 import pytest
 import torch
+from torchvision import tv_tensors
 from torchvision.ops import box_iou
 
-from bof.tricks.augment import FlipResize, IoUCrop, Resize, YOLOAugment, color_distort
+from bof.tricks.augment import (
+    INTERPOLATIONS,
+    LUMA,
+    FlipResize,
+    Resize,
+    YOLOAugment,
+    color_distort,
+    crop_with_constraints,
+    hue_rotation,
+    kept_by_crop,
+    resize_random,
+)
 
 
 def sample(h=60, w=80):
@@ -37,8 +50,10 @@ def test_brightness_is_additive_within_32_grey_levels():
     image = torch.full((3, 8, 8), 100, dtype=torch.uint8)
     shifts = set()
     for seed in range(30):
-        torch.manual_seed(seed)
-        out = color_distort(image, contrast=(1, 1), saturation=(1, 1), hue_delta=0.0, p=1.0).int()
+        generator = torch.Generator().manual_seed(seed)
+        out = color_distort(
+            image, generator, contrast=(1, 1), saturation=(1, 1), hue_degrees=0.0, p=1.0
+        ).int()
         assert (out == out[0, 0, 0]).all()  # one shift for every pixel and channel
         shifts.add(int(out[0, 0, 0]) - 100)
     assert max(shifts) <= 32 and min(shifts) >= -32 and len(shifts) > 10
@@ -46,9 +61,40 @@ def test_brightness_is_additive_within_32_grey_levels():
 
 def test_colour_steps_change_colour_and_respect_probability_zero():
     image, _ = sample()
-    torch.manual_seed(0)
-    assert not torch.equal(color_distort(image, p=1.0), image)
-    assert torch.equal(color_distort(image, p=0.0), image)
+    assert not torch.equal(color_distort(image, torch.Generator().manual_seed(0), p=1.0), image)
+    assert torch.equal(color_distort(image, torch.Generator().manual_seed(0), p=0.0), image)
+
+
+def test_colour_distortion_is_float_throughout_with_one_clamp_at_the_end():
+    """Brightness then contrast x0.5 on pixels 250 and 100: per-step uint8 clamping would cap the bright
+    pixel at 255 before halving; in float their difference stays (250 - 100) / 2 = 75."""
+    image = torch.tensor([250, 100], dtype=torch.uint8).view(1, 1, 2).expand(3, 1, 2).contiguous()
+    above_clamp = 0
+    for seed in range(40):
+        generator = torch.Generator().manual_seed(seed)
+        out = color_distort(image, generator, contrast=(0.5, 0.5), saturation=(1, 1), hue_degrees=0, p=1.0)
+        bright, dark = out[0, 0].int().tolist()
+        assert abs(bright - dark - 75) <= 1
+        above_clamp += bright > 128  # (250 + d) / 2 for d > 6: impossible after a clamp at 255
+    assert above_clamp > 5
+
+
+def test_saturation_zero_turns_every_pixel_into_its_grey():
+    image, _ = sample()
+    generator = torch.Generator().manual_seed(0)
+    grey_only = dict(brightness_delta=0, contrast=(1, 1), saturation=(0, 0), hue_degrees=0, p=1.0)
+    out = color_distort(image, generator, **grey_only)
+    grey = (torch.tensor(LUMA).view(3, 1, 1) * image.float()).sum(0).round()
+    assert (out.float() - grey).abs().max() <= 1 and torch.equal(out[0], out[1])
+
+
+def test_hue_is_a_yiq_rotation_that_keeps_luma():
+    assert torch.allclose(hue_rotation(0.0), torch.eye(3, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(hue_rotation(360.0), torch.eye(3, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(hue_rotation(10.0) @ hue_rotation(8.0), hue_rotation(18.0), atol=1e-9)
+    luma = torch.tensor(LUMA, dtype=torch.float64)
+    assert torch.allclose(luma @ hue_rotation(18.0), luma, atol=1e-9)  # only the chroma turns
+    assert not torch.allclose(hue_rotation(18.0), torch.eye(3, dtype=torch.float64), atol=0.05)
 
 
 def test_yolo_augment_output_is_valid_and_deterministic_per_seed():
@@ -88,7 +134,7 @@ def test_expand_shrinks_the_boxes_on_average():
     image, target = sample()
 
     def mean_area(expand_p):
-        aug = YOLOAugment(color_p=0.0, expand_p=expand_p, crop_min_ious=[1.0], flip_p=0.0)
+        aug = YOLOAugment(color_p=0.0, expand_p=expand_p, crop_constraints=[], flip_p=0.0)
         areas = []
         for seed in range(20):
             torch.manual_seed(seed)
@@ -114,21 +160,110 @@ def test_every_augmentation_returns_plain_tensors(augment):
     assert type(out) is torch.Tensor and type(t["boxes"]) is torch.Tensor
 
 
-@pytest.mark.parametrize("min_iou", [0.1, 0.5, 0.7])
-def test_iou_crop_meets_its_constraint_and_keeps_boxes_by_centre(min_iou):
-    boxes = torch.tensor([[10.0, 10.0, 50.0, 40.0], [60.0, 5.0, 95.0, 30.0], [20.0, 50.0, 45.0, 78.0]])
-    crop = IoUCrop(min_ious=[min_iou])
+def test_crop_requires_every_box_to_meet_the_constraint():
+    """A large box and a tiny one far from it: no crop has IoU >= 0.5 with both, so GluonCV's rule
+    (every box) leaves only the full image, where torchvision's (some box) would crop around the large one."""
+    boxes = torch.tensor([[0.0, 0.0, 300.0, 300.0], [480.0, 360.0, 490.0, 370.0]])
     for seed in range(20):
-        torch.manual_seed(seed)
-        (top, left, h, w), keep = crop.sample(boxes, 80, 100)
+        crop = crop_with_constraints(
+            boxes, 500, 375, torch.Generator().manual_seed(seed), constraints=[(0.5, None)]
+        )
+        assert crop == (0, 0, 500, 375)
+
+
+def test_crop_meets_its_constraint_with_every_box_and_keeps_boxes_by_centre():
+    boxes = torch.tensor([[100.0, 80.0, 400.0, 300.0], [150.0, 100.0, 350.0, 290.0]])
+    cropped = 0
+    for seed in range(30):
+        left, top, w, h = crop_with_constraints(boxes, 500, 375, torch.Generator().manual_seed(seed),
+                                                constraints=[(0.5, None)])  # fmt: skip
+        if (w, h) == (500, 375):
+            continue
+        cropped += 1
         window = torch.tensor([[left, top, left + w, top + h]], dtype=torch.float32)
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        inside = (centres > window[0, :2]).all(1) & (centres < window[0, 2:]).all(1)
-        assert torch.equal(keep, inside) and keep.any()
-        assert box_iou(window, boxes[keep]).max() >= min_iou
-        assert 0.5 <= w / h <= 2.0 and 0.3 * 100 - 1 <= w <= 100 and 0.3 * 80 - 1 <= h <= 80
+        assert box_iou(window, boxes).min() >= 0.5  # every box, not just one
+        scale2, aspect = (w / 500) * (h / 375), (w / 500) / (h / 375)  # s^2 and a, up to int()
+        assert 0.3**2 - 0.01 <= scale2 <= 1.0 and 0.5 - 0.02 <= aspect <= 2.0 + 0.02
+        assert kept_by_crop(boxes, left, top, w, h).any()
+    assert cropped > 10
 
 
-def test_iou_crop_option_one_keeps_the_whole_image():
-    torch.manual_seed(0)
-    assert IoUCrop(min_ious=[1.0]).sample(torch.tensor([[1.0, 1.0, 5.0, 5.0]]), 10, 10) is None
+def test_a_crop_that_keeps_no_box_is_never_chosen_and_no_boxes_means_no_crop():
+    tiny_corner = torch.tensor([[2.0, 2.0, 6.0, 6.0]])  # most crops miss its centre
+    for seed in range(40):
+        crop = crop_with_constraints(tiny_corner, 500, 375, torch.Generator().manual_seed(seed))
+        assert kept_by_crop(tiny_corner, *crop).all()
+    assert crop_with_constraints(torch.zeros(0, 4), 500, 375, torch.Generator()) == (0, 0, 500, 375)
+
+
+def gluoncv_crop_reference(boxes: np.ndarray, width: int, height: int, rng: np.random.Generator):
+    """GluonCV's rule, one trial at a time as GluonCV runs it (written from its description in
+    docs/fidelity.md): the distribution the vectorised crop must reproduce."""
+    constraints = ((0.1, None), (0.3, None), (0.5, None), (0.7, None), (0.9, None), (None, 1.0))
+    candidates = [(0, 0, width, height)]
+    for low, high in constraints:
+        low, high = -np.inf if low is None else low, np.inf if high is None else high
+        for _ in range(50):
+            s = rng.uniform(0.3, 1.0)
+            a = rng.uniform(max(0.5, s * s), min(2.0, 1 / (s * s)))
+            h, w = int(height * s / np.sqrt(a)), int(width * s * np.sqrt(a))
+            top, left = int(rng.integers(max(height - h, 1))), int(rng.integers(max(width - w, 1)))
+            inter = np.prod(np.clip(np.minimum(boxes[:, 2:], [left + w, top + h])
+                                    - np.maximum(boxes[:, :2], [left, top]), 0, None), axis=1)  # fmt: skip
+            iou = inter / (np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) + w * h - inter)
+            if low <= iou.min() and iou.max() <= high:
+                candidates.append((left, top, w, h))
+                break
+    while candidates:
+        crop = candidates.pop(int(rng.integers(len(candidates))))
+        if kept_by_crop(torch.from_numpy(boxes), *crop).any():
+            return crop
+    return (0, 0, width, height)
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [[30, 40, 200, 300], [220, 60, 420, 250], [300, 200, 480, 360]],  # three objects
+        [
+            [20, 20, 70, 60],
+            [400, 30, 450, 80],
+            [220, 160, 270, 210],
+            [40, 300, 90, 350],
+            [420, 300, 470, 350],
+        ],
+    ],
+    ids=["3 boxes", "5 small boxes"],
+)
+def test_crop_statistics_match_gluoncvs_rule(boxes):
+    """Mean crop area, share of boxes kept and share of draws left whole on a 500 x 375 image: the
+    vectorised crop against GluonCV's one-trial-at-a-time rule, 1000 draws each."""
+    boxes_np = np.array(boxes, dtype=np.float64)
+    boxes_t = torch.from_numpy(boxes_np)
+
+    def stats(crops):
+        crops = torch.tensor(crops, dtype=torch.float64)
+        area = (crops[:, 2] * crops[:, 3] / (500 * 375)).mean()
+        kept = torch.stack([kept_by_crop(boxes_t, *c.tolist()).double().mean() for c in crops.long()]).mean()
+        whole = (crops[:, 2:] == torch.tensor([500.0, 375.0])).all(1).double().mean()
+        return torch.stack([area, kept, whole])
+
+    rng = np.random.default_rng(0)
+    reference = stats([gluoncv_crop_reference(boxes_np, 500, 375, rng) for _ in range(1000)])
+    generator = torch.Generator().manual_seed(0)
+    ours = stats([crop_with_constraints(boxes_t.float(), 500, 375, generator) for _ in range(1000)])
+    assert (ours - reference).abs().max() <= 0.03, (ours, reference)
+
+
+@pytest.mark.parametrize("mode", INTERPOLATIONS)
+def test_every_interpolation_resizes_image_and_boxes(mode):
+    image, target = sample(h=64, w=64)
+    image = tv_tensors.Image(image)
+    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(64, 64))
+    out, t = resize_random(image, {**target, "boxes": boxes}, 32, mode)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
+    assert torch.allclose(t["boxes"], target["boxes"] / 2)
+    if mode == "area":  # a halving averages each 2 x 2 block
+        blocks = image.float().view(3, 32, 2, 32, 2).mean((2, 4))
+        assert (out.float() - blocks).abs().max() <= 0.5
+    assert len(set(INTERPOLATIONS)) == 5

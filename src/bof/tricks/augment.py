@@ -2,7 +2,7 @@
 
 ``augment=yolo`` is GluonCV's YOLOv3 training transform, in its order::
 
-    colour distortion -> random expand -> SSD-style IoU crop -> resize (random interpolation)
+    colour distortion -> random expand -> constrained crop (SSD's rule) -> resize (random interpolation)
     -> horizontal flip -> drop boxes that became empty
 
 ``augment=rcnn`` is the Faster R-CNN recipe (horizontal flip and resize only) and ``augment=none`` is
@@ -17,6 +17,7 @@ their boxes.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.ops import box_iou
 from torchvision.transforms import v2
@@ -25,8 +26,13 @@ from torchvision.transforms.v2 import functional as TF
 from bof.boxes import IMAGENET_MEAN, as_tv_tensors, plain_tensors, resize_square
 
 PER_BOX_FIELDS = ("labels", "difficult", "weights")
-# GluonCV drew one of cv2's five interpolations; these are the ones torchvision resizes tensors with
-INTERPOLATIONS = (v2.InterpolationMode.NEAREST, v2.InterpolationMode.BILINEAR, v2.InterpolationMode.BICUBIC)
+# GluonCV's imresize draws one of cv2's five interpolations (np.random.randint(0, 5)); the two torchvision
+# cannot resize tensors with stand in as RESIZE (docs/fidelity.md "Data augmentation")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
+LUMA = (0.299, 0.587, 0.114)  # the grey of GluonCV's saturation step (ITU-R 601)
+RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.321), (0.211, -0.523, 0.311))  # GluonCV's
+# GluonCV's (min IoU, max IoU) constraints, None: unbounded (SSD's sampling rule)
+CROP_CONSTRAINTS = ((0.1, None), (0.3, None), (0.5, None), (0.7, None), (0.9, None), (None, 1.0))
 
 
 def per_box_fields(inputs) -> tuple[torch.Tensor, ...]:
@@ -35,43 +41,148 @@ def per_box_fields(inputs) -> tuple[torch.Tensor, ...]:
     return tuple(target[k] for k in PER_BOX_FIELDS if k in target)
 
 
+def uniform(low: float, high: float, generator: torch.Generator | None) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
+
+
+def hue_rotation(degrees: float) -> torch.Tensor:
+    """The 3 x 3 RGB matrix that rotates the chroma plane (I, Q) of YIQ by ``degrees``: GluonCV's hue step.
+    Back to RGB with the exact inverse of RGB_TO_YIQ (GluonCV's rounded one is off by up to 0.3%), so a
+    rotation by 0 is the identity."""
+    angle = torch.tensor(degrees, dtype=torch.float64).deg2rad()
+    cos, sin = float(angle.cos()), float(angle.sin())
+    rotation = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]], dtype=torch.float64)
+    to_yiq = torch.tensor(RGB_TO_YIQ, dtype=torch.float64)
+    return torch.linalg.inv(to_yiq) @ rotation @ to_yiq
+
+
 def color_distort(
     image: torch.Tensor,
+    generator: torch.Generator | None = None,
     brightness_delta: float = 32.0,
     contrast: tuple[float, float] = (0.5, 1.5),
     saturation: tuple[float, float] = (0.5, 1.5),
-    hue_delta: float = 0.05,
+    hue_degrees: float = 18.0,
     p: float = 0.5,
 ) -> torch.Tensor:
-    """GluonCV's ``random_color_distort`` on a uint8 [3, H, W] image.
+    """GluonCV's ``random_color_distort`` on a uint8 [3, H, W] image, in float with one clamp at the end.
 
-    Brightness: add U(-delta, delta) grey levels (additive, as GluonCV; torchvision's is a factor), then
-    contrast, saturation, hue in the order (contrast, saturation, hue) or (saturation, hue, contrast),
-    each applied with probability p. Hue: GluonCV passed ``hue_delta=18`` degrees but multiplied it by
-    pi as if it were a fraction of a turn, which rotates the hue at random by up to 18 half turns; we
-    use the intended +-18 degrees (0.05 of a turn, torchvision's unit). torchvision's
-    RandomPhotometricDistort is close but multiplies brightness and shuffles channels, which GluonCV
-    never did, hence this function.
+    Each step applies with probability ``p``: brightness adds U(-delta, delta) grey levels; then, in the
+    order (contrast, saturation, hue) or (saturation, hue, contrast), contrast scales every value by
+    U(0.5, 1.5) (GluonCV's plain scaling), saturation blends each pixel with its grey by U(0.5, 1.5), and
+    hue rotates the pixel's chroma in YIQ space by U(-18, 18) degrees (:func:`hue_rotation`; GluonCV
+    multiplied the drawn 18 by pi as if it were a fraction of a turn, which turns the hue by any angle:
+    we keep SSD's intended +-18 degrees). Every step is affine in the pixel, so they compose into one
+    3 x 3 matrix and offset applied in a single float pass, then clamped to [0, 255] and rounded to uint8
+    (GluonCV fed the unclamped floats on; the pipeline here stays uint8 until normalisation).
+    ``generator`` supplies all the randomness (None: torch's global generator).
     """
+    matrix, offset = torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
 
-    def maybe(fn):
-        nonlocal image
-        if torch.rand(()) < p:
-            image = fn(image)
+    def apply(step: torch.Tensor, shift: float = 0.0):
+        nonlocal matrix, offset
+        matrix, offset = step @ matrix, step @ offset + shift
 
-    def uniform(low, high) -> float:
-        return float(torch.empty(()).uniform_(low, high))
+    def fires() -> bool:
+        return float(torch.rand((), generator=generator)) < p
 
-    maybe(lambda im: (im.float() + uniform(-brightness_delta, brightness_delta)).clamp(0, 255).to(im.dtype))
-    steps = [
-        lambda im: TF.adjust_contrast(im, uniform(*contrast)),
-        lambda im: TF.adjust_saturation(im, uniform(*saturation)),
-        lambda im: TF.adjust_hue(im, uniform(-hue_delta, hue_delta)),
-    ]
-    order = steps if torch.rand(()) < 0.5 else steps[1:] + steps[:1]
-    for step in order:
-        maybe(step)
-    return image
+    changed = False
+    if fires():
+        apply(torch.eye(3, dtype=torch.float64), uniform(-brightness_delta, brightness_delta, generator))
+        changed = True
+    grey = torch.tensor(LUMA, dtype=torch.float64).expand(3, 3)  # every channel <- the pixel's grey
+
+    def contrast_step():
+        return torch.eye(3, dtype=torch.float64) * uniform(*contrast, generator)
+
+    def saturation_step():
+        alpha = uniform(*saturation, generator)
+        return alpha * torch.eye(3, dtype=torch.float64) + (1 - alpha) * grey
+
+    def hue_step():
+        return hue_rotation(uniform(-hue_degrees, hue_degrees, generator))
+
+    steps = [contrast_step, saturation_step, hue_step]
+    for step in steps if fires() else steps[1:] + steps[:1]:  # GluonCV's coin: contrast first or last
+        if fires():
+            apply(step())
+            changed = True
+    if not changed:
+        return image
+    pixels = torch.addmm(offset.float()[:, None], matrix.float(), image.reshape(3, -1).float())
+    return pixels.clamp_(0, 255).round_().to(torch.uint8).reshape(image.shape)
+
+
+def crop_with_constraints(
+    boxes: torch.Tensor,
+    width: int,
+    height: int,
+    generator: torch.Generator | None = None,
+    min_scale: float = 0.3,
+    max_scale: float = 1.0,
+    max_aspect: float = 2.0,
+    constraints=CROP_CONSTRAINTS,
+    trials: int = 50,
+) -> tuple[int, int, int, int]:
+    """GluonCV's ``random_crop_with_constraints`` (SSD's sampling rule): boxes [N, 4] xyxy pixels ->
+    the crop ``(left, top, crop_width, crop_height)``.
+
+    For each (min IoU, max IoU) constraint, up to ``trials`` crops: scale s ~ U(min_scale, max_scale),
+    aspect a ~ U(max(1/max_aspect, s^2), min(max_aspect, 1/s^2)), h = int(H s / sqrt(a)),
+    w = int(W s sqrt(a)), top and left uniform; a trial is accepted when every box's IoU with it lies
+    within the constraint, and the first accepted trial of each constraint becomes a candidate beside
+    the full image. One candidate is drawn uniformly among those that keep a box (a box is kept when
+    its centre lies in the crop, :func:`kept_by_crop`). GluonCV draws trials one by one and stops a
+    constraint at its first hit; here every trial is drawn at once and one IoU matrix decides them all,
+    which draws more random numbers but picks from the same distribution. No boxes: the full image.
+    ``generator`` supplies all the randomness (None: torch's global generator).
+    """
+    full = (0, 0, width, height)
+    if not len(boxes) or not len(constraints):
+        return full
+
+    def draw():
+        return torch.rand(len(constraints), trials, generator=generator, dtype=torch.float64)
+
+    scale = min_scale + (max_scale - min_scale) * draw()
+    low, high = (scale**2).clamp(min=1 / max_aspect), (1 / scale**2).clamp(max=max_aspect)
+    aspect = low + (high - low) * draw()
+    crop_h, crop_w = (height * scale / aspect.sqrt()).long(), (width * scale * aspect.sqrt()).long()
+    top, left = (draw() * (height - crop_h)).long(), (draw() * (width - crop_w)).long()
+    crops = torch.stack([left, top, left + crop_w, top + crop_h], -1).view(-1, 4)  # [C * T, 4]
+    iou = box_iou(boxes.double(), crops.double()).view(len(boxes), len(constraints), trials)
+    bounds = torch.tensor(
+        [(-torch.inf if lo is None else lo, torch.inf if hi is None else hi) for lo, hi in constraints],
+        dtype=torch.float64,
+    )
+    accepted = (iou.amin(0) >= bounds[:, :1]) & (iou.amax(0) <= bounds[:, 1:])  # [C, T]
+    first = accepted.byte().argmax(1)  # the first accepted trial of each constraint
+    chosen = torch.arange(len(constraints))[accepted.any(1)]
+    candidates = torch.cat([torch.tensor([full]), (crops.view(-1, trials, 4)[chosen, first[chosen]])])
+    candidates[1:, 2:] -= candidates[1:, :2]  # xyxy -> (left, top, width, height)
+    useful = candidates[[bool(kept_by_crop(boxes, *c.tolist()).any()) for c in candidates]]
+    if not len(useful):
+        return full
+    return tuple(useful[int(torch.randint(len(useful), (), generator=generator))].tolist())
+
+
+def kept_by_crop(boxes: torch.Tensor, left: int, top: int, width: int, height: int) -> torch.Tensor:
+    """The boxes a crop keeps: those whose centre lies in it (GluonCV ``bbox_crop``, half-open)."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    corner = centres.new_tensor([left, top])
+    return ((centres >= corner) & (centres < corner + centres.new_tensor([width, height]))).all(1)
+
+
+def resize_random(image: tv_tensors.Image, target: dict, size: int, mode: str) -> tuple:
+    """GluonCV's training resize to size x size with cv2's ``mode``, not antialiased (as cv2) except where
+    a stand-in needs it: ``area`` averages over each output pixel's area (``F.interpolate(mode="area")``,
+    cv2's INTER_AREA when shrinking), ``lanczos`` (not available for tensors) is antialiased bicubic."""
+    target = {**target, "boxes": TF.resize(target["boxes"], [size, size])}
+    if mode == "area":
+        pixels = F.interpolate(image[None].float(), size=(size, size), mode="area")[0]
+        return tv_tensors.Image(pixels.round_().clamp_(0, 255).to(torch.uint8)), target
+    interpolation = v2.InterpolationMode.BICUBIC if mode == "lanczos" else v2.InterpolationMode(mode)
+    return TF.resize(image, [size, size], interpolation=interpolation, antialias=mode == "lanczos"), target
 
 
 class Resize:
@@ -88,117 +199,59 @@ class Resize:
         return f"resize ({self.interpolation.value})"
 
 
-class IoUCrop:
-    """SSD-style random crop with a minimum-IoU constraint (GluonCV ``random_crop_with_constraints``,
-    torchvision ``RandomIoUCrop``), with the same sampling rule, vectorised over the trials.
-
-    Per round: pick a constraint from ``min_ious`` (1.0 or more: keep the whole image); draw ``trials``
-    crops of scale U(min_scale, max_scale) per side, aspect w/h in [min_aspect, max_aspect], at a
-    uniform position; the first crop that contains some box centre and overlaps one of those boxes with
-    IoU >= the constraint wins; no winner: next round. Boxes whose centre lies outside the crop are
-    dropped. torchvision draws the same distribution one trial at a time in Python, which took 60% of
-    the YOLO pipeline's time (scripts/bench_augment.py); here a round is one batched IoU. After
-    ``max_rounds`` rounds without a crop (possible only when 1.0 is not an option) the image stays whole.
-    """
-
-    def __init__(
-        self,
-        min_scale: float = 0.3,
-        max_scale: float = 1.0,
-        min_aspect: float = 0.5,
-        max_aspect: float = 2.0,
-        min_ious=(0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0),
-        trials: int = 50,
-        max_rounds: int = 100,
-    ):
-        self.min_scale, self.max_scale = min_scale, max_scale
-        self.min_aspect, self.max_aspect = min_aspect, max_aspect
-        self.min_ious, self.trials, self.max_rounds = tuple(min_ious), trials, max_rounds
-
-    def sample(self, boxes: torch.Tensor, height: int, width: int) -> tuple[list[int], torch.Tensor] | None:
-        """boxes [N, 4] xyxy pixels -> ([top, left, crop_h, crop_w], mask [N] of kept boxes) or None."""
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        for _ in range(self.max_rounds):
-            min_iou = self.min_ious[int(torch.randint(len(self.min_ious), ()))]
-            if min_iou >= 1.0:
-                return None
-            scale = self.min_scale + (self.max_scale - self.min_scale) * torch.rand(self.trials, 2)
-            size = (scale * torch.tensor([width, height])).long()  # [T, 2] (w, h), truncated as int()
-            offset = ((torch.tensor([width, height]) - size) * torch.rand(self.trials, 2)).long()
-            crops = torch.cat([offset, offset + size], 1).float()  # [T, 4] xyxy
-            aspect = size[:, 0] / size[:, 1].clamp(min=1)
-            inside = (crops[:, None, :2] < centres[None]).all(-1) & (centres[None] < crops[:, None, 2:]).all(
-                -1
-            )  # [T, N]
-            best_iou = torch.where(inside, box_iou(crops, boxes), -1.0).amax(1)
-            ok = (size > 0).all(1) & (aspect >= self.min_aspect) & (aspect <= self.max_aspect)
-            ok &= inside.any(1) & (best_iou >= min_iou)
-            if ok.any():
-                t = int(ok.nonzero()[0])
-                (left, top), (w, h) = offset[t].tolist(), size[t].tolist()
-                return [top, left, h, w], inside[t]
-        return None
-
-    def __call__(self, image: tv_tensors.Image, target: dict) -> tuple[tv_tensors.Image, dict]:
-        if not len(target["boxes"]):
-            return image, target
-        found = self.sample(target["boxes"].as_subclass(torch.Tensor), *image.shape[-2:])
-        if found is None:
-            return image, target
-        (top, left, h, w), keep = found
-        target = {k: v[keep] if k in PER_BOX_FIELDS else v for k, v in target.items()}
-        boxes = tv_tensors.wrap(target["boxes"][keep], like=target["boxes"])  # indexing unwraps
-        target["boxes"] = TF.crop(boxes, top, left, h, w)
-        return TF.crop(image, top, left, h, w), target
-
-
 class YOLOAugment:
-    """The YOLOv3 training pipeline of docs/fidelity.md "Data augmentation", from torchvision.transforms.v2
-    pieces.
-
-    Expand: p=0.5, canvas side ratio U(1, max_expand), filled with the ImageNet mean. Crop: min IoU
-    with some box in {0.1, 0.3, 0.5, 0.7, 0.9, any} or no crop at all (torchvision's 1.0), scale
-    U(crop_min_scale, 1), aspect 1/2..2, boxes kept when their centre is inside (:class:`IoUCrop`,
-    skipped for an image without boxes). Resize: one of nearest, bilinear, bicubic at random. Flip: p=0.5.
-    """
+    """GluonCV's YOLOv3 training transform (docs/fidelity.md "Data augmentation"): :func:`color_distort`;
+    expand (p=0.5, canvas side ratio U(1, max_expand), filled with the ImageNet mean); the constrained
+    crop (:func:`crop_with_constraints`, boxes kept by centre); resize with one of the five
+    ``INTERPOLATIONS`` at random (:func:`resize_random`); flip (p=0.5); boxes left without area dropped.
+    Randomness: torch's global generator, which the data loader seeds per sample."""
 
     def __init__(
         self,
         brightness_delta: float = 32.0,
         contrast: tuple[float, float] = (0.5, 1.5),
         saturation: tuple[float, float] = (0.5, 1.5),
-        hue_delta: float = 0.05,
+        hue_degrees: float = 18.0,
         color_p: float = 0.5,
         expand_p: float = 0.5,
         max_expand: float = 4.0,
         crop_min_scale: float = 0.3,
-        crop_min_ious: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0),
+        crop_constraints=CROP_CONSTRAINTS,
         crop_trials: int = 50,
         flip_p: float = 0.5,
     ):
         self.color = dict(
             brightness_delta=brightness_delta, contrast=tuple(contrast), saturation=tuple(saturation),
-            hue_delta=hue_delta, p=color_p,
+            hue_degrees=hue_degrees, p=color_p,
         )  # fmt: skip
+        self.crop = dict(min_scale=crop_min_scale, constraints=[tuple(c) for c in crop_constraints],
+                         trials=crop_trials)  # fmt: skip
         fill = tuple(round(255 * m) for m in IMAGENET_MEAN)
         self.expand = v2.RandomZoomOut(
             fill={tv_tensors.Image: fill, "others": 0}, side_range=(1.0, max_expand), p=expand_p
         )
-        self.crop = IoUCrop(min_scale=crop_min_scale, min_ious=crop_min_ious, trials=crop_trials)
         self.flip = v2.RandomHorizontalFlip(flip_p)
         self.sanitize = v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=per_box_fields)
 
     def __call__(self, image: torch.Tensor, target: dict, size: int) -> tuple[torch.Tensor, dict]:
         image = color_distort(image, **self.color)
         image, target = self.expand(*as_tv_tensors(image, target))
-        image, target = self.crop(image, target)
-        interpolation = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]
-        image, target = resize_square(image, target, size, interpolation)
+        boxes = target["boxes"].as_subclass(torch.Tensor)
+        left, top, width, height = crop_with_constraints(boxes, *image.shape[:-3:-1], **self.crop)
+        if (width, height) != tuple(image.shape[:-3:-1]):
+            keep = kept_by_crop(boxes, left, top, width, height)
+            target = {k: v[keep] if k in PER_BOX_FIELDS else v for k, v in target.items()}
+            target["boxes"] = TF.crop(
+                tv_tensors.wrap(boxes[keep], like=target["boxes"]), top, left, height, width
+            )
+            image = TF.crop(image, top, left, height, width)
+        mode = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]
+        image, target = resize_random(image, target, size, mode)
         image, target = self.sanitize(*self.flip(image, target))
         return plain_tensors(image, target)
 
     def __repr__(self) -> str:
-        return "yolo augmentation (colour, expand, IoU crop, random-interpolation resize, flip)"
+        return "yolo augmentation (colour, expand, constrained crop, random-interpolation resize, flip)"
 
 
 class FlipResize:
