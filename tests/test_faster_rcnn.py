@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
-from bof.models.faster_rcnn import FasterRCNNDetector
+from bof.models.faster_rcnn import SMOOTH_L1_BETA, FasterRCNNDetector
 from bof.run import build_tricks
 from bof.train import build_data_loaders, build_model, train
 
@@ -151,3 +151,49 @@ def test_random_shapes_with_faster_rcnn_is_refused_before_the_processes_start(tm
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode != 0 and "model=faster_rcnn_r50_c4 does not have" in done.stderr
+
+
+GLUONCV_C4 = {  # docs/fidelity.md "Faster R-CNN": GluonCV's faster_rcnn_resnet*_v1b_voc / _coco
+    "faster_rcnn_r50_c4": dict(pre=(12000, 6000), post=(2000, 300), rpn_nms=0.7, min_size=16, sampling=2,
+                               beta=1.0, score=1e-4, nms=0.3, keep=100),
+    "faster_rcnn_r101_c4_coco": dict(pre=(12000, 6000), post=(2000, 1000), rpn_nms=0.7, min_size=1,
+                                     sampling=2, beta=1.0, score=0.05, nms=0.5, keep=1 << 30),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(GLUONCV_C4))
+def test_c4_models_take_gluoncvs_proposal_and_detection_values(make_cfg, name):
+    expected = GLUONCV_C4[name]
+    net = instantiate(make_cfg(f"model={name}").model.net, num_classes=3).detector
+    rpn, heads = net.rpn, net.roi_heads
+    assert (rpn._pre_nms_top_n["training"], rpn._pre_nms_top_n["testing"]) == expected["pre"]
+    assert (rpn._post_nms_top_n["training"], rpn._post_nms_top_n["testing"]) == expected["post"]
+    assert (rpn.nms_thresh, rpn.min_size, heads.box_roi_pool.sampling_ratio) == (
+        expected["rpn_nms"],
+        expected["min_size"],
+        expected["sampling"],
+    )
+    assert (heads.box_beta, heads.score_thresh, heads.nms_thresh, heads.detections_per_img) == (
+        expected["beta"],
+        expected["score"],
+        expected["nms"],
+        expected["keep"],
+    )
+
+
+def test_roi_box_beta_and_rpn_min_size_act(model):
+    """rho 1 instead of 1/9 changes the RoI box loss; a minimum proposal side larger than the image
+    leaves no proposal, hence no detection."""
+    heads = model.detector.roi_heads
+    ninth = losses(model)["loss_box_reg"]
+    heads.box_beta = 1.0
+    try:
+        assert losses(model)["loss_box_reg"] < ninth  # smooth L1 with beta 1 is below beta 1/9
+    finally:
+        heads.box_beta = SMOOTH_L1_BETA
+    torch.manual_seed(0)
+    kwargs = dict(num_classes=3, depth=50, design="c4", min_size=64, max_size=96, box_score_thresh=0.0)
+    images = batch()[0]
+    some = FasterRCNNDetector(**kwargs).eval()(images)
+    none = FasterRCNNDetector(**kwargs, rpn_min_size=1000).eval()(images)
+    assert len(some[0]["boxes"]) > 0 and all(len(d["boxes"]) == 0 for d in none)

@@ -46,17 +46,19 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from bof.tricks.mixup import box_weights
 
+ALL_DETECTIONS = 1 << 30  # detections_per_image None: torchvision's slice keep[:n] keeps them all
 RESNETS = {50: (resnet50, ResNet50_Weights.IMAGENET1K_V1), 101: (resnet101, ResNet101_Weights.IMAGENET1K_V1)}
-SMOOTH_L1_BETA = 1.0 / 9  # torchvision's (and Detectron's) RPN and RoI box loss
+SMOOTH_L1_BETA = 1.0 / 9  # torchvision's (and Detectron's) RPN and RoI box loss; GluonCV's RPN box loss
 
 
 class WeightedRoIHeads(RoIHeads):
     """RoIHeads whose training loss weights every sampled RoI by the weight of its matched box and
-    smooths the class targets (``label_smoothing``: eps of the softmax rule); inference is torchvision's."""
+    smooths the class targets (``label_smoothing``: eps of the softmax rule), with a smooth-L1 box loss
+    of ``box_beta``; inference is torchvision's."""
 
-    def __init__(self, *args, label_smoothing: float = 0.0, **kwargs):
+    def __init__(self, *args, label_smoothing: float = 0.0, box_beta: float = SMOOTH_L1_BETA, **kwargs):
         super().__init__(*args, **kwargs)
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.box_beta = label_smoothing, box_beta
 
     def forward(self, features, proposals, image_shapes, targets=None):
         if not self.training:
@@ -76,7 +78,7 @@ class WeightedRoIHeads(RoIHeads):
         positive = torch.where(labels > 0)[0]
         box_regression = box_regression.reshape(len(labels), -1, 4)[positive, labels[positive]]
         loss_box = F.smooth_l1_loss(
-            box_regression, regression_targets[positive], beta=SMOOTH_L1_BETA, reduction="none"
+            box_regression, regression_targets[positive], beta=self.box_beta, reduction="none"
         ).sum(1)
         loss_box_reg = (loss_box * weights[positive]).sum() / labels.numel()
         return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
@@ -100,7 +102,12 @@ class WeightedRPN(RegionProposalNetwork):
     """RegionProposalNetwork whose sampled anchors carry the weight of their matched box (1 for
     background). The box index behind each anchor's match is read from torchvision's own matching, by
     recording what its proposal matcher returns, so the anchor-box IoU matrix is computed once. The
-    training forward is torchvision's, with the weights passed from the matching to the loss."""
+    training forward is torchvision's, with the weights passed from the matching to the loss.
+    ``min_size``: proposals narrower or lower than this (input pixels) are dropped before NMS."""
+
+    def __init__(self, *args, min_size: float = 1e-3, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.min_size = min_size  # torchvision's RegionProposalNetwork fixes it at 1e-3
 
     def forward(self, images, features, targets=None):
         if not self.training:
@@ -166,6 +173,13 @@ class FasterRCNNDetector(nn.Module):
     from ``model.backbone_checkpoint``).
     ``rois_per_image``: RoIs sampled per image for the RoI head's loss (GluonCV's ``num_sample=128``;
     torchvision's default is 512).
+
+    Proposal and detection settings default to torchvision's FasterRCNN; the C4 configs set GluonCV's
+    per data set (docs/fidelity.md "Faster R-CNN"): ``rpn_pre_nms_*`` / ``rpn_post_nms_*`` proposals kept
+    before / after the RPN's NMS (``rpn_nms``) in training and test, ``rpn_min_size`` the smallest
+    proposal side, ``roi_sampling_ratio`` RoIAlign's samples per bin (0: adaptive), ``roi_box_beta`` the
+    RoI box loss's smooth-L1 beta, ``box_score_thresh`` / ``box_nms`` / ``detections_per_image`` the
+    detections kept (None: all of them).
     """
 
     computes_loss = True
@@ -182,6 +196,17 @@ class FasterRCNNDetector(nn.Module):
         label_smoothing: float | None = None,
         rois_per_image: int = 128,
         freeze_stem: bool | None = None,
+        rpn_pre_nms_train: int = 2000,
+        rpn_post_nms_train: int = 2000,
+        rpn_pre_nms_test: int = 1000,
+        rpn_post_nms_test: int = 1000,
+        rpn_nms: float = 0.7,
+        rpn_min_size: float = 1e-3,
+        roi_sampling_ratio: int = 2,
+        roi_box_beta: float = SMOOTH_L1_BETA,
+        box_score_thresh: float = 0.05,
+        box_nms: float = 0.5,
+        detections_per_image: int | None = 100,
     ):
         super().__init__()
         if depth not in RESNETS or design not in ("fpn", "c4"):
@@ -204,7 +229,9 @@ class FasterRCNNDetector(nn.Module):
         if design == "fpn":  # torchvision's fasterrcnn_resnet50_fpn layout
             backbone = _resnet_fpn_extractor(resnet, trainable_layers=3 if freeze_stem else 5)
             anchors = AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
-            box_roi_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
+            box_roi_pool = MultiScaleRoIAlign(
+                ["0", "1", "2", "3"], output_size=7, sampling_ratio=roi_sampling_ratio
+            )
             box_head = TwoMLPHead(backbone.out_channels * 7 * 7, 1024)
             box_predictor = FastRCNNPredictor(1024, num_classes + 1)
         else:  # C4: the ResNet to stride 16 as backbone, its last stage as the RoI head
@@ -215,20 +242,23 @@ class FasterRCNNDetector(nn.Module):
             backbone = nn.Sequential(*stem, resnet.layer1, resnet.layer2, resnet.layer3)
             backbone.out_channels = 1024  # stride 16
             anchors = AnchorGenerator(((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),))
-            box_roi_pool = MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=0)
+            box_roi_pool = MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=roi_sampling_ratio)
             box_head = nn.Sequential(resnet.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten())
             box_predictor = FastRCNNPredictor(2048, num_classes + 1)
-        # torchvision's FasterRCNN defaults, with the two loss-bearing modules replaced by ours
+        # torchvision's FasterRCNN matching and sampling, with the two loss-bearing modules replaced by ours
         rpn = WeightedRPN(
             anchors, RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
             fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
-            pre_nms_top_n={"training": 2000, "testing": 1000},
-            post_nms_top_n={"training": 2000, "testing": 1000}, nms_thresh=0.7,
+            pre_nms_top_n={"training": rpn_pre_nms_train, "testing": rpn_pre_nms_test},
+            post_nms_top_n={"training": rpn_post_nms_train, "testing": rpn_post_nms_test}, nms_thresh=rpn_nms,
+            min_size=rpn_min_size,
         )  # fmt: skip
         roi_heads = WeightedRoIHeads(
             box_roi_pool, box_head, box_predictor, fg_iou_thresh=0.5, bg_iou_thresh=0.5,
             batch_size_per_image=rois_per_image, positive_fraction=0.25, bbox_reg_weights=None,
-            score_thresh=0.05, nms_thresh=0.5, detections_per_img=100, label_smoothing=label_smoothing or 0.0,
+            score_thresh=box_score_thresh, nms_thresh=box_nms,
+            detections_per_img=detections_per_image or ALL_DETECTIONS,
+            label_smoothing=label_smoothing or 0.0, box_beta=roi_box_beta,
         )  # fmt: skip
         transform = GeneralizedRCNNTransform(min_size, max_size, image_mean=[0.0] * 3, image_std=[1.0] * 3)
         self.detector = GeneralizedRCNN(backbone, rpn, roi_heads, transform)
