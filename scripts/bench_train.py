@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from torch.utils.data import Subset
 
 from bof.config import CONFIG_DIR, validate_trainer
-from bof.engine import prepare_batch, train_step
+from bof.engine import GradClip, prepare_batch, train_step
 from bof.optim import param_groups
 from bof.run import build_tricks, pick_device
 from bof.train import build_data_loaders, build_model
@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
 
     def bare_step():
         if not hasattr(model, "net"):  # Faster R-CNN: its losses are part of its forward; one fixed batch
-            train_step(model, images, targets, optimizer, scaler, amp, None)
+            train_step(model, images, targets, optimizer, scaler, amp)
             return
         with torch.autocast(device.type, enabled=amp):
             outputs = model.net(images)
@@ -110,7 +110,7 @@ def main(argv=None) -> dict:
 
     def full_step():  # exactly the training loop's step
         images, targets = prepare_batch(*next(stream), device, trainer.channels_last)
-        train_step(model, images, targets, optimizer, scaler, amp, trainer.grad_clip)
+        train_step(model, images, targets, optimizer, scaler, amp, GradClip.of(trainer))
 
     bare = batch / timed(bare_step, args.iters, args.warmup, device)
     full = batch / timed(full_step, args.iters, args.warmup, device)

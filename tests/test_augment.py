@@ -11,13 +11,14 @@ from bof.tricks.augment import (
     INTERPOLATIONS,
     LUMA,
     FlipResize,
+    PCALighting,
     Resize,
     YOLOAugment,
     color_distort,
     crop_with_constraints,
     hue_rotation,
     kept_by_crop,
-    resize_random,
+    resize_image,
 )
 
 
@@ -260,10 +261,37 @@ def test_every_interpolation_resizes_image_and_boxes(mode):
     image, target = sample(h=64, w=64)
     image = tv_tensors.Image(image)
     boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(64, 64))
-    out, t = resize_random(image, {**target, "boxes": boxes}, 32, mode)
+    out, t = resize_image(image, {**target, "boxes": boxes}, 32, mode)
     assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
     assert torch.allclose(t["boxes"], target["boxes"] / 2)
     if mode == "area":  # a halving averages each 2 x 2 block
         blocks = image.float().view(3, 32, 2, 32, 2).mean((2, 4))
         assert (out.float() - blocks).abs().max() <= 0.5
     assert len(set(INTERPOLATIONS)) == 5
+
+
+@pytest.mark.parametrize(("height", "width", "size", "mode"), [
+    (375, 500, 416, "bilinear"),  # VOC at 416: one side shrinks, one grows
+    (480, 640, 416, "area"),  # both shrink
+    (100, 120, 160, "bicubic"),  # both grow
+])  # fmt: skip
+def test_evaluation_resize_picks_mxnets_interp_9_mode(height, width, size, mode):
+    image = tv_tensors.Image(torch.randint(0, 256, (3, height, width), dtype=torch.uint8))
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(height, width))
+    }
+    auto, _ = resize_image(image, target, size, "auto")
+    assert torch.equal(auto, resize_image(image, target, size, mode)[0])
+    assert torch.equal(Resize()(image, {"boxes": torch.zeros(0, 4)}, size)[0], auto)
+
+
+def test_pca_lighting_shifts_each_image_by_one_colour_along_imagenets_principal_axes():
+    image = torch.full((3, 4, 4), 128, dtype=torch.uint8)
+    torch.manual_seed(0)
+    shifts = torch.stack([(PCALighting(0.1)(image).float() - 128)[:, 0, 0] for _ in range(200)])
+    assert (shifts.std(0) > 1).all() and shifts.abs().max() < 40  # a few grey levels, mostly brightness
+    first_axis = torch.tensor(PCALighting.EIGVEC)[:, 0]
+    assert (shifts @ first_axis).abs().mean() > 3 * (
+        shifts - (shifts @ first_axis)[:, None] * first_axis
+    ).norm(dim=1).mean()
+    assert torch.equal(PCALighting(0.0)(image), image)

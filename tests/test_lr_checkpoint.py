@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bof.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from bof.engine import GradClip
 from bof.optim import param_groups
 from bof.tricks.lr_schedule import CosineSchedule, StepSchedule, build_lr_scheduler
 
@@ -15,9 +16,9 @@ from bof.tricks.lr_schedule import CosineSchedule, StepSchedule, build_lr_schedu
 def test_step_schedule_warmup_and_absolute_epoch_milestones():
     schedule = StepSchedule(warmup_epochs=2, milestones=[5, 8], gamma=0.1)
     ipe = 10
-    assert schedule.factor(0, ipe, 10) == 0.0
-    assert schedule.factor(10, ipe, 10) == pytest.approx(0.5)
-    assert schedule.factor(20, ipe, 10) == 1.0
+    assert schedule.factor(0, ipe, 10) == pytest.approx(1 / 20)  # the first step already trains
+    assert schedule.factor(9, ipe, 10) == pytest.approx(0.5)
+    assert schedule.factor(19, ipe, 10) == 1.0 and schedule.factor(20, ipe, 10) == 1.0
     assert schedule.factor(49, ipe, 10) == 1.0
     assert schedule.factor(50, ipe, 10) == pytest.approx(0.1)
     assert schedule.factor(80, ipe, 10) == pytest.approx(0.01)
@@ -26,8 +27,8 @@ def test_step_schedule_warmup_and_absolute_epoch_milestones():
 def test_cosine_schedule_half_at_midpoint_zero_at_end():
     schedule = CosineSchedule(warmup_epochs=1)
     ipe, epochs = 10, 11  # 10 warmup iterations, 100 cosine iterations
-    assert schedule.factor(0, ipe, epochs) == 0.0
-    assert schedule.factor(10, ipe, epochs) == 1.0
+    assert schedule.factor(0, ipe, epochs) == pytest.approx(0.1)
+    assert schedule.factor(9, ipe, epochs) == schedule.factor(10, ipe, epochs) == 1.0
     assert schedule.factor(60, ipe, epochs) == pytest.approx(0.5)
     assert schedule.factor(110, ipe, epochs) == pytest.approx(0.0, abs=1e-12)
     assert schedule.factor(109, ipe, epochs) == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))
@@ -42,7 +43,31 @@ def test_lambda_lr_steps_per_iteration():
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert lrs == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1, 0.1])
+    assert lrs == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+
+
+@pytest.mark.parametrize("schedule", [StepSchedule, CosineSchedule])
+def test_warmup_in_iterations_from_a_start_factor(schedule):
+    """GluonCV's Faster R-CNN COCO warmup: 1000 iterations from lr/3, whatever the epoch length."""
+    warm = schedule(warmup_epochs=5, warmup_iters=1000, warmup_start=1 / 3)
+    ipe, epochs = 100, 26
+    assert warm.factor(0, ipe, epochs) == pytest.approx(1 / 3 + 2 / 3 / 1000)
+    assert warm.factor(499, ipe, epochs) == pytest.approx(1 / 3 + 2 / 3 * 0.5)
+    assert warm.factor(999, ipe, epochs) == pytest.approx(1.0)
+    assert warm.factor(1000, ipe, epochs) == pytest.approx(1.0, abs=1e-3)  # the schedule itself
+    assert "warmup 1000 iterations from 0.333333 x lr" in warm.describe(epochs)
+    plain = schedule(warmup_epochs=5)  # without the keys: 500 iterations from 0
+    assert plain.factor(0, ipe, epochs) == pytest.approx(1 / 500) and plain.factor(499, ipe, epochs) == 1.0
+
+
+def test_element_wise_clipping_bounds_every_gradient_value_and_norm_clipping_the_norm():
+    param = torch.nn.Parameter(torch.zeros(4))
+    param.grad = torch.tensor([10.0, -7.0, 0.5, 3.0])
+    GradClip(value=5.0)([param])
+    assert param.grad.tolist() == [5.0, -5.0, 0.5, 3.0]  # MXNet's clip_gradient: each value
+    param.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])
+    GradClip(norm=1.0)([param])
+    assert torch.allclose(param.grad, torch.tensor([0.6, 0.8, 0.0, 0.0]))  # the direction is kept
 
 
 def test_no_weight_decay_on_bn_and_bias():

@@ -83,10 +83,8 @@ def test_cosine_changes_the_train_lr_curve_in_tensorboard(make_cfg, tmp_path):
         train(cfg)
         curves[name] = [e.value for e in scalar_tags(run).Scalars("train/lr")]
     base = cfg.optimizer.lr
-    assert curves["step"][0] == curves["cosine"][0] == 0.0  # warmup starts at 0
-    assert curves["step"][4] == pytest.approx(base) and curves["cosine"][4] == pytest.approx(
-        base
-    )  # end of warmup (4 iters)
+    assert curves["step"][0] == curves["cosine"][0] == pytest.approx(base / 4)  # warmup from 0 over 4 iters
+    assert curves["step"][3] == pytest.approx(base) and curves["cosine"][3] == pytest.approx(base)
     # step: milestones 160/180 of 200 scale to epochs round(2.4) = 2 and round(2.7) = 3 (the end) of 3
     assert curves["step"][7] == pytest.approx(base) and curves["step"][8] == pytest.approx(base / 10)
     assert curves["cosine"][8] == pytest.approx(base / 2, rel=1e-5)  # halfway through 8 cosine iters

@@ -26,10 +26,11 @@ from bof.atomic import write_json_atomically
 from bof.boxes import normalize_batch
 from bof.checkpoint import checkpoint_state, restore, save_checkpoint
 from bof.config import check_paper_setup
-from bof.engine import train_one_epoch
+from bof.engine import GradClip, train_one_epoch
 from bof.models.classifiers import SoftTargetClassifier, build_classifier
 from bof.optim import param_groups
 from bof.run import build_tricks, data_parallel, resume_path, start_run
+from bof.tricks.augment import PCALighting
 from bof.tricks.label_smoothing import softmax_targets
 from bof.tricks.lr_schedule import build_lr_scheduler
 from bof.tricks.mixup import ClassificationMixup, mixup_batch
@@ -41,7 +42,7 @@ def imagenet_transforms(size: int) -> tuple[v2.Compose, v2.Compose]:
     """(train, eval) -> uint8 [3, size, size]; normalisation happens on the device, as for detection."""
     train = v2.Compose([
         v2.ToImage(), v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
-        v2.ColorJitter(0.4, 0.4, 0.4),
+        v2.ColorJitter(0.4, 0.4, 0.4), PCALighting(0.1),  # GluonCV train_imagenet.py's jitter and lighting
     ])  # fmt: skip
     evaluate = v2.Compose([v2.ToImage(), v2.Resize(round(size / 0.875), antialias=True), v2.CenterCrop(size)])
     return train, evaluate
@@ -131,7 +132,7 @@ def train_classifier(cfg: DictConfig) -> dict:
         soft_targets.set_epoch(epoch)
         train_metrics = train_one_epoch(  # the detection loop: every trainer key means the same
             model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer, amp=amp,
-            channels_last=channels_last, grad_clip=trainer.grad_clip,
+            channels_last=channels_last, grad_clip=GradClip.of(trainer),
             show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
             batch_transform=soft_targets,
         )  # fmt: skip

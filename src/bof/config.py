@@ -31,7 +31,8 @@ class TrainerConfig:
     amp: bool = False  # mixed precision (CUDA only; a no-op on the CPU)
     channels_last: bool = False  # NHWC memory format (CUDA only; a no-op on the CPU)
     no_wd: bool = True  # no weight decay on BN parameters and biases (GluonCV --no-wd)
-    grad_clip: float | None = None  # max gradient norm, None = no clipping
+    grad_clip: float | None = None  # max global gradient L2 norm, None = no clipping
+    grad_clip_value: float | None = None  # clip every gradient element to [-v, v] (MXNet clip_gradient)
     resume: Any = False  # false | true (last.pt of this run dir) | auto (true if there is one) | a path
     dry_run: bool = False  # build everything, print the plan, exit without training
     output_dir: str = "."  # the run directory (Hydra's by default)
@@ -47,8 +48,9 @@ class TrainerConfig:
                 raise ValueError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
         if self.num_workers < 0:
             raise ValueError(f"trainer.num_workers must be >= 0, got {self.num_workers}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"trainer.grad_clip must be > 0 or null, got {self.grad_clip}")
+        for key in ("grad_clip", "grad_clip_value"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ValueError(f"trainer.{key} must be > 0 or null, got {getattr(self, key)}")
 
 
 def validate_trainer(trainer: DictConfig) -> TrainerConfig:

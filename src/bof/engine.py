@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from typing import NamedTuple
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -36,7 +37,30 @@ def prepare_batch(images, targets: list[dict] | torch.Tensor, device: torch.devi
     return images, targets
 
 
-def train_step(model, images, targets, optimizer, scaler, amp: bool, grad_clip: float | None):
+class GradClip(NamedTuple):
+    """Gradient clipping before each step: ``norm`` clips the global L2 norm (``trainer.grad_clip``),
+    ``value`` every gradient element to [-value, value] (``trainer.grad_clip_value``: MXNet's
+    ``clip_gradient``, which GluonCV's Faster R-CNN COCO recipe uses). None: off."""
+
+    norm: float | None = None
+    value: float | None = None
+
+    @classmethod
+    def of(cls, trainer) -> GradClip:
+        return cls(trainer.grad_clip, trainer.grad_clip_value)
+
+    def __call__(self, parameters) -> None:
+        parameters = [p for p in parameters if p.grad is not None]
+        if self.value:
+            torch.nn.utils.clip_grad_value_(parameters, self.value)
+        if self.norm:
+            torch.nn.utils.clip_grad_norm_(parameters, self.norm)
+
+
+NO_CLIP = GradClip()
+
+
+def train_step(model, images, targets, optimizer, scaler, amp: bool, grad_clip: GradClip = NO_CLIP):
     """Forward, loss, backward (AMP-scaled), optional gradient clipping, optimizer step. ``model(images,
     targets)`` returns its loss terms (torchvision's detector interface: YOLOv3Detector, Faster R-CNN).
 
@@ -51,9 +75,9 @@ def train_step(model, images, targets, optimizer, scaler, amp: bool, grad_clip: 
         raise FloatingPointError(f"loss is {values['loss']}: {values}")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(losses["loss"]).backward()
-    if grad_clip:
+    if grad_clip.norm or grad_clip.value:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        grad_clip(model.parameters())
     scaler.step(optimizer)
     scaler.update()
     return values
@@ -70,7 +94,7 @@ def train_one_epoch(
     writer: SummaryWriter | None = None,
     amp: bool = False,
     channels_last: bool = False,
-    grad_clip: float | None = None,
+    grad_clip: GradClip = NO_CLIP,
     show_progress: bool = True,
     skip_nonfinite: bool = False,
     batch_transform=None,

@@ -31,7 +31,7 @@ from bof.checkpoint import checkpoint_state, restore, save_checkpoint
 from bof.classify import train_classifier
 from bof.config import CONFIG_DIR, check_backbone, check_paper_setup, check_random_shapes
 from bof.data.loader import build_data_loader
-from bof.engine import evaluate, train_one_epoch
+from bof.engine import GradClip, evaluate, train_one_epoch
 from bof.evaluators import build_evaluator
 from bof.models.classifiers import load_backbone
 from bof.models.yolov3 import YOLOv3Detector
@@ -128,7 +128,7 @@ def train_detector(cfg: DictConfig) -> dict:
         train_loader.batch_sampler.set_epoch(epoch)
         train_metrics = train_one_epoch(
             model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer,
-            amp=amp, channels_last=channels_last, grad_clip=trainer.grad_clip,
+            amp=amp, channels_last=channels_last, grad_clip=GradClip.of(trainer),
             show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
         )  # fmt: skip
         run_log.epoch(epoch, trainer.epochs, train_metrics)

@@ -173,10 +173,16 @@ def kept_by_crop(boxes: torch.Tensor, left: int, top: int, width: int, height: i
     return ((centres >= corner) & (centres < corner + centres.new_tensor([width, height]))).all(1)
 
 
-def resize_random(image: tv_tensors.Image, target: dict, size: int, mode: str) -> tuple:
-    """GluonCV's training resize to size x size with cv2's ``mode``, not antialiased (as cv2) except where
-    a stand-in needs it: ``area`` averages over each output pixel's area (``F.interpolate(mode="area")``,
-    cv2's INTER_AREA when shrinking), ``lanczos`` (not available for tensors) is antialiased bicubic."""
+def resize_image(image: tv_tensors.Image, target: dict, size: int, mode: str) -> tuple:
+    """Resize to size x size with cv2's ``mode``, not antialiased (as cv2) except where a stand-in needs
+    it: ``area`` averages over each output pixel's area (``F.interpolate(mode="area")``, cv2's
+    INTER_AREA when shrinking), ``lanczos`` (not available for tensors) is antialiased bicubic, and
+    ``auto`` is MXNet's ``interp=9`` of GluonCV's evaluation: area when both sides shrink, bicubic when
+    both grow, bilinear otherwise. Boxes move with the pixels."""
+    if mode == "auto":
+        height, width = image.shape[-2:]
+        shrink, grow = size < min(height, width), size > max(height, width)
+        mode = "area" if shrink else "bicubic" if grow else "bilinear"
     target = {**target, "boxes": TF.resize(target["boxes"], [size, size])}
     if mode == "area":
         pixels = F.interpolate(image[None].float(), size=(size, size), mode="area")[0]
@@ -185,25 +191,51 @@ def resize_random(image: tv_tensors.Image, target: dict, size: int, mode: str) -
     return TF.resize(image, [size, size], interpolation=interpolation, antialias=mode == "lanczos"), target
 
 
+class PCALighting:
+    """AlexNet's PCA lighting noise, GluonCV's ``RandomLighting(0.1)`` of ImageNet pretraining: adds
+    ``eigvec @ (alpha * eigval)`` grey levels to every pixel, alpha ~ N(0, alphastd) per component, with
+    ImageNet's RGB eigenvalues scaled to 0..255 as MXNet does. uint8 [3, H, W] in and out."""
+
+    EIGVAL = (55.46, 4.794, 1.148)
+    EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
+
+    def __init__(self, alphastd: float = 0.1):
+        self.alphastd = alphastd
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(3) * self.alphastd
+        shift = torch.tensor(self.EIGVEC) @ (alpha * torch.tensor(self.EIGVAL))
+        return tv_tensors.wrap(
+            (image.float() + shift.view(3, 1, 1)).round_().clamp_(0, 255).to(image.dtype), like=image
+        )
+
+
 class Resize:
     """Resize to a size x size square (no letterbox, as GluonCV's YOLO transforms); the only step of
-    evaluation and of the "- data augmentation" rows of the paper (``augment=none``)."""
+    evaluation and of the "- data augmentation" rows of the paper (``augment=none``). ``interpolation``:
+    one of :func:`resize_image`'s modes; ``auto`` (GluonCV's evaluation) picks it from the sizes."""
 
-    def __init__(self, interpolation: str = "bilinear"):
-        self.interpolation = v2.InterpolationMode(interpolation)
+    def __init__(self, interpolation: str = "auto"):
+        if interpolation not in (*INTERPOLATIONS, "auto"):
+            raise ValueError(
+                f"interpolation must be one of {(*INTERPOLATIONS, 'auto')}, got {interpolation!r}"
+            )
+        self.interpolation = interpolation
 
-    def __call__(self, image: torch.Tensor, target: dict, size: int) -> tuple[torch.Tensor, dict]:
-        return plain_tensors(*resize_square(*as_tv_tensors(image, target), size, self.interpolation))
+    def __call__(self, image: torch.Tensor, target: dict, size: int | None) -> tuple[torch.Tensor, dict]:
+        if size is None:  # Faster R-CNN resizes inside the model
+            return image, target
+        return plain_tensors(*resize_image(*as_tv_tensors(image, target), size, self.interpolation))
 
     def __repr__(self) -> str:
-        return f"resize ({self.interpolation.value})"
+        return f"resize ({self.interpolation})"
 
 
 class YOLOAugment:
     """GluonCV's YOLOv3 training transform (docs/fidelity.md "Data augmentation"): :func:`color_distort`;
     expand (p=0.5, canvas side ratio U(1, max_expand), filled with the ImageNet mean); the constrained
     crop (:func:`crop_with_constraints`, boxes kept by centre); resize with one of the five
-    ``INTERPOLATIONS`` at random (:func:`resize_random`); flip (p=0.5); boxes left without area dropped.
+    ``INTERPOLATIONS`` at random (:func:`resize_image`); flip (p=0.5); boxes left without area dropped.
     Randomness: torch's global generator, which the data loader seeds per sample."""
 
     def __init__(
@@ -246,7 +278,7 @@ class YOLOAugment:
             )
             image = TF.crop(image, top, left, height, width)
         mode = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]
-        image, target = resize_random(image, target, size, mode)
+        image, target = resize_image(image, target, size, mode)
         image, target = self.sanitize(*self.flip(image, target))
         return plain_tensors(image, target)
 
