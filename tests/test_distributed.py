@@ -78,7 +78,10 @@ def test_evaluation_shards_cover_every_image_exactly_once():
     assert sorted(i for shard in shards for i in shard) == dataset
 
 
-DETERMINISTIC = ["augment=none", "mixup=off", "syncbn=on", "trainer.epochs=2", "trainer.grad_clip=null"]
+# bilinear training inputs: on the area-averaged ones of augment=none's default, the float reordering of
+# the 2-process sum moves this tiny chaotic model 4.7% apart in two steps, past the 1% tolerance below
+DETERMINISTIC = ["augment=none", "augment.interpolation=bilinear", "mixup=off", "syncbn=on",
+                 "trainer.epochs=2", "trainer.grad_clip=null"]  # fmt: skip
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(make_cfg, tmp_path):
