@@ -6,8 +6,9 @@ the backbone files a user passes (a darknet53.conv.74-format file, torchvision's
 task=classify checkpoints), and trained for two epochs of one or two iterations on a small data set in
 the table's own layout (a VOCdevkit of 500x375 JPEGs for Tables 1-3, COCO 2017 of 640x480 for Tables
 4-6; 2 training images), then evaluated on 2 images. Only sizes that do not change what runs are
-overridden: the data root, the batch (2 YOLOv3 / 1 Faster R-CNN images), one process, and one epoch, or
-two for mixup rows (mixup is off in a run's last epoch: it mixes in the first).
+overridden: the data root, the batch (2 YOLOv3 / 1 Faster R-CNN images; the lr scaled linearly with it, the
+rule users follow for another batch), one process, and one epoch, or two for mixup rows (mixup is off in a
+run's last epoch: it mixes in the first).
 
 The logged trick description must name exactly the tricks of the paper's row (docs/tables.md)."""
 
@@ -146,6 +147,9 @@ def test_row_runs_at_full_scale(row, assets, run_dir, monkeypatch, caplog):
         overrides.append(f"backbones.darknet53={assets['darknet']}")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
+    # the paper's lr is for its global batch: scaled linearly to this one (Goyal et al.), as a user would
+    paper_batch = cfg.paper_setup.world_size * cfg.paper_setup.batch_per_process
+    cfg.optimizer.lr *= cfg.trainer.batch_size / paper_batch
     # the full-size recipe: nothing scaled down but the data and the batch
     assert cfg.get("scale") is None and cfg.model.net.get("width", 1.0) == 1.0
     if yolo:

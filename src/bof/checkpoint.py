@@ -1,4 +1,5 @@
-"""Checkpoints: one dict, written atomically, loadable with ``torch.load(..., weights_only=True)``.
+"""Checkpoints: one dict, written atomically, loadable with ``torch.load(..., weights_only=True)`` on any
+device (tensors load to the CPU first) and by any number of processes.
 
 A checkpoint holds model, optimizer, lr scheduler, AMP scaler, epoch, RNG states and the resolved config.
 It is written to a temporary file in the same directory, flushed to disk, then renamed over the old one,
@@ -43,8 +44,8 @@ def rng_state() -> dict:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's GPU only: resumable on any GPU count
     return state
 
 
@@ -62,8 +63,11 @@ def set_rng_state(state: dict) -> None:
         )
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list):  # older checkpoints: every visible GPU's state; this process takes its own
+        cuda = cuda[torch.cuda.current_device() % len(cuda)] if torch.cuda.is_available() and cuda else None
+    if cuda is not None and torch.cuda.is_available():  # on a CPU a GPU run's state is dropped
+        torch.cuda.set_rng_state(cuda)
 
 
 def checkpoint_state(

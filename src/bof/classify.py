@@ -29,7 +29,7 @@ from bof.config import check_paper_setup
 from bof.engine import GradClip, train_one_epoch
 from bof.models.classifiers import SoftTargetClassifier, build_classifier
 from bof.optim import param_groups
-from bof.run import build_tricks, data_parallel, resume_path, start_run
+from bof.run import build_tricks, data_parallel, finished_run, resume_path, start_run
 from bof.tricks.augment import PCALighting
 from bof.tricks.label_smoothing import softmax_targets
 from bof.tricks.lr_schedule import build_lr_scheduler
@@ -77,6 +77,8 @@ class SoftTargets:
 
 def train_classifier(cfg: DictConfig) -> dict:
     trainer, out_dir, device, rank, world_size, local_rank = start_run(cfg)
+    if (done := finished_run(trainer, out_dir)) is not None:
+        return done
     check_paper_setup(cfg.get("paper_setup"), world_size, trainer.batch_size // world_size)
     main_process = rank == 0
     tricks = build_tricks(cfg)

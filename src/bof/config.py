@@ -28,6 +28,7 @@ class TrainerConfig:
     num_workers: int = 4  # data loader workers per process
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     devices: int = 1  # processes this job starts on its node (one per GPU); torchrun/SLURM set their own
+    collective_timeout_min: float = 10.0  # a collective waiting longer fails (a peer died): minutes
     amp: bool = False  # mixed precision (CUDA only; a no-op on the CPU)
     channels_last: bool = False  # NHWC memory format (CUDA only; a no-op on the CPU)
     no_wd: bool = True  # no weight decay on BN parameters and biases (GluonCV --no-wd)
@@ -46,6 +47,8 @@ class TrainerConfig:
         for key in ("epochs", "batch_size", "eval_interval", "devices"):
             if getattr(self, key) < 1:
                 raise ValueError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
+        if self.collective_timeout_min <= 0:
+            raise ValueError(f"trainer.collective_timeout_min must be > 0, got {self.collective_timeout_min}")
         if self.num_workers < 0:
             raise ValueError(f"trainer.num_workers must be >= 0, got {self.num_workers}")
         for key in ("grad_clip", "grad_clip_value"):

@@ -1,21 +1,26 @@
 """Data-parallel processes on existing engines: torch.distributed (NCCL on GPUs, gloo on CPU).
 
-Three ways in, one code path (:func:`setup` reads the standard environment variables):
+Four ways in, one code path (:func:`setup` reads the standard environment variables):
 
 * ``trainer.devices=N`` on one node: the Hydra job calls :func:`spawn`, which starts N processes with
   ``torch.multiprocessing.start_processes`` and sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_* for them.
-* ``torchrun``: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT are already set; the same code
-  joins that group. Multi-node is torchrun's job.
-* SLURM via hydra-submitit-launcher: each task exports its rank from the SLURM variables with
-  ``submitit.helpers.TorchDistributedEnvironment`` before joining.
+* ``torchrun`` (one node or several): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT are
+  already set; the same code joins that group.
+* SLURM tasks (``srun -n 8 bof-train ...``, and hydra-submitit-launcher, which runs its tasks with srun):
+  :func:`slurm_environment` takes rank, local rank and world size from SLURM's variables when this
+  process is one of several tasks of the job step, the master from the step's first node (MASTER_ADDR
+  and MASTER_PORT are kept when a prolog set them; the port is derived from the job id otherwise).
 
-Only rank 0 writes files; other ranks log warnings and errors only.
+Only rank 0 writes files; other ranks log warnings and errors only. Collectives time out after
+``trainer.collective_timeout_min`` minutes, so a rank left alone by a failed peer does not wait half an
+hour (torch's default); a failing rank tears its group down (:func:`cleanup`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable
 from datetime import timedelta
@@ -27,31 +32,73 @@ log = logging.getLogger(__name__)
 
 
 def launched_externally() -> bool:
-    """True under torchrun (or anything that set RANK / WORLD_SIZE) or in a multi-task SLURM job step."""
-    return "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    """True under torchrun (or anything that set RANK / WORLD_SIZE) or as one of several SLURM tasks."""
+    return "RANK" in os.environ or slurm_environment() is not None
 
 
-def setup(device_type: str) -> tuple[int, int, int]:
+def slurm_environment(env=os.environ) -> dict | None:
+    """RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT for one task of a multi-task SLURM job step
+    (``srun``), or None. Only a job step's tasks count: the batch script of ``sbatch -n 8`` (or a shell of
+    ``salloc``) is one process whatever SLURM_NTASKS says, so ``bof-train trainer.devices=8`` there
+    spawns its own processes. MASTER_ADDR / MASTER_PORT already set (a prolog's) are kept."""
+    tasks = int(env.get("SLURM_STEP_NUM_TASKS", "1"))
+    if tasks <= 1 or "SLURM_PROCID" not in env:
+        return None
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    return {
+        "RANK": env["SLURM_PROCID"], "LOCAL_RANK": env.get("SLURM_LOCALID", "0"), "WORLD_SIZE": str(tasks),
+        "MASTER_ADDR": env.get("MASTER_ADDR") or first_host(nodes or "127.0.0.1"),
+        "MASTER_PORT": env.get("MASTER_PORT") or str(15000 + int(env.get("SLURM_JOB_ID", "0")) % 20000),
+    }  # fmt: skip
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``gpu[03-05,9],cpu1`` -> ``gpu03`` (what ``scontrol show
+    hostnames`` prints first, without needing scontrol on the compute node)."""
+    prefix, ranges = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip()).groups()
+    return prefix + (ranges.split(",")[0].split("-")[0] if ranges else "")
+
+
+def setup(device_type: str, timeout_minutes: float = 10.0) -> tuple[int, int, int]:
     """Joins the process group the environment describes; -> (rank, world_size, local_rank).
 
-    One process and no environment: (0, 1, 0) and no group. Idempotent."""
-    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        from submitit.helpers import TorchDistributedEnvironment  # hydra-submitit-launcher's engine
-
-        TorchDistributedEnvironment().export()
+    One process and no environment: (0, 1, 0) and no group. Idempotent. On CUDA each rank takes
+    ``cuda:(local_rank % visible GPUs)``: a cluster that shows each task only its own GPU gives it
+    ``cuda:0``."""
+    if "RANK" not in os.environ and (slurm := slurm_environment()) is not None:
+        os.environ.update(slurm)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return 0, 1, 0
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         if device_type == "cuda":
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
         dist.init_process_group(
-            "nccl" if device_type == "cuda" else "gloo", timeout=timedelta(minutes=30)
+            "nccl" if device_type == "cuda" else "gloo", timeout=timedelta(minutes=timeout_minutes)
         )  # env:// rendezvous
     if rank != 0:  # other ranks: warnings and errors only
         logging.getLogger("bof").setLevel(logging.WARNING)
     return rank, world_size, local_rank
+
+
+def from_rank0(obj):
+    """Rank 0's ``obj`` on every rank (a decision all ranks must share: resume, finished); ``obj``
+    without a process group."""
+    if not dist.is_initialized():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def all_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` over all ranks (one all-reduce); NaN or inf on any rank reaches all of them."""
+    if not dist.is_initialized():
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / dist.get_world_size()
 
 
 def cleanup() -> None:

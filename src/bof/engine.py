@@ -64,15 +64,18 @@ def train_step(model, images, targets, optimizer, scaler, amp: bool, grad_clip: 
     """Forward, loss, backward (AMP-scaled), optional gradient clipping, optimizer step. ``model(images,
     targets)`` returns its loss terms (torchvision's detector interface: YOLOv3Detector, Faster R-CNN).
 
-    Returns the loss terms as floats; raises FloatingPointError on a non-finite loss, before the step."""
+    Returns the loss terms as floats, averaged over the processes; raises FloatingPointError on every
+    process when the loss is non-finite on any, before the step."""
     device_type = (images[0] if isinstance(images, list) else images).device.type
     with torch.autocast(device_type, enabled=amp):
         losses = model(images, targets)
         if "loss" not in losses:  # torchvision's detectors return the terms only
             losses["loss"] = sum(losses.values())
+    # one all-reduce: every rank logs the global mean, and a NaN or inf on any rank reaches all of them,
+    # so all skip (or stop at) the same step and their collectives stay paired
     values = _as_floats(losses)
     if not math.isfinite(values["loss"]):
-        raise FloatingPointError(f"loss is {values['loss']}: {values}")
+        raise FloatingPointError(f"loss is {values['loss']} (mean over the processes): {values}")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(losses["loss"]).backward()
     if grad_clip.norm or grad_clip.value:
@@ -195,6 +198,6 @@ def evaluate(
 
 
 def _as_floats(losses: dict) -> dict[str, float]:
-    """One device-to-host copy for all loss terms (one CUDA sync per iteration, not one per term)."""
-    values = torch.stack([v.detach().float() for v in losses.values()]).tolist()
+    """The loss terms' means over all processes, in one all-reduce and one device-to-host copy."""
+    values = distributed.all_mean(torch.stack([v.detach().float() for v in losses.values()])).tolist()
     return dict(zip(losses, values, strict=True))

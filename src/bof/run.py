@@ -3,7 +3,9 @@ of a run; shared by detection (bof.train) and backbone pretraining (bof.classify
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -32,9 +34,12 @@ def start_run(cfg: DictConfig):
     out_dir = Path(trainer.output_dir)
     seed_everything(cfg.seed, trainer.deterministic)
     device = pick_device(trainer.device)
-    rank, world_size, local_rank = distributed.setup(device.type)
+    rank, world_size, local_rank = distributed.setup(device.type, trainer.collective_timeout_min)
     if device.type == "cuda" and world_size > 1:
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", torch.cuda.current_device())  # local_rank % visible GPUs
+    if device.type == "cuda":  # every rank says which GPU it has (warnings reach the log from all ranks)
+        log.log(logging.INFO if rank == 0 else logging.WARNING, "rank %d of %d on %s (%s)", rank, world_size,
+                device, torch.cuda.get_device_name(device))  # fmt: skip
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
     if trainer.batch_size % world_size:
@@ -47,11 +52,16 @@ def start_run(cfg: DictConfig):
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seeds every RNG. ``deterministic``: deterministic kernels where torch has them, a warning naming the
+    op where it has none (torchvision's RoIAlign backward, some CUDA scatter ops) instead of an error; on
+    CUDA, cuBLAS needs its workspace setting before its first call and cuDNN its benchmark off."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:
-        torch.use_deterministic_algorithms(True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def pick_device(name: str) -> torch.device:
@@ -111,7 +121,23 @@ def build_tricks(cfg: DictConfig) -> Tricks:
 
 def resume_path(resume, out_dir: Path) -> Path | None:
     """``trainer.resume``: false -> None; true -> <run dir>/last.pt; auto -> <run dir>/last.pt if there is
-    one (a rerun of a sweep continues interrupted runs), else None; another string -> that checkpoint."""
+    one (a rerun of a sweep continues interrupted runs), else None; another string -> that checkpoint.
+    Rank 0 decides, every rank follows (nodes must share the run directory's filesystem)."""
+    return distributed.from_rank0(_resume_path(resume, out_dir) if distributed.is_main() else None)
+
+
+def finished_run(trainer, out_dir: Path) -> dict | None:
+    """``trainer.resume=auto`` on a run directory whose metrics.json exists: that run's metrics (it is not
+    trained again: what a rerun of a sweep needs), else None. Rank 0 decides, every rank follows."""
+    finished = out_dir / "metrics.json"
+    metrics = None
+    if distributed.is_main() and trainer.resume == "auto" and finished.is_file():
+        log.info("%s finished already (trainer.resume=auto): not training again", out_dir)
+        metrics = json.loads(finished.read_text())
+    return distributed.from_rank0(metrics)
+
+
+def _resume_path(resume, out_dir: Path) -> Path | None:
     if resume is False or resume is None:
         return None
     if resume == "auto":

@@ -37,7 +37,7 @@ from bof.models.classifiers import load_backbone
 from bof.models.yolov3 import YOLOv3Detector
 from bof.optim import param_groups
 from bof.reporting import RunLog, log_evaluation, open_writer, preview
-from bof.run import Tricks, build_tricks, data_parallel, resume_path, start_run
+from bof.run import Tricks, build_tricks, data_parallel, finished_run, resume_path, start_run
 from bof.tricks.augment import Resize
 from bof.tricks.label_smoothing import LabelSmoothing
 from bof.tricks.lr_schedule import build_lr_scheduler
@@ -51,11 +51,8 @@ def train(cfg: DictConfig) -> dict:
     """Runs the configured job and returns its final metrics (also written to metrics.json).
 
     ``trainer.resume=auto`` returns the metrics of a run directory that already finished without
-    training again, and continues one that was interrupted (what a rerun of a sweep needs)."""
-    finished = Path(cfg.trainer.output_dir) / "metrics.json"
-    if cfg.trainer.resume == "auto" and finished.is_file():
-        log.info("%s finished already (trainer.resume=auto): not training again", finished.parent)
-        return json.loads(finished.read_text())
+    training again (:func:`bof.run.finished_run`), and continues one that was interrupted (what a rerun
+    of a sweep needs)."""
     check_backbone(cfg)
     return train_classifier(cfg) if cfg.get("task", "detect") == "classify" else train_detector(cfg)
 
@@ -64,6 +61,8 @@ def train_detector(cfg: DictConfig) -> dict:
     """The detection recipe (``task=detect``)."""
     # seed, device, and the process group the environment describes (one process: rank 0 of 1)
     trainer, out_dir, device, rank, world_size, local_rank = start_run(cfg)
+    if (done := finished_run(trainer, out_dir)) is not None:
+        return done
     check_paper_setup(cfg.get("paper_setup"), world_size, trainer.batch_size // world_size)
     on_cuda = device.type == "cuda"  # mixed precision and NHWC are CUDA-only (no-ops on the CPU)
     amp, channels_last = trainer.amp and on_cuda, trainer.channels_last and on_cuda
@@ -250,6 +249,10 @@ def main(cfg: DictConfig) -> float | None:
             return json.loads(metrics_file.read_text()).get("map") if metrics_file.is_file() else None
         return train(cfg).get("map")
     except Exception as error:
+        # one of several torchrun / SLURM processes: leave the group at once, so that peers blocked in a
+        # collective fail now (gloo) or at trainer.collective_timeout_min (NCCL), not after half an hour
+        in_group = distributed.world_size() > 1
+        distributed.cleanup()
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
         # one failed job of a sweep must not stop the jobs after it: record it where its run would be
@@ -258,8 +261,11 @@ def main(cfg: DictConfig) -> float | None:
             out_dir / "failed.json",
             {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()},
         )
-        log.error("this job failed (%s: %s); the sweep goes on; details in %s", type(error).__name__, error,
-                  out_dir / "failed.json")  # fmt: skip
+        log.error(
+            "this job failed (%s: %s); details in %s", type(error).__name__, error, out_dir / "failed.json"
+        )
+        if in_group:  # the launcher (torchrun, SLURM, submitit) must see this task fail: exit non-zero
+            raise
         return None
 
 

@@ -1,0 +1,144 @@
+"""Cluster robustness on CPU (gloo, 2 processes): ranks agree on every step, a failing rank brings its
+peers down promptly, plain SLURM tasks form a group, and checkpoints move between process counts."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from bof import distributed
+from bof.checkpoint import rng_state, set_rng_state
+from bof.engine import train_one_epoch
+from bof.train import train, train_process
+from tests.conftest import TINY
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class NaNOnce(nn.Module):
+    """A linear 'detector' whose loss is NaN on one call of one rank only."""
+
+    def __init__(self, nan_at: int | None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear, self.nan_at, self.calls = nn.Linear(3, 1), nan_at, 0
+
+    def forward(self, images, targets):
+        loss = (self.linear(images.mean((2, 3))).squeeze(1) - targets.float()).square().mean()
+        self.calls += 1
+        return {"loss": loss * float("nan") if self.calls - 1 == self.nan_at else loss}
+
+
+def nan_process(out: str) -> None:
+    rank, _, _ = distributed.setup("cpu", 1.0)
+    model = NaNOnce(nan_at=1 if rank == 1 else None)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    generator = torch.Generator().manual_seed(rank)
+    batches = [(torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8, generator=generator),
+                torch.tensor([0, 1])) for _ in range(4)]  # fmt: skip
+    metrics = train_one_epoch(ddp, batches, optimizer, schedule, torch.amp.GradScaler("cpu", enabled=False),
+                              torch.device("cpu"), 0, show_progress=False, skip_nonfinite=True)  # fmt: skip
+    weights = distributed.all_gather_objects([p.detach().clone() for p in model.parameters()])
+    equal = all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+    result = {"skipped": metrics["nonfinite_skipped"], "equal": equal, "loss": metrics["loss"],
+              "steps": schedule.last_epoch}  # fmt: skip
+    Path(f"{out}.{rank}").write_text(json.dumps(result))
+
+
+def test_a_nan_on_one_rank_is_skipped_by_every_rank_and_the_weights_stay_equal(tmp_path):
+    distributed.spawn(nan_process, 2, str(tmp_path / "out"))
+    results = [json.loads((tmp_path / f"out.{r}").read_text()) for r in range(2)]
+    assert [r["skipped"] for r in results] == [1, 1]  # rank 0 saw a finite loss and still skipped
+    assert all(r["equal"] for r in results) and results[0]["loss"] == results[1]["loss"]  # global mean
+    assert [r["steps"] for r in results] == [4, 4]
+
+
+def slurm_tasks(tmp_path: Path, cache_dir: Path, *extra: str, per_rank=((), ()), multirun: bool = False):
+    """Two `python -m bof.train` processes started as `srun -n 2` starts its tasks: SLURM's variables
+    only (no RANK, no MASTER_ADDR); -> the finished processes, in rank order, and their seconds."""
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
+    base |= {
+        "SLURM_JOB_ID": str(random.randrange(10**6)),  # the master port derives from it
+        "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "localhost",
+        "SLURM_JOB_NODELIST": "localhost", "OMP_NUM_THREADS": "1",
+    }  # fmt: skip
+    where = [f"hydra.sweep.dir={tmp_path / 'sweep'}"] if multirun else [f"hydra.run.dir={tmp_path / 'run'}"]
+    start = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bof.train",
+                *(["-m"] if multirun else []),
+                *TINY,
+                f"data.root={cache_dir}",
+                "trainer.device=cpu",
+                "trainer.collective_timeout_min=0.5",
+                *where,
+                *extra,
+                *per_rank[rank],
+            ],
+            env={**base, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    return processes, outputs, time.perf_counter() - start
+
+
+def test_two_plain_slurm_tasks_train_together_and_write_one_metrics_json(tmp_path, cache_dir):
+    processes, outputs, _ = slurm_tasks(tmp_path, cache_dir, "trainer.epochs=1")
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["batch_per_process"] == 2
+
+
+def test_a_failing_slurm_task_brings_its_peer_down_and_the_sweep_records_it(tmp_path, cache_dir):
+    """Rank 1 fails after joining the group (its batch does not split over 2 processes); rank 0, waiting
+    for it in a collective, fails well within trainer.collective_timeout_min, both exit non-zero for
+    SLURM to see, and the multirun job records failed.json."""
+    processes, outputs, seconds = slurm_tasks(
+        tmp_path, cache_dir, "trainer.epochs=1", per_rank=((), ("trainer.batch_size=3",)), multirun=True
+    )
+    assert all(p.returncode != 0 for p in processes), outputs
+    assert seconds < 120
+    failed = json.loads((tmp_path / "sweep" / "0" / "failed.json").read_text())
+    assert "not divisible by the 2 processes" in failed["error"] or "Connection" in failed["error"]
+    assert "not divisible by the 2 processes" in outputs[1]
+
+
+def test_a_checkpoint_of_two_processes_resumes_in_one(make_cfg, tmp_path):
+    overrides = ["augment=none", "mixup=off", "trainer.batch_size=8"]
+    cfg = make_cfg(*overrides, "trainer.epochs=1", output_dir=tmp_path / "run")
+    distributed.spawn(train_process, 2, OmegaConf.to_container(cfg, resolve=True))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["world_size"] == 2
+    (tmp_path / "run" / "metrics.json").unlink()
+    resumed = train(
+        make_cfg(*overrides, "trainer.epochs=2", "trainer.resume=true", output_dir=tmp_path / "run")
+    )
+    assert resumed["world_size"] == 1 and resumed["epochs"] == 2 and resumed["map"] is not None
+
+
+def test_cuda_rng_states_of_any_gpu_count_load_on_a_cpu():
+    state = rng_state()
+    for cuda in ([torch.zeros(16, dtype=torch.uint8)] * 8, torch.zeros(16, dtype=torch.uint8), []):
+        set_rng_state({**state, "cuda": cuda})  # older 8-GPU checkpoints, this format, an empty list
+    before = torch.rand(3)
+    set_rng_state(state)
+    assert torch.equal(torch.rand(3), before)
