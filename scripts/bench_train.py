@@ -7,7 +7,7 @@ Measures, for one model, batch and input size (any bof-train override applies):
   (d) data-pipeline images/s per worker (decode + transforms + collate, no model).
 
     python scripts/bench_train.py --workers 2          # the demo config
-    python scripts/bench_train.py --width 1.0 --size 416 --batch-size 8 trainer.device=cuda trainer.amp=true
+    python scripts/bench_train.py --width 1.0 --size 416 --batch-size 8 trainer.device=cuda trainer.amp=bf16
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch.utils.data import Subset
 from bof.config import CONFIG_DIR, validate_trainer
 from bof.engine import GradClip, prepare_batch, train_step
 from bof.optim import param_groups
-from bof.run import build_tricks, pick_device
+from bof.run import autocast_dtype, build_tricks, pick_device
 from bof.train import build_data_loaders, build_model
 
 
@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
         cfg = compose("train", overrides=overrides + ["trainer.output_dir=."])
     trainer = validate_trainer(cfg.trainer)
     device = pick_device(trainer.device)
-    amp = trainer.amp and device.type == "cuda"
+    amp = autocast_dtype(trainer.amp, device)
     batch, size, workers = trainer.batch_size, cfg.model.train_size, trainer.num_workers
 
     train_set = instantiate(cfg.data.train)
@@ -93,13 +93,13 @@ def main(argv=None) -> dict:
     images_u8, targets = next(iter(train_loader))
     images, targets = prepare_batch(images_u8, targets, device, trainer.channels_last)
 
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
     def bare_step():
         if not hasattr(model, "net"):  # Faster R-CNN: its losses are part of its forward; one fixed batch
             train_step(model, images, targets, optimizer, scaler, amp)
             return
-        with torch.autocast(device.type, enabled=amp):
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             outputs = model.net(images)
         loss = sum(o.float().square().mean() for o in outputs)  # no targets, no criterion
         optimizer.zero_grad(set_to_none=True)

@@ -14,9 +14,9 @@ COMMON=(trainer.device=cuda trainer.progress=false trainer.num_workers=8 trainer
         model.net.width=0.5 model.train_size=320 model.val_size=320)
 
 echo "== 1 GPU: AMP + channels_last, 2 epochs on the synthetic data, then resume to epoch 3"
-time $BOF "${COMMON[@]}" trainer.epochs=2 trainer.amp=true trainer.channels_last=true \
+time $BOF "${COMMON[@]}" trainer.epochs=2 trainer.amp=bf16 trainer.channels_last=true \
     hydra.run.dir="$OUT/one"
-time $BOF "${COMMON[@]}" trainer.epochs=3 trainer.amp=true trainer.channels_last=true trainer.resume=true \
+time $BOF "${COMMON[@]}" trainer.epochs=3 trainer.amp=fp16 trainer.channels_last=true trainer.resume=true \
     hydra.run.dir="$OUT/one"
 .venv/bin/python -c "import json; m = json.load(open('$OUT/one/metrics.json')); print('mAP', m['map'], 'epochs', m['epochs'])"
 
@@ -29,6 +29,6 @@ echo "== throughput: YOLOv3 (width 1) at 416, batch 16, fp32 and AMP (scripts/be
 .venv/bin/python scripts/bench_train.py --iters 20 --warmup 5 trainer.device=cuda trainer.batch_size=16 \
     model.net.width=1.0 model.train_size=416
 .venv/bin/python scripts/bench_train.py --iters 20 --warmup 5 trainer.device=cuda trainer.batch_size=16 \
-    model.net.width=1.0 model.train_size=416 trainer.amp=true trainer.channels_last=true
+    model.net.width=1.0 model.train_size=416 trainer.amp=bf16 trainer.channels_last=true
 rm -rf "$OUT"
 echo "== gpu_check: all passed"

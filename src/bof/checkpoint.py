@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,48 @@ log = logging.getLogger("bof.checkpoint")
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
     return write_atomically(path, lambda f: torch.save(state, f))
+
+
+def to_host(state):
+    """A copy of ``state`` whose tensors live in host memory, detached from the training tensors."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: to_host(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(to_host(v) for v in state)
+    return state
+
+
+class CheckpointWriter:
+    """Writes checkpoints without stalling training: the state is copied to host memory at once (the next
+    step may change the weights), then written atomically by a background thread. One write at a time:
+    a new one first waits for the last; :meth:`wait` (at the end of a run, or before exiting on a
+    signal) joins it and re-raises its error, so a failed write is never silent."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, state: dict, path: str | Path) -> None:
+        host = to_host(state)
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(host, Path(path)), name="checkpoint")
+        self._thread.start()
+
+    def _write(self, state: dict, path: Path) -> None:
+        try:
+            save_checkpoint(state, path)
+        except BaseException as error:  # reported by wait(), in the training thread
+            self._error = error
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

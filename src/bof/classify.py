@@ -24,12 +24,22 @@ from torchvision.transforms import v2
 from bof import distributed
 from bof.atomic import write_json_atomically
 from bof.boxes import normalize_batch
-from bof.checkpoint import checkpoint_state, restore, save_checkpoint
+from bof.checkpoint import CheckpointWriter, checkpoint_state, restore
 from bof.config import check_paper_setup
 from bof.engine import GradClip, train_one_epoch
 from bof.models.classifiers import SoftTargetClassifier, build_classifier
 from bof.optim import param_groups
-from bof.run import build_tricks, data_parallel, finished_run, resume_path, start_run
+from bof.run import (
+    StopSignal,
+    autocast_dtype,
+    build_tricks,
+    checkpoint_due,
+    compiled,
+    data_parallel,
+    finished_run,
+    resume_path,
+    start_run,
+)
 from bof.tricks.augment import PCALighting
 from bof.tricks.label_smoothing import softmax_targets
 from bof.tricks.lr_schedule import build_lr_scheduler
@@ -103,16 +113,17 @@ def train_classifier(cfg: DictConfig) -> dict:
     # model: the detector's backbone with a classification head (behind the detectors' interface);
     # syncbn before DDP
     on_cuda = device.type == "cuda"
-    amp, channels_last = trainer.amp and on_cuda, trainer.channels_last and on_cuda
+    amp, channels_last = autocast_dtype(trainer.amp, device), trainer.channels_last and on_cuda
     classifier = SoftTargetClassifier(build_classifier(cfg.model.net, num_classes)).to(device)
     if channels_last:
         classifier = classifier.to(memory_format=torch.channels_last)
     model, model_without_ddp = data_parallel(classifier, tricks.syncbn, device, world_size, local_rank)
+    model = compiled(model, trainer.compile, device)
     optimizer = instantiate(cfg.optimizer, _partial_=True)(
         param_groups(model, cfg.optimizer.weight_decay, trainer.no_wd)
     )
     lr_scheduler = build_lr_scheduler(optimizer, tricks.lr_schedule, len(train_loader), trainer.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # bf16 needs no scaling
     soft_targets = SoftTargets(num_classes, tricks, cfg.seed, rank, trainer.epochs)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     log.info(
@@ -129,6 +140,7 @@ def train_classifier(cfg: DictConfig) -> dict:
 
     writer = SummaryWriter(str(out_dir / "tensorboard")) if main_process else None
     started, metrics, loss_value = time.perf_counter(), {}, float("nan")
+    saver, stop = CheckpointWriter(), StopSignal()
     for epoch in range(start_epoch, trainer.epochs):
         sampler.set_epoch(epoch)
         soft_targets.set_epoch(epoch)
@@ -149,9 +161,17 @@ def train_classifier(cfg: DictConfig) -> dict:
             state = checkpoint_state(
                 classifier.net, optimizer, lr_scheduler, scaler, epoch, best_top1, resolved
             )
-            save_checkpoint(state, out_dir / "last.pt")
             if metrics["top1"] >= best_top1:
-                save_checkpoint(state, out_dir / "best.pt")
+                saver.save(state, out_dir / "best.pt")
+        stopping = stop.requested()
+        if main_process and (checkpoint_due(trainer, epoch) or stopping):
+            saver.save(state, out_dir / "last.pt")
+        if stopping:
+            saver.wait()
+            stop.release()
+            raise SystemExit(f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true")
+    saver.wait()
+    stop.release()
     result = {**metrics, "best_top1": best_top1, "train_loss": loss_value, "task": "classify",
               "world_size": world_size, "batch_per_process": trainer.batch_size // world_size,
               "wall_time_s": time.perf_counter() - started, "config": resolved}  # fmt: skip

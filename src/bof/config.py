@@ -25,15 +25,17 @@ class TrainerConfig:
     epochs: int = 200
     batch_size: int = 64  # global batch over all processes (the paper: 64 = 8 GPUs x 8)
     eval_interval: int = 10  # evaluate every this many epochs, and always after the last
-    num_workers: int = 4  # data loader workers per process
+    num_workers: Any = "auto"  # loader workers per process; auto: the process's CPUs / local processes - 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     devices: int = 1  # processes this job starts on its node (one per GPU); torchrun/SLURM set their own
     collective_timeout_min: float = 10.0  # a collective waiting longer fails (a peer died): minutes
-    amp: bool = False  # mixed precision (CUDA only; a no-op on the CPU)
+    amp: Any = "bf16"  # mixed precision on CUDA: bf16 | fp16 (with loss scaling) | false; a no-op on the CPU
     channels_last: bool = False  # NHWC memory format (CUDA only; a no-op on the CPU)
+    compile: bool = False  # torch.compile the model (CUDA only; a no-op on the CPU)
     no_wd: bool = True  # no weight decay on BN parameters and biases (GluonCV --no-wd)
     grad_clip: float | None = None  # max global gradient L2 norm, None = no clipping
     grad_clip_value: float | None = None  # clip every gradient element to [-v, v] (MXNet clip_gradient)
+    checkpoint_interval: int = 1  # last.pt every this many epochs (and after the last one, and on a signal)
     resume: Any = False  # false | true (last.pt of this run dir) | auto (true if there is one) | a path
     dry_run: bool = False  # build everything, print the plan, exit without training
     output_dir: str = "."  # the run directory (Hydra's by default)
@@ -44,16 +46,29 @@ class TrainerConfig:
     skip_nonfinite: bool = False  # a NaN/inf loss: false stops training, true skips that step (counted)
 
     def __post_init__(self):
-        for key in ("epochs", "batch_size", "eval_interval", "devices"):
+        for key in ("epochs", "batch_size", "eval_interval", "devices", "checkpoint_interval"):
             if getattr(self, key) < 1:
                 raise ValueError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
+        if self.amp is True:  # the old boolean meant float16
+            self.amp = "fp16"
+        if self.amp not in (False, None, "bf16", "fp16"):
+            raise ValueError(f"trainer.amp must be bf16, fp16 or false, got {self.amp!r}")
         if self.collective_timeout_min <= 0:
             raise ValueError(f"trainer.collective_timeout_min must be > 0, got {self.collective_timeout_min}")
-        if self.num_workers < 0:
-            raise ValueError(f"trainer.num_workers must be >= 0, got {self.num_workers}")
+        if self.num_workers == "auto":
+            self.num_workers = auto_workers(int(os.environ.get("LOCAL_WORLD_SIZE", self.devices)))
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"trainer.num_workers must be auto or an integer >= 0, got {self.num_workers!r}")
         for key in ("grad_clip", "grad_clip_value"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ValueError(f"trainer.{key} must be > 0 or null, got {getattr(self, key)}")
+
+
+def auto_workers(local_processes: int) -> int:
+    """Data loader workers per process: the CPUs this process may use, shared by the node's processes,
+    one core left to each training process (at least 1 worker)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // max(local_processes, 1) - 1)
 
 
 def validate_trainer(trainer: DictConfig) -> TrainerConfig:

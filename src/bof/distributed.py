@@ -37,16 +37,19 @@ def launched_externally() -> bool:
 
 
 def slurm_environment(env=os.environ) -> dict | None:
-    """RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT for one task of a multi-task SLURM job step
-    (``srun``), or None. Only a job step's tasks count: the batch script of ``sbatch -n 8`` (or a shell of
-    ``salloc``) is one process whatever SLURM_NTASKS says, so ``bof-train trainer.devices=8`` there
-    spawns its own processes. MASTER_ADDR / MASTER_PORT already set (a prolog's) are kept."""
+    """RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT for one task of a
+    multi-task SLURM job step (``srun``), or None. Only a job step's tasks count: the batch script of
+    ``sbatch -n 8`` (or a shell of ``salloc``) is one process whatever SLURM_NTASKS says, so
+    ``bof-train trainer.devices=8`` there spawns its own processes. MASTER_ADDR / MASTER_PORT already
+    set (a prolog's) are kept."""
     tasks = int(env.get("SLURM_STEP_NUM_TASKS", "1"))
     if tasks <= 1 or "SLURM_PROCID" not in env:
         return None
     nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or str(tasks)
     return {
         "RANK": env["SLURM_PROCID"], "LOCAL_RANK": env.get("SLURM_LOCALID", "0"), "WORLD_SIZE": str(tasks),
+        "LOCAL_WORLD_SIZE": re.match(r"\d+", per_node).group(),  # "8(x2)": 8 tasks on each of 2 nodes
         "MASTER_ADDR": env.get("MASTER_ADDR") or first_host(nodes or "127.0.0.1"),
         "MASTER_PORT": env.get("MASTER_PORT") or str(15000 + int(env.get("SLURM_JOB_ID", "0")) % 20000),
     }  # fmt: skip

@@ -60,14 +60,16 @@ class GradClip(NamedTuple):
 NO_CLIP = GradClip()
 
 
-def train_step(model, images, targets, optimizer, scaler, amp: bool, grad_clip: GradClip = NO_CLIP):
+def train_step(
+    model, images, targets, optimizer, scaler, amp: torch.dtype | None, grad_clip: GradClip = NO_CLIP
+):
     """Forward, loss, backward (AMP-scaled), optional gradient clipping, optimizer step. ``model(images,
     targets)`` returns its loss terms (torchvision's detector interface: YOLOv3Detector, Faster R-CNN).
 
     Returns the loss terms as floats, averaged over the processes; raises FloatingPointError on every
     process when the loss is non-finite on any, before the step."""
     device_type = (images[0] if isinstance(images, list) else images).device.type
-    with torch.autocast(device_type, enabled=amp):
+    with torch.autocast(device_type, dtype=amp, enabled=amp is not None):
         losses = model(images, targets)
         if "loss" not in losses:  # torchvision's detectors return the terms only
             losses["loss"] = sum(losses.values())
@@ -95,7 +97,7 @@ def train_one_epoch(
     device: torch.device,
     epoch: int,
     writer: SummaryWriter | None = None,
-    amp: bool = False,
+    amp: torch.dtype | None = None,
     channels_last: bool = False,
     grad_clip: GradClip = NO_CLIP,
     show_progress: bool = True,
@@ -165,7 +167,7 @@ def evaluate(
     device: torch.device,
     class_names,
     channels_last: bool = False,
-    amp: bool = False,
+    amp: torch.dtype | None = None,
     num_images_to_draw: int = 0,
     show_progress: bool = True,
 ) -> tuple[dict, object, list[torch.Tensor]]:
@@ -178,7 +180,7 @@ def evaluate(
     drawn, found = [], []
     for images_u8, targets in tqdm(data_loader, desc="eval", leave=False, disable=not show_progress):
         images, _ = prepare_batch(images_u8, [], device, channels_last)
-        with torch.autocast(device.type, enabled=amp):
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             detections = model(images)  # boxes in the network input's frame
         for image_u8, target, det in zip(images_u8, targets, detections, strict=True):
             height, width = target["orig_size"]

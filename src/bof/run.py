@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import random
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +39,8 @@ def start_run(cfg: DictConfig):
     rank, world_size, local_rank = distributed.setup(device.type, trainer.collective_timeout_min)
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", torch.cuda.current_device())  # local_rank % visible GPUs
+    if device.type == "cuda" and not trainer.deterministic:
+        torch.backends.cudnn.benchmark = True  # random shapes: one autotuning per input size
     if device.type == "cuda":  # every rank says which GPU it has (warnings reach the log from all ranks)
         log.log(logging.INFO if rank == 0 else logging.WARNING, "rank %d of %d on %s (%s)", rank, world_size,
                 device, torch.cuda.get_device_name(device))  # fmt: skip
@@ -49,6 +53,13 @@ def start_run(cfg: DictConfig):
             f"run on fewer processes (trainer.devices)"
         )
     return trainer, out_dir, device, rank, world_size, local_rank
+
+
+def autocast_dtype(amp, device: torch.device) -> torch.dtype | None:
+    """``trainer.amp`` on this device: bfloat16 or float16 autocast on CUDA, None (float32) otherwise."""
+    if device.type != "cuda" or amp in (False, None):
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -84,6 +95,50 @@ def data_parallel(model, syncbn, device: torch.device, world_size: int, local_ra
         model = syncbn(model, device.type, world_size)
     device_ids = [local_rank] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids), model
+
+
+def compiled(model, enabled: bool, device: torch.device):
+    """``trainer.compile`` on CUDA: ``torch.compile`` of the training model, each random-shapes input size
+    compiled once (the recompile limit covers every size of the range); the model itself on a CPU."""
+    if not enabled or device.type != "cuda":
+        return model
+    dynamo = torch._dynamo.config
+    for limit in ("recompile_limit", "cache_size_limit"):  # the name changed across torch releases
+        if hasattr(dynamo, limit):
+            setattr(dynamo, limit, max(getattr(dynamo, limit), 64))
+    return torch.compile(model)
+
+
+def checkpoint_due(trainer, epoch: int) -> bool:
+    """last.pt after every ``trainer.checkpoint_interval`` epochs and after the last one."""
+    return (epoch + 1) % trainer.checkpoint_interval == 0 or epoch + 1 == trainer.epochs
+
+
+class StopSignal:
+    """SIGTERM (a scheduler stopping or pre-empting the job) and SIGUSR1 (SLURM's ``--signal``, sent before
+    the time limit) ask the run to stop at the end of the current epoch, after writing last.pt, so that
+    ``trainer.resume=true`` (or a sweep's ``auto``) continues it. Rank 0's request stops every rank."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread only
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def release(self) -> None:
+        """The handlers from before the run, back (a process that trains twice, a test runner)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+        log.warning("received %s: stopping after this epoch's checkpoint", signal.Signals(signum).name)
+
+    def requested(self) -> bool:
+        return bool(distributed.from_rank0(self.received is not None))
 
 
 class Tricks(NamedTuple):

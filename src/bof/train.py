@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bof import distributed
 from bof.atomic import write_json_atomically
-from bof.checkpoint import checkpoint_state, restore, save_checkpoint
+from bof.checkpoint import CheckpointWriter, checkpoint_state, restore
 from bof.classify import train_classifier
 from bof.config import CONFIG_DIR, check_backbone, check_paper_setup, check_random_shapes
 from bof.data.loader import build_data_loader
@@ -37,7 +37,18 @@ from bof.models.classifiers import load_backbone
 from bof.models.yolov3 import YOLOv3Detector
 from bof.optim import param_groups
 from bof.reporting import RunLog, log_evaluation, open_writer, preview
-from bof.run import Tricks, build_tricks, data_parallel, finished_run, resume_path, start_run
+from bof.run import (
+    StopSignal,
+    Tricks,
+    autocast_dtype,
+    build_tricks,
+    checkpoint_due,
+    compiled,
+    data_parallel,
+    finished_run,
+    resume_path,
+    start_run,
+)
 from bof.tricks.augment import Resize
 from bof.tricks.label_smoothing import LabelSmoothing
 from bof.tricks.lr_schedule import build_lr_scheduler
@@ -65,7 +76,7 @@ def train_detector(cfg: DictConfig) -> dict:
         return done
     check_paper_setup(cfg.get("paper_setup"), world_size, trainer.batch_size // world_size)
     on_cuda = device.type == "cuda"  # mixed precision and NHWC are CUDA-only (no-ops on the CPU)
-    amp, channels_last = trainer.amp and on_cuda, trainer.channels_last and on_cuda
+    amp, channels_last = autocast_dtype(trainer.amp, device), trainer.channels_last and on_cuda
     main_process = rank == 0  # the only one that writes files
     tricks = build_tricks(cfg)
 
@@ -86,6 +97,7 @@ def train_detector(cfg: DictConfig) -> dict:
     )
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model, model_without_ddp = data_parallel(model, tricks.syncbn, device, world_size, local_rank)
+    model = compiled(model, trainer.compile, device)
 
     # optimizer and per-iteration LR schedule (warmup, then step or cosine)
     if cfg.optimizer.lr <= 0:
@@ -95,7 +107,7 @@ def train_detector(cfg: DictConfig) -> dict:
         param_groups(model, cfg.optimizer.weight_decay, trainer.no_wd)
     )
     lr_scheduler = build_lr_scheduler(optimizer, tricks.lr_schedule, iters_per_epoch, trainer.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # bf16 needs no scaling
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run_log = RunLog(cfg, resolved, world_size, trainer.batch_size // world_size, num_params)
@@ -122,7 +134,7 @@ def train_detector(cfg: DictConfig) -> dict:
     def state(epoch: int) -> dict:  # built only when a checkpoint is written
         return checkpoint_state(model_without_ddp, optimizer, lr_scheduler, scaler, epoch, best_map, resolved)
 
-    val_metrics = {}
+    val_metrics, saver, stop = {}, CheckpointWriter(), StopSignal()
     for epoch in range(start_epoch, trainer.epochs):
         train_loader.batch_sampler.set_epoch(epoch)
         train_metrics = train_one_epoch(
@@ -143,9 +155,16 @@ def train_detector(cfg: DictConfig) -> dict:
                 best_map = val_metrics["map"]
                 if main_process:
                     evaluator.write_results(out_dir / "results")
-                    save_checkpoint(state(epoch), out_dir / "best.pt")
-        if main_process:
-            save_checkpoint(state(epoch), out_dir / "last.pt")
+                    saver.save(state(epoch), out_dir / "best.pt")
+        stopping = stop.requested()
+        if main_process and (checkpoint_due(trainer, epoch) or stopping):
+            saver.save(state(epoch), out_dir / "last.pt")
+        if stopping:
+            saver.wait()
+            stop.release()
+            raise SystemExit(f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true")
+    saver.wait()
+    stop.release()
 
     metrics = run_log.final(val_metrics, best_map, writer)
     if main_process:
@@ -209,7 +228,8 @@ def build_model(
             cfg.model.net, num_classes=num_classes, label_smoothing=epsilon, trainable_bn=trainable_bn,
             **replaced,
         )  # fmt: skip
-        return with_backbone(net, cfg).to(device)
+        net = with_backbone(net, cfg).to(device)
+        return net.to(memory_format=torch.channels_last) if channels_last else net
     net = with_backbone(instantiate(cfg.model.net, num_classes=num_classes), cfg)
     epsilon = smoothing.sigmoid_epsilon(num_classes) if smoothing is not None else None
     criterion = instantiate(cfg.model.criterion, num_classes=num_classes, label_smoothing=epsilon)
