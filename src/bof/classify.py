@@ -141,37 +141,39 @@ def train_classifier(cfg: DictConfig) -> dict:
     writer = SummaryWriter(str(out_dir / "tensorboard")) if main_process else None
     started, metrics, loss_value = time.perf_counter(), {}, float("nan")
     saver, stop = CheckpointWriter(), StopSignal()
-    for epoch in range(start_epoch, trainer.epochs):
-        sampler.set_epoch(epoch)
-        soft_targets.set_epoch(epoch)
-        train_metrics = train_one_epoch(  # the detection loop: every trainer key means the same
-            model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer, amp=amp,
-            channels_last=channels_last, grad_clip=GradClip.of(trainer),
-            show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
-            batch_transform=soft_targets,
-        )  # fmt: skip
-        loss_value = train_metrics.get("loss", float("nan"))
-        metrics = accuracy(model_without_ddp, val_loader, device)
-        log.info("epoch %d/%d: loss %.3f | top-1 %.4f top-5 %.4f", epoch + 1, trainer.epochs, loss_value,
-                 metrics["top1"], metrics["top5"])  # fmt: skip
-        if main_process:
-            writer.add_scalar("val/top1", metrics["top1"], epoch + 1)
-            writer.add_scalar("val/top5", metrics["top5"], epoch + 1)
-            best_top1 = max(best_top1, metrics["top1"])
-            state = checkpoint_state(
-                classifier.net, optimizer, lr_scheduler, scaler, epoch, best_top1, resolved
-            )
-            if metrics["top1"] >= best_top1:
-                saver.save(state, out_dir / "best.pt")
-        stopping = stop.requested()
-        if main_process and (checkpoint_due(trainer, epoch) or stopping):
-            saver.save(state, out_dir / "last.pt")
-        if stopping:
-            saver.wait()
-            stop.release()
-            raise SystemExit(f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true")
-    saver.wait()
-    stop.release()
+    try:  # the pending checkpoint is written and the signal handlers restored however the loop ends
+        for epoch in range(start_epoch, trainer.epochs):
+            sampler.set_epoch(epoch)
+            soft_targets.set_epoch(epoch)
+            train_metrics = train_one_epoch(  # the detection loop: every trainer key means the same
+                model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer, amp=amp,
+                channels_last=channels_last, grad_clip=GradClip.of(trainer),
+                show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
+                batch_transform=soft_targets,
+            )  # fmt: skip
+            loss_value = train_metrics.get("loss", float("nan"))
+            metrics = accuracy(model_without_ddp, val_loader, device)
+            log.info("epoch %d/%d: loss %.3f | top-1 %.4f top-5 %.4f", epoch + 1, trainer.epochs, loss_value,
+                     metrics["top1"], metrics["top5"])  # fmt: skip
+            if main_process:
+                writer.add_scalar("val/top1", metrics["top1"], epoch + 1)
+                writer.add_scalar("val/top5", metrics["top5"], epoch + 1)
+                best_top1 = max(best_top1, metrics["top1"])
+                state = checkpoint_state(
+                    classifier.net, optimizer, lr_scheduler, scaler, epoch, best_top1, resolved
+                )
+                if metrics["top1"] >= best_top1:
+                    saver.save(state, out_dir / "best.pt")
+            stopping = stop.requested()
+            if main_process and (checkpoint_due(trainer, epoch) or stopping):
+                saver.save(state, out_dir / "last.pt")
+            if stopping:
+                raise SystemExit(
+                    f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true"
+                )
+    finally:
+        stop.release()
+        saver.wait()
     result = {**metrics, "best_top1": best_top1, "train_loss": loss_value, "task": "classify",
               "world_size": world_size, "batch_per_process": trainer.batch_size // world_size,
               "wall_time_s": time.perf_counter() - started, "config": resolved}  # fmt: skip

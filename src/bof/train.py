@@ -135,36 +135,38 @@ def train_detector(cfg: DictConfig) -> dict:
         return checkpoint_state(model_without_ddp, optimizer, lr_scheduler, scaler, epoch, best_map, resolved)
 
     val_metrics, saver, stop = {}, CheckpointWriter(), StopSignal()
-    for epoch in range(start_epoch, trainer.epochs):
-        train_loader.batch_sampler.set_epoch(epoch)
-        train_metrics = train_one_epoch(
-            model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer,
-            amp=amp, channels_last=channels_last, grad_clip=GradClip.of(trainer),
-            show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
-        )  # fmt: skip
-        run_log.epoch(epoch, trainer.epochs, train_metrics)
-        if (epoch + 1) % trainer.eval_interval == 0 or epoch + 1 == trainer.epochs:
-            val_metrics, evaluator, drawn = evaluate(  # every process a shard, gathered in evaluate
-                model_without_ddp, val_loader, build_evaluator(val_set, trainer.voc07_metric),
-                device, class_names, channels_last, amp, trainer.num_images_logged,
-                trainer.progress and main_process,
+    try:  # the pending checkpoint is written and the signal handlers restored however the loop ends
+        for epoch in range(start_epoch, trainer.epochs):
+            train_loader.batch_sampler.set_epoch(epoch)
+            train_metrics = train_one_epoch(
+                model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer,
+                amp=amp, channels_last=channels_last, grad_clip=GradClip.of(trainer),
+                show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
             )  # fmt: skip
-            if main_process:
-                log_evaluation(writer, val_metrics, drawn, epoch)
-            if val_metrics["map"] > best_map:
-                best_map = val_metrics["map"]
+            run_log.epoch(epoch, trainer.epochs, train_metrics)
+            if (epoch + 1) % trainer.eval_interval == 0 or epoch + 1 == trainer.epochs:
+                val_metrics, evaluator, drawn = evaluate(  # every process a shard, gathered in evaluate
+                    model_without_ddp, val_loader, build_evaluator(val_set, trainer.voc07_metric),
+                    device, class_names, channels_last, amp, trainer.num_images_logged,
+                    trainer.progress and main_process,
+                )  # fmt: skip
                 if main_process:
-                    evaluator.write_results(out_dir / "results")
-                    saver.save(state(epoch), out_dir / "best.pt")
-        stopping = stop.requested()
-        if main_process and (checkpoint_due(trainer, epoch) or stopping):
-            saver.save(state(epoch), out_dir / "last.pt")
-        if stopping:
-            saver.wait()
-            stop.release()
-            raise SystemExit(f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true")
-    saver.wait()
-    stop.release()
+                    log_evaluation(writer, val_metrics, drawn, epoch)
+                if val_metrics["map"] > best_map:
+                    best_map = val_metrics["map"]
+                    if main_process:
+                        evaluator.write_results(out_dir / "results")
+                        saver.save(state(epoch), out_dir / "best.pt")
+            stopping = stop.requested()
+            if main_process and (checkpoint_due(trainer, epoch) or stopping):
+                saver.save(state(epoch), out_dir / "last.pt")
+            if stopping:
+                raise SystemExit(
+                    f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true"
+                )
+    finally:
+        stop.release()
+        saver.wait()
 
     metrics = run_log.final(val_metrics, best_map, writer)
     if main_process:
