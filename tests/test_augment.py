@@ -6,19 +6,22 @@ import pytest
 import torch
 from torchvision import tv_tensors
 from torchvision.ops import box_iou
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
+from bof.boxes import as_tv_tensors, plain_tensors, resize_image
+from bof.data.image_folder import PCALighting
 from bof.tricks.augment import (
     INTERPOLATIONS,
     LUMA,
+    PER_BOX_FIELDS,
     FlipResize,
-    PCALighting,
     Resize,
     YOLOAugment,
     color_distort,
     crop_with_constraints,
     hue_rotation,
     kept_by_crop,
-    resize_image,
 )
 
 
@@ -264,9 +267,14 @@ def test_every_interpolation_resizes_image_and_boxes(mode):
     out, t = resize_image(image, {**target, "boxes": boxes}, 32, mode)
     assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
     assert torch.allclose(t["boxes"], target["boxes"] / 2)
-    if mode == "area":  # a halving averages each 2 x 2 block
-        blocks = image.float().view(3, 32, 2, 32, 2).mean((2, 4))
-        assert (out.float() - blocks).abs().max() <= 0.5
+    pattern = (torch.arange(64)[:, None] + torch.arange(64)).remainder(2).mul(255).byte()
+    halved, _ = resize_image(
+        tv_tensors.Image(pattern.expand(3, 64, 64).contiguous()), {"boxes": boxes}, 32, mode
+    )
+    if mode in ("area", "lanczos"):  # averaging stand-ins: a 1-pixel checkerboard shrinks to flat grey
+        assert (halved.float() - 127.5).abs().max() < 20
+    elif mode == "nearest":  # cv2's nearest does not antialias: the pattern aliases to black or white
+        assert (halved.float() - 127.5).abs().min() == 127.5
     assert len(set(INTERPOLATIONS)) == 5
 
 
@@ -295,3 +303,37 @@ def test_pca_lighting_shifts_each_image_by_one_colour_along_imagenets_principal_
         shifts - (shifts @ first_axis)[:, None] * first_axis
     ).norm(dim=1).mean()
     assert torch.equal(PCALighting(0.0)(image), image)
+
+
+def yolo_augment_step_by_step(augment: YOLOAugment, image, target, size):
+    """augment=yolo as separate whole-image steps: colour on every pixel, the full expanded canvas
+    (torchvision's RandomZoomOut), then the crop. The same random draws in the same order."""
+    image = color_distort(image, None, **augment.color)
+    fill = {tv_tensors.Image: tuple(augment.fill.flatten().tolist()), "others": 0}
+    zoom = v2.RandomZoomOut(fill=fill, side_range=(1.0, augment.max_expand), p=augment.expand_p)
+    image, target = zoom(*as_tv_tensors(image, target))
+    boxes = target["boxes"].as_subclass(torch.Tensor)
+    left, top, w, h = crop_with_constraints(boxes, image.shape[-1], image.shape[-2], **augment.crop)
+    keep = kept_by_crop(boxes, left, top, w, h)
+    target = {k: v[keep] if k in PER_BOX_FIELDS else v for k, v in target.items()}
+    target["boxes"] = TF.crop(tv_tensors.wrap(boxes[keep], like=target["boxes"]), top, left, h, w)
+    image = TF.crop(image, top, left, h, w)
+    mode = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]
+    image, target = augment.sanitize(*augment.flip(*resize_image(image, target, size, mode)))
+    return plain_tensors(image, target)
+
+
+@pytest.mark.parametrize("shape", [(60, 80), (375, 500)])
+def test_yolo_augment_equals_its_step_by_step_form(shape):
+    """The fast path (draws first, then only the kept pixels coloured and copied) gives the same samples."""
+    image, target = sample(*shape)
+    target["boxes"] = target["boxes"] * shape[0] / 60
+    augment = YOLOAugment()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        fast, fast_target = augment(image, target, 96)
+        torch.manual_seed(seed)
+        slow, slow_target = yolo_augment_step_by_step(augment, image, target, 96)
+        assert torch.equal(fast, slow), seed
+        assert torch.allclose(fast_target["boxes"], slow_target["boxes"], atol=1e-4), seed
+        assert torch.equal(fast_target["labels"], slow_target["labels"])

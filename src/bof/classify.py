@@ -26,6 +26,7 @@ from bof.atomic import write_json_atomically
 from bof.boxes import normalize_batch
 from bof.checkpoint import CheckpointWriter, checkpoint_state, restore
 from bof.config import check_paper_setup
+from bof.data.image_folder import PCALighting
 from bof.engine import GradClip, train_one_epoch
 from bof.models.classifiers import SoftTargetClassifier, build_classifier
 from bof.optim import param_groups
@@ -40,7 +41,6 @@ from bof.run import (
     resume_path,
     start_run,
 )
-from bof.tricks.augment import PCALighting
 from bof.tricks.label_smoothing import softmax_targets
 from bof.tricks.lr_schedule import build_lr_scheduler
 from bof.tricks.mixup import ClassificationMixup, mixup_batch

@@ -9,7 +9,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 from PIL import Image
+from torchvision import tv_tensors
 from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
@@ -76,3 +78,22 @@ def write_crops(dataset: VOCDetection, out: Path, crop_size: int, margin: float 
     except OSError:  # another process (DDP rank) finished first
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info("wrote %d crops to %s", count, out)
+
+
+class PCALighting:
+    """AlexNet's PCA lighting noise, GluonCV's ``RandomLighting(0.1)`` of ImageNet pretraining: adds
+    ``eigvec @ (alpha * eigval)`` grey levels to every pixel, alpha ~ N(0, alphastd) per component, with
+    ImageNet's RGB eigenvalues scaled to 0..255 as MXNet does. uint8 [3, H, W] in and out."""
+
+    EIGVAL = (55.46, 4.794, 1.148)
+    EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
+
+    def __init__(self, alphastd: float = 0.1):
+        self.alphastd = alphastd
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(3) * self.alphastd
+        shift = torch.tensor(self.EIGVEC) @ (alpha * torch.tensor(self.EIGVAL))
+        return tv_tensors.wrap(
+            (image.float() + shift.view(3, 1, 1)).round_().clamp_(0, 255).to(image.dtype), like=image
+        )

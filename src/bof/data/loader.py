@@ -101,7 +101,7 @@ class KeyedDataset(Dataset):
 
     def __getitem__(self, key: SampleKey):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(key.seed)
+            torch.default_generator.manual_seed(key.seed)  # CPU only: torch.manual_seed costs 0.6 ms here
             skipped = 0
             image, target, skipped = self._load(key.index, skipped)
             if key.partner >= 0 and key.lam < 1.0:  # lam = 1 mixes nothing in (GluonCV skips it too)

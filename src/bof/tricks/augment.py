@@ -17,13 +17,10 @@ their boxes.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torchvision import tv_tensors
 from torchvision.ops import box_iou
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
-from bof.boxes import IMAGENET_MEAN, as_tv_tensors, plain_tensors, resize_square
+from bof.boxes import IMAGENET_MEAN, as_tv_tensors, plain_tensors, resize_image, resize_square
 
 PER_BOX_FIELDS = ("labels", "difficult", "weights")
 # GluonCV's imresize draws one of cv2's five interpolations (np.random.randint(0, 5)); the two torchvision
@@ -57,15 +54,32 @@ def hue_rotation(degrees: float) -> torch.Tensor:
 
 
 def color_distort(
-    image: torch.Tensor,
+    image: torch.Tensor, generator: torch.Generator | None = None, **distortion
+) -> torch.Tensor:
+    """GluonCV's ``random_color_distort`` on a uint8 [3, H, W] image (:func:`color_transform`'s draws,
+    :func:`apply_color`)."""
+    return apply_color(image, color_transform(generator, **distortion))
+
+
+def apply_color(image: torch.Tensor, transform: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """One float pass ``matrix @ pixel + offset`` over a uint8 [3, H, W] image, clamped and rounded."""
+    if transform is None:
+        return image
+    matrix, offset = transform
+    pixels = torch.addmm(offset.float()[:, None], matrix.float(), image.reshape(3, -1).float())
+    return pixels.clamp_(0, 255).round_().to(torch.uint8).reshape(image.shape)
+
+
+def color_transform(
     generator: torch.Generator | None = None,
     brightness_delta: float = 32.0,
     contrast: tuple[float, float] = (0.5, 1.5),
     saturation: tuple[float, float] = (0.5, 1.5),
     hue_degrees: float = 18.0,
     p: float = 0.5,
-) -> torch.Tensor:
-    """GluonCV's ``random_color_distort`` on a uint8 [3, H, W] image, in float with one clamp at the end.
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The random draws of GluonCV's ``random_color_distort``, composed into (matrix [3, 3], offset [3]);
+    None when no step fires. Per-pixel, so it may be applied to any part of the image, later.
 
     Each step applies with probability ``p``: brightness adds U(-delta, delta) grey levels; then, in the
     order (contrast, saturation, hue) or (saturation, hue, contrast), contrast scales every value by
@@ -107,10 +121,7 @@ def color_distort(
         if fires():
             apply(step())
             changed = True
-    if not changed:
-        return image
-    pixels = torch.addmm(offset.float()[:, None], matrix.float(), image.reshape(3, -1).float())
-    return pixels.clamp_(0, 255).round_().to(torch.uint8).reshape(image.shape)
+    return (matrix, offset) if changed else None
 
 
 def crop_with_constraints(
@@ -173,43 +184,6 @@ def kept_by_crop(boxes: torch.Tensor, left: int, top: int, width: int, height: i
     return ((centres >= corner) & (centres < corner + centres.new_tensor([width, height]))).all(1)
 
 
-def resize_image(image: tv_tensors.Image, target: dict, size: int, mode: str) -> tuple:
-    """Resize to size x size with cv2's ``mode``, not antialiased (as cv2) except where a stand-in needs
-    it: ``area`` averages over each output pixel's area (``F.interpolate(mode="area")``, cv2's
-    INTER_AREA when shrinking), ``lanczos`` (not available for tensors) is antialiased bicubic, and
-    ``auto`` is MXNet's ``interp=9`` of GluonCV's evaluation: area when both sides shrink, bicubic when
-    both grow, bilinear otherwise. Boxes move with the pixels."""
-    if mode == "auto":
-        height, width = image.shape[-2:]
-        shrink, grow = size < min(height, width), size > max(height, width)
-        mode = "area" if shrink else "bicubic" if grow else "bilinear"
-    target = {**target, "boxes": TF.resize(target["boxes"], [size, size])}
-    if mode == "area":
-        pixels = F.interpolate(image[None].float(), size=(size, size), mode="area")[0]
-        return tv_tensors.Image(pixels.round_().clamp_(0, 255).to(torch.uint8)), target
-    interpolation = v2.InterpolationMode.BICUBIC if mode == "lanczos" else v2.InterpolationMode(mode)
-    return TF.resize(image, [size, size], interpolation=interpolation, antialias=mode == "lanczos"), target
-
-
-class PCALighting:
-    """AlexNet's PCA lighting noise, GluonCV's ``RandomLighting(0.1)`` of ImageNet pretraining: adds
-    ``eigvec @ (alpha * eigval)`` grey levels to every pixel, alpha ~ N(0, alphastd) per component, with
-    ImageNet's RGB eigenvalues scaled to 0..255 as MXNet does. uint8 [3, H, W] in and out."""
-
-    EIGVAL = (55.46, 4.794, 1.148)
-    EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
-
-    def __init__(self, alphastd: float = 0.1):
-        self.alphastd = alphastd
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        alpha = torch.randn(3) * self.alphastd
-        shift = torch.tensor(self.EIGVEC) @ (alpha * torch.tensor(self.EIGVAL))
-        return tv_tensors.wrap(
-            (image.float() + shift.view(3, 1, 1)).round_().clamp_(0, 255).to(image.dtype), like=image
-        )
-
-
 class Resize:
     """Resize to a size x size square (no letterbox, as GluonCV's YOLO transforms); the only step of
     evaluation and of the "- data augmentation" rows of the paper (``augment=none``). ``interpolation``:
@@ -258,29 +232,61 @@ class YOLOAugment:
         )  # fmt: skip
         self.crop = dict(min_scale=crop_min_scale, constraints=[tuple(c) for c in crop_constraints],
                          trials=crop_trials)  # fmt: skip
-        fill = tuple(round(255 * m) for m in IMAGENET_MEAN)
-        self.expand = v2.RandomZoomOut(
-            fill={tv_tensors.Image: fill, "others": 0}, side_range=(1.0, max_expand), p=expand_p
-        )
+        self.fill = torch.tensor([round(255 * m) for m in IMAGENET_MEAN], dtype=torch.uint8).view(3, 1, 1)
+        self.expand_p, self.max_expand = expand_p, max_expand
         self.flip = v2.RandomHorizontalFlip(flip_p)
         self.sanitize = v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=per_box_fields)
 
     def __call__(self, image: torch.Tensor, target: dict, size: int) -> tuple[torch.Tensor, dict]:
-        image = color_distort(image, **self.color)
-        image, target = self.expand(*as_tv_tensors(image, target))
-        boxes = target["boxes"].as_subclass(torch.Tensor)
-        left, top, width, height = crop_with_constraints(boxes, *image.shape[:-3:-1], **self.crop)
-        if (width, height) != tuple(image.shape[:-3:-1]):
-            keep = kept_by_crop(boxes, left, top, width, height)
-            target = {k: v[keep] if k in PER_BOX_FIELDS else v for k, v in target.items()}
-            target["boxes"] = TF.crop(
-                tv_tensors.wrap(boxes[keep], like=target["boxes"]), top, left, height, width
-            )
-            image = TF.crop(image, top, left, height, width)
+        # every random decision first, in GluonCV's order; then only the pixels the crop keeps are
+        # coloured and copied (the expanded canvas, up to 16 times the image, is never built)
+        color = color_transform(**self.color)
+        height, width = image.shape[-2:]
+        left, top, canvas_w, canvas_h = self.expansion(width, height)
+        boxes = target["boxes"] + torch.tensor([left, top, left, top], dtype=target["boxes"].dtype)
+        crop = crop_with_constraints(boxes, canvas_w, canvas_h, **self.crop)
+        keep = kept_by_crop(boxes, *crop)
+        target = {k: v[keep] if k in PER_BOX_FIELDS else v for k, v in target.items()}
+        corner = torch.tensor(crop[:2] * 2, dtype=boxes.dtype)
+        boxes = (boxes[keep] - corner).clamp(min=0).minimum(torch.tensor(crop[2:] * 2, dtype=boxes.dtype))
+        pixels = self.cropped_pixels(image, color, left, top, crop)
+        image, target = as_tv_tensors(pixels, {**target, "boxes": boxes})
         mode = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]
         image, target = resize_image(image, target, size, mode)
         image, target = self.sanitize(*self.flip(image, target))
         return plain_tensors(image, target)
+
+    def expansion(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """GluonCV's random expand, drawn as torchvision's RandomZoomOut draws it: -> the image's (left,
+        top) on a canvas of (canvas_w, canvas_h), side ratio U(1, max_expand), with probability expand_p."""
+        if torch.rand(1) >= self.expand_p:
+            return 0, 0, width, height
+        ratio = 1.0 + torch.rand(1) * (self.max_expand - 1.0)
+        canvas_w, canvas_h = int(width * ratio), int(height * ratio)
+        position = torch.rand(2)
+        return (
+            int((canvas_w - width) * position[0]),
+            int((canvas_h - height) * position[1]),
+            canvas_w,
+            canvas_h,
+        )
+
+    def cropped_pixels(self, image, color, left: int, top: int, crop) -> torch.Tensor:
+        """The crop (crop_left, crop_top, w, h) of the expanded canvas: ImageNet-mean fill, and the coloured
+        part of the image that lies inside it."""
+        crop_left, crop_top, crop_w, crop_h = crop
+        height, width = image.shape[-2:]
+        if (left, top, crop_left, crop_top, crop_w, crop_h) == (0, 0, 0, 0, width, height):
+            return apply_color(image, color)  # neither expanded nor cropped
+        x0, x1 = max(crop_left, left), min(crop_left + crop_w, left + width)
+        y0, y1 = max(crop_top, top), min(crop_top + crop_h, top + height)
+        canvas = self.fill.expand(3, crop_h, crop_w).clone()
+        if x1 > x0 and y1 > y0:
+            part = image[:, y0 - top : y1 - top, x0 - left : x1 - left]
+            canvas[:, y0 - crop_top : y1 - crop_top, x0 - crop_left : x1 - crop_left] = apply_color(
+                part, color
+            )
+        return canvas
 
     def __repr__(self) -> str:
         return "yolo augmentation (colour, expand, constrained crop, random-interpolation resize, flip)"

@@ -87,8 +87,8 @@ def mixup_images(image1: torch.Tensor, image2: torch.Tensor, lam: float) -> torc
     """image1 [3, h1, w1], image2 [3, h2, w2] -> float32 canvas [3, max(h), max(w)] (same value scale)."""
     (_, h1, w1), (_, h2, w2) = image1.shape, image2.shape
     canvas = torch.zeros(3, max(h1, h2), max(w1, w2), dtype=torch.float32)
-    canvas[:, :h1, :w1] = lam * image1.float()
-    canvas[:, :h2, :w2] += (1.0 - lam) * image2.float()
+    torch.mul(image1, lam, out=canvas[:, :h1, :w1])
+    canvas[:, :h2, :w2].add_(image2, alpha=1.0 - lam)
     return canvas
 
 
@@ -114,7 +114,8 @@ def mixup_detection(image1, target1, image2, target2, lam: float) -> tuple[torch
     """The whole mix of two samples; returns a uint8 canvas (rounded) and the merged target."""
     canvas = mixup_images(image1, image2, lam)
     target = mixup_targets(target1, target2, lam, tuple(canvas.shape[-2:]))
-    return canvas.round_().clamp_(0, 255).to(torch.uint8), target
+    # a convex blend stays in [0, 255]: + 0.5 and truncation rounds (halves up) without a clamp pass
+    return canvas.add_(0.5).to(torch.uint8), target
 
 
 class ClassificationMixup(MixupSwitchOff):
