@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -34,9 +35,9 @@ from bof.run import (
     StopSignal,
     autocast_dtype,
     build_tricks,
-    checkpoint_due,
     compiled,
     data_parallel,
+    end_of_epoch,
     finished_run,
     resume_path,
     start_run,
@@ -164,13 +165,8 @@ def train_classifier(cfg: DictConfig) -> dict:
                 )
                 if metrics["top1"] >= best_top1:
                     saver.save(state, out_dir / "best.pt")
-            stopping = stop.requested()
-            if main_process and (checkpoint_due(trainer, epoch) or stopping):
-                saver.save(state, out_dir / "last.pt")
-            if stopping:
-                raise SystemExit(
-                    f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true"
-                )
+            last = partial(saver.save, state, out_dir / "last.pt") if main_process else None
+            end_of_epoch(trainer, epoch, stop, last)
     finally:
         stop.release()
         saver.wait()

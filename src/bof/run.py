@@ -109,11 +109,6 @@ def compiled(model, enabled: bool, device: torch.device):
     return torch.compile(model)
 
 
-def checkpoint_due(trainer, epoch: int) -> bool:
-    """last.pt after every ``trainer.checkpoint_interval`` epochs and after the last one."""
-    return (epoch + 1) % trainer.checkpoint_interval == 0 or epoch + 1 == trainer.epochs
-
-
 class StopSignal:
     """SIGTERM (a scheduler stopping or pre-empting the job) and SIGUSR1 (SLURM's ``--signal``, sent before
     the time limit) ask the run to stop at the end of the current epoch, after writing last.pt, so that
@@ -139,6 +134,18 @@ class StopSignal:
 
     def requested(self) -> bool:
         return bool(distributed.from_rank0(self.received is not None))
+
+
+def end_of_epoch(trainer, epoch: int, stop: StopSignal, save_last: Callable[[], None] | None) -> None:
+    """``save_last()`` (rank 0's last.pt; None on the other ranks) after every
+    ``trainer.checkpoint_interval`` epochs, after the last one, and when a signal asks the run to stop,
+    which it then does (SystemExit)."""
+    stopping = stop.requested()
+    due = stopping or (epoch + 1) % trainer.checkpoint_interval == 0 or epoch + 1 == trainer.epochs
+    if due and save_last is not None:
+        save_last()
+    if stopping:
+        raise SystemExit(f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true")
 
 
 class Tricks(NamedTuple):

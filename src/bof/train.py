@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import traceback
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -42,9 +43,9 @@ from bof.run import (
     Tricks,
     autocast_dtype,
     build_tricks,
-    checkpoint_due,
     compiled,
     data_parallel,
+    end_of_epoch,
     finished_run,
     resume_path,
     start_run,
@@ -157,13 +158,8 @@ def train_detector(cfg: DictConfig) -> dict:
                     if main_process:
                         evaluator.write_results(out_dir / "results")
                         saver.save(state(epoch), out_dir / "best.pt")
-            stopping = stop.requested()
-            if main_process and (checkpoint_due(trainer, epoch) or stopping):
-                saver.save(state(epoch), out_dir / "last.pt")
-            if stopping:
-                raise SystemExit(
-                    f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true"
-                )
+            last = partial(saver.save, state(epoch), out_dir / "last.pt") if main_process else None
+            end_of_epoch(trainer, epoch, stop, last)
     finally:
         stop.release()
         saver.wait()
