@@ -3,8 +3,13 @@
 Measures, for one model, batch and input size (any bof-train override applies):
   (a) bare forward + backward + optimizer step on a batch already on the device (images/s);
   (b) the full training step: data loading, augmentation, target assignment, loss, backward, step;
-  (c) the ratio (b)/(a) (1.0 = the input pipeline and loss cost nothing);
+  (c) the ratio (b)/(a) (1.0 = the input pipeline and loss cost nothing), and the share of a full step
+      spent outside forward + backward + optimizer (data wait, targets, loss, logging): 1 - (a)/(b) in time;
   (d) data-pipeline images/s per worker (decode + transforms + collate, no model).
+(a) and (b) are measured interleaved, in ``--rounds`` rounds of ``--iters`` steps each, so that a busy
+machine slows both alike; each is the median over the rounds, with the spread (min..max). On CUDA it
+also reports peak memory and, from torch.utils.flop_counter on the first batch, the model's TFLOP/s
+(and the model FLOPs utilisation with ``--peak-tflops``).
 
     python scripts/bench_train.py --workers 2          # the demo config
     python scripts/bench_train.py --width 1.0 --size 416 --batch-size 8 trainer.device=cuda trainer.amp=bf16
@@ -14,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import time
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import Subset
+from torch.utils.flop_counter import FlopCounterMode
 
 from bof.config import CONFIG_DIR, validate_trainer
 from bof.engine import GradClip, prepare_batch, train_step
@@ -40,8 +47,10 @@ def parse_args(argv=None):
         "--batch-size", type=int, default=None, help="batch size (default: trainer.batch_size)"
     )
     parser.add_argument("--workers", type=int, default=None, help="data loader workers (default: trainer's)")
-    parser.add_argument("--iters", type=int, default=10, help="timed iterations per measurement")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations before each measurement")
+    parser.add_argument("--iters", type=int, default=10, help="timed iterations per round and phase")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of (a) and (b)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations before the first round")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's peak, for the MFU")
     parser.add_argument("overrides", nargs="*", help="bof-train overrides, e.g. experiment=yolov3_voc")
     return parser.parse_args(argv)
 
@@ -55,7 +64,7 @@ def timed(step, iters: int, warmup: int, device: torch.device) -> float:
     for _ in range(iters):
         step()
     sync(device)
-    return (time.perf_counter() - start) / iters
+    return (time.perf_counter() - start) / max(iters, 1)
 
 
 def sync(device: torch.device) -> None:
@@ -94,6 +103,11 @@ def main(argv=None) -> dict:
     images, targets = prepare_batch(images_u8, targets, device, trainer.channels_last)
 
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    flops = 0
+    if device.type == "cuda":  # the model's FLOPs of one training step (forward + backward), first batch
+        with FlopCounterMode(display=False) as counter:
+            train_step(model, images, targets, optimizer, scaler, amp)
+        flops = counter.get_total_flops()
 
     def bare_step():
         if not hasattr(model, "net"):  # Faster R-CNN: its losses are part of its forward; one fixed batch
@@ -112,8 +126,19 @@ def main(argv=None) -> dict:
         images, targets = prepare_batch(*next(stream), device, trainer.channels_last)
         train_step(model, images, targets, optimizer, scaler, amp, GradClip.of(trainer))
 
-    bare = batch / timed(bare_step, args.iters, args.warmup, device)
-    full = batch / timed(full_step, args.iters, args.warmup, device)
+    timed(bare_step, 0, args.warmup, device)
+    timed(full_step, 0, args.warmup, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rounds = [
+        (timed(bare_step, args.iters, 0, device), timed(full_step, args.iters, 0, device))
+        for _ in range(max(args.rounds, 1))
+    ]  # fmt: skip
+    bare_s, full_s = (statistics.median(r[i] for r in rounds) for i in (0, 1))
+    bare, full = batch / bare_s, batch / full_s
+    spread = {k: (batch / max(r[i] for r in rounds), batch / min(r[i] for r in rounds))
+              for i, k in enumerate(("bare", "full"))}  # fmt: skip
+    outside = max(0.0, 1.0 - bare_s / full_s)
 
     # (d): the main process iterating a loader without workers is exactly one worker's work
     single_trainer = trainer
@@ -130,14 +155,20 @@ def main(argv=None) -> dict:
         ("device / amp", f"{device} / {amp}"),
         ("batch x input", f"{batch} x {size}x{size}"),
         ("data loader workers", str(workers)),
-        ("(a) bare fwd+bwd+step", f"{bare:.1f} images/s"),
-        ("(b) full training step", f"{full:.1f} images/s"),
-        ("(c) ratio (b)/(a)", f"{full / bare:.2f}"),
+        ("(a) bare fwd+bwd+step", f"{bare:.1f} images/s ({spread['bare'][0]:.1f}..{spread['bare'][1]:.1f})"),
+        ("(b) full training step", f"{full:.1f} images/s ({spread['full'][0]:.1f}..{spread['full'][1]:.1f})"),
+        ("(c) ratio (b)/(a)", f"{full / bare:.2f}; {100 * outside:.1f}% of a step outside fwd+bwd+step"),
         ("(d) data pipeline per worker", f"{per_worker:.1f} images/s"),
     ]
+    if device.type == "cuda":
+        tflops = flops * full / batch / 1e12
+        mfu = f", MFU {100 * tflops / args.peak_tflops:.1f}%" if args.peak_tflops else ""
+        rows.append(("model TFLOP/s (full step)", f"{tflops:.1f}{mfu}"))
+        rows.append(("peak memory", f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"))
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"| {k:<{width}} | {v} |" for k, v in rows))
-    return {"bare": bare, "full": full, "ratio": full / bare, "per_worker": per_worker}
+    return {"bare": bare, "full": full, "ratio": full / bare, "per_worker": per_worker, "outside": outside,
+            "spread": spread}  # fmt: skip
 
 
 if __name__ == "__main__":

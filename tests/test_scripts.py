@@ -24,14 +24,26 @@ def test_bench_augment_reports_every_pipeline(cache_dir, capsys):
 
 def test_bench_train_reports_the_four_measurements(cache_dir):
     result = load("bench_train").main(
-        ["--iters", "1", "--warmup", "1", *TINY, f"data.root={cache_dir}", "trainer.device=cpu"]
+        [
+            "--iters",
+            "1",
+            "--rounds",
+            "3",
+            "--warmup",
+            "1",
+            *TINY,
+            f"data.root={cache_dir}",
+            "trainer.device=cpu",
+        ]
     )
-    assert set(result) == {"bare", "full", "ratio", "per_worker"} and result["full"] > 0
+    assert set(result) == {"bare", "full", "ratio", "per_worker", "outside", "spread"} and result["full"] > 0
+    low, high = result["spread"]["full"]  # the median of the interleaved rounds lies within their range
+    assert low <= result["full"] <= high and 0.0 <= result["outside"] < 1.0
 
 
 def test_bench_train_runs_faster_rcnn(cache_dir):
     result = load("bench_train").main(
-        ["--iters", "1", "--warmup", "0", *[o for o in TINY if not o.startswith("model.")],
+        ["--iters", "1", "--rounds", "1", "--warmup", "0", *[o for o in TINY if not o.startswith("model.")],
          "model=faster_rcnn_r50_c4", *TINY_FASTER_RCNN, f"data.root={cache_dir}", "trainer.device=cpu"]
     )  # fmt: skip
     assert result["full"] > 0 and result["bare"] > 0
