@@ -135,6 +135,17 @@ def test_a_checkpoint_of_two_processes_resumes_in_one(make_cfg, tmp_path):
     assert resumed["world_size"] == 1 and resumed["epochs"] == 2 and resumed["map"] is not None
 
 
+def test_a_checkpoint_of_one_process_resumes_in_two(make_cfg, tmp_path):
+    overrides = ["augment=none", "mixup=off", "trainer.batch_size=8"]
+    train(make_cfg(*overrides, "trainer.epochs=1", output_dir=tmp_path / "run"))
+    (tmp_path / "run" / "metrics.json").unlink()
+    cfg = make_cfg(*overrides, "trainer.epochs=2", "trainer.resume=true", output_dir=tmp_path / "run")
+    distributed.spawn(train_process, 2, OmegaConf.to_container(cfg, resolve=True))
+    resumed = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert resumed["world_size"] == 2 and resumed["epochs"] == 2 and resumed["map"] is not None
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
+
+
 def test_cuda_rng_states_of_any_gpu_count_load_on_a_cpu():
     state = rng_state()
     for cuda in ([torch.zeros(16, dtype=torch.uint8)] * 8, torch.zeros(16, dtype=torch.uint8), []):
