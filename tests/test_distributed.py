@@ -84,6 +84,23 @@ DETERMINISTIC = ["augment=none", "augment.interpolation=bilinear", "mixup=off", 
                  "trainer.epochs=2", "trainer.grad_clip=null"]  # fmt: skip
 
 
+def assert_weights_moved_alike(cfg, run: Path, other: Path) -> None:
+    """The final weights of two runs moved the same way from cfg's initial ones, within 1% of the
+    distance moved (the float reordering of a sum over 1 or 2 processes; see the test below)."""
+    torch.manual_seed(cfg.seed)
+    initial = instantiate(cfg.model.net, num_classes=6).state_dict()
+    final = [torch.load(d / "last.pt", weights_only=True)["model"] for d in (run, other)]
+    moved = 0
+    for key, start in initial.items():
+        if start.is_floating_point():
+            key = f"net.{key}"  # the network inside the YOLOv3Detector
+            delta_one, delta_two = final[0][key] - start, final[1][key] - start
+            # + 1e-6: a few float32 ulps of weights of magnitude ~1 (BN scales) that barely moved
+            assert (delta_one - delta_two).abs().max() <= 1e-2 * delta_one.abs().max() + 1e-6, key
+            moved += bool(delta_one.abs().max() > 0)
+    assert moved > 100  # the comparison is not between untrained copies
+
+
 def test_two_processes_train_like_one_with_the_same_global_batch(make_cfg, tmp_path):
     """Same global batch, same data, SyncBN on: the weights move the same way.
 
@@ -100,18 +117,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(make_cfg, tmp_p
     cfg = make_cfg(*overrides, output_dir=tmp_path / "two")
     distributed.spawn(train_process, 2, OmegaConf.to_container(cfg, resolve=True))
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    torch.manual_seed(cfg.seed)
-    initial = instantiate(cfg.model.net, num_classes=6).state_dict()
-    final = [torch.load(tmp_path / d / "last.pt", weights_only=True)["model"] for d in ("one", "two")]
-    moved = 0
-    for key, start in initial.items():
-        if start.is_floating_point():
-            key = f"net.{key}"  # the network inside the YOLOv3Detector
-            delta_one, delta_two = final[0][key] - start, final[1][key] - start
-            # + 1e-6: a few float32 ulps of weights of magnitude ~1 (BN scales) that barely moved
-            assert (delta_one - delta_two).abs().max() <= 1e-2 * delta_one.abs().max() + 1e-6, key
-            moved += bool(delta_one.abs().max() > 0)
-    assert moved > 100  # the comparison is not between untrained copies
+    assert_weights_moved_alike(cfg, tmp_path / "one", tmp_path / "two")
     assert two["map"] == pytest.approx(one["map"], abs=1e-6)
     lines = [
         sum(len(f.read_text().splitlines()) for f in (tmp_path / d / "results").iterdir())
