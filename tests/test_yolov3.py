@@ -71,25 +71,22 @@ def test_assignment_picks_best_anchor_of_all_nine_in_the_centre_cell():
     criterion = YOLOv3Loss(num_classes=3)
     # 116 x 90 box: exactly anchor 0 of the stride-32 scale; centre (150, 70) -> cell x=4, y=2
     boxes = torch.tensor([[92.0, 25.0, 208.0, 115.0]])
-    positives = criterion._assign(boxes, torch.tensor([0]), outputs_for(1, 320))
-    assert positives[0] is None and positives[1] is None
-    g, a, gy, gx = positives[2]
-    assert (g.tolist(), a.tolist(), gy.tolist(), gx.tolist()) == ([0], [0], [2], [4])
+    assignment = criterion.assign(boxes, torch.tensor([0]), outputs_for(1, 320))
+    assert [positive.tolist() for positive, *_ in assignment] == [[False], [False], [True]]
+    _, a, gy, gx, slot = assignment[2]
+    assert (a.tolist(), gy.tolist(), gx.tolist()) == ([0], [2], [4])
+    assert slot.tolist() == [(0 * 10 + 2) * 10 + 4]  # image 0, anchor 0, row 2, column 4 of 10 x 10
     # 16 x 30 box -> stride 8, anchor 1
     small = torch.tensor([[0.0, 0.0, 16.0, 30.0]])
-    positives = criterion._assign(small, torch.tensor([0]), outputs_for(1, 320))
-    assert (
-        positives[0][1].tolist() == [1]
-        and positives[0][2].tolist() == [1]
-        and positives[0][3].tolist() == [1]
-    )
+    positive, a, gy, gx, _ = criterion.assign(small, torch.tensor([0]), outputs_for(1, 320))[0]
+    assert (positive.tolist(), a.tolist(), gy.tolist(), gx.tolist()) == ([True], [1], [1], [1])
 
 
 def test_two_boxes_on_one_slot_the_later_wins_and_other_images_do_not_collide():
     criterion = YOLOv3Loss(num_classes=3)
     boxes = torch.tensor([[0.0, 0.0, 16.0, 30.0], [1.0, 1.0, 16.0, 30.0], [0.0, 0.0, 16.0, 30.0]])
-    positives = criterion._assign(boxes, torch.tensor([0, 0, 1]), outputs_for(2, 64))
-    assert sorted(positives[0][0].tolist()) == [1, 2]
+    positive, *_ = criterion.assign(boxes, torch.tensor([0, 0, 1]), outputs_for(2, 64))[0]
+    assert positive.tolist() == [False, True, True]
 
 
 def test_loss_targets_exact_for_one_box():
@@ -123,7 +120,7 @@ def test_ignore_rule_removes_objectness_loss_of_overlapping_non_positive_anchor(
         outs[2][0, 2, 0, 0, 0:2] = 100.0  # sigmoid -> 1: centre (32, 32)
         outs[2][0, 2, 0, 0, 2] = math.log(48 / 373)
         outs[2][0, 2, 0, 0, 3] = math.log(48 / 326)
-    ignore = criterion._ignore_mask(outs, [target([box], [0])], torch.device("cpu"))
+    ignore = criterion._ignore_mask(outs, [target([box], [0])])
     assert ignore[2][0, 2, 0, 0] and ignore[2].sum() == 1
     with_ignore = criterion(outs, [target([box], [0])], (size, size))["loss_obj"]
     criterion.ignore_iou_thresh = 1.1  # nothing ignored

@@ -42,11 +42,13 @@ class TrainerConfig:
     num_images_logged: int = 4  # validation images drawn to TensorBoard per evaluation
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower; for exact reproducibility)
     progress: bool = True  # progress bars (rank 0 only)
+    log_interval: int = 20  # loss terms reach the host (TensorBoard, progress, NaN check) every N iterations
     voc07_metric: bool = True  # VOC2007 11-point AP (the paper's), else the VOC2010+ area AP
     skip_nonfinite: bool = False  # a NaN/inf loss: false stops training, true skips that step (counted)
 
     def __post_init__(self):
-        for key in ("epochs", "batch_size", "eval_interval", "devices", "checkpoint_interval"):
+        positive = ("epochs", "batch_size", "eval_interval", "devices", "checkpoint_interval", "log_interval")
+        for key in positive:
             if getattr(self, key) < 1:
                 raise ValueError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
         if self.amp is True:  # the old boolean meant float16

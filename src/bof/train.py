@@ -143,6 +143,7 @@ def train_detector(cfg: DictConfig) -> dict:
                 model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer,
                 amp=amp, channels_last=channels_last, grad_clip=GradClip.of(trainer),
                 show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
+                log_interval=trainer.log_interval,
             )  # fmt: skip
             run_log.epoch(epoch, trainer.epochs, train_metrics)
             if (epoch + 1) % trainer.eval_interval == 0 or epoch + 1 == trainer.epochs:

@@ -106,8 +106,11 @@ def decode_boxes(
     """Raw predictions -> (boxes [B, N, 4] xyxy input pixels, objectness logits [B, N],
     class logits [B, N, K]).
 
+    anchors: [scales, A, 2] (w, h) pixels, a tensor on the outputs' device (a module buffer: building it
+    from a list every step would copy it from the host, a synchronisation) or nested sequences.
     N = sum over scales of 3 * H_s * W_s. Centre = (sigmoid(t_xy) + cell) * stride, size = exp(t_wh) * anchor.
     """
+    anchors = torch.as_tensor(anchors)
     boxes, objectness, classes = [], [], []
     for p, level_anchors, stride in zip(outputs, anchors, strides, strict=True):
         b, a, h, w, _ = p.shape
@@ -115,9 +118,8 @@ def decode_boxes(
             torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij"
         )
         grid = torch.stack([xs, ys], -1).to(p.dtype)  # [H, W, 2] (x, y) cell indices
-        anchor_wh = torch.as_tensor(level_anchors, dtype=p.dtype, device=p.device).view(1, a, 1, 1, 2)
         centre = (p[..., :2].sigmoid() + grid) * stride
-        size = p[..., 2:4].exp() * anchor_wh
+        size = p[..., 2:4].exp() * level_anchors.to(p).view(1, a, 1, 1, 2)
         boxes.append(torch.cat([centre - size / 2, centre + size / 2], -1).reshape(b, -1, 4))
         objectness.append(p[..., 4].reshape(b, -1))
         classes.append(p[..., 5:].reshape(b, a * h * w, -1))
@@ -142,7 +144,8 @@ class YOLOv3PostProcess(nn.Module):
         max_detections: int = 100,
     ):
         super().__init__()
-        self.anchors, self.strides = anchors, strides
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32), persistent=False)
+        self.strides = strides
         self.score_thresh, self.nms_iou, self.topk, self.max_detections = (
             score_thresh,
             nms_iou,

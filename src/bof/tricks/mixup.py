@@ -144,7 +144,7 @@ def mixup_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """images [B, ...], targets [B, K] (one-hot or smoothed) -> the batch mixed with its permutation:
     lam * x + (1 - lam) * x[perm], likewise for the targets (so mixed targets still sum to 1)."""
-    permutation = permutation.to(images.device)
+    permutation = permutation.to(images.device, non_blocking=True)
     return (
         lam * images + (1 - lam) * images[permutation],
         lam * targets + (1 - lam) * targets[permutation],
