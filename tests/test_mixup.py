@@ -26,19 +26,33 @@ def sample(h, w, value, boxes, labels):
 def test_lambda_one_is_the_identity():
     (a, ta), (b, tb) = sample(20, 30, 100, [[1, 2, 10, 12]], [3]), sample(40, 10, 7, [[0, 0, 5, 5]], [1])
     canvas = mixup_images(a, b, 1.0)
-    assert torch.equal(canvas[:, :20, :30], a.float())
+    assert torch.equal(canvas[:, :20, :30], a)
     assert torch.equal(mixup_targets(ta, tb, 1.0, (40, 30))["weights"], torch.tensor([1.0, 0.0]))
 
 
 def test_blend_on_the_max_canvas_at_the_top_left_corner():
     lam = 0.3
     (a, _), (b, _) = sample(20, 30, 100, [[1, 2, 10, 12]], [3]), sample(40, 10, 50, [[0, 0, 5, 5]], [1])
-    canvas = mixup_images(a, b, lam)
+    canvas = mixup_images(a, b, lam).float()
     assert canvas.shape == (3, 40, 30)  # max(h) x max(w)
-    assert torch.allclose(canvas[:, 5, 5], torch.tensor(lam * 100 + (1 - lam) * 50))  # overlap
-    assert torch.allclose(canvas[:, 5, 20], torch.tensor(lam * 100))  # only image a
-    assert torch.allclose(canvas[:, 30, 5], torch.tensor((1 - lam) * 50))  # only image b
+    assert torch.equal(canvas[:, 5, 5], torch.full((3,), 65.0))  # overlap: 0.3 * 100 + 0.7 * 50
+    assert torch.equal(canvas[:, 5, 20], torch.full((3,), 30.0))  # only image a: 0.3 * 100
+    assert torch.equal(canvas[:, 30, 5], torch.full((3,), 35.0))  # only image b: 0.7 * 50
     assert torch.equal(canvas[:, 30, 20], torch.zeros(3))  # neither
+
+
+@pytest.mark.parametrize("lam", [0.5, 0.3, 0.6137, 0.01, 0.999])
+def test_the_fixed_point_blend_is_within_one_grey_level_of_the_float_blend(lam):
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (3, 37, 50), dtype=torch.uint8, generator=generator)
+    b = torch.randint(0, 256, (3, 50, 37), dtype=torch.uint8, generator=generator)
+    reference = torch.zeros(3, 50, 50)  # GluonCV's float canvas, rounded half up
+    reference[:, :37, :50] = a * lam
+    reference[:, :50, :37] += b * (1 - lam)
+    difference = mixup_images(a, b, lam).int() - (reference + 0.5).floor().int()
+    assert difference.abs().max() <= 1
+    if lam == 0.5:  # exact in fixed point: the same image
+        assert difference.abs().max() == 0
 
 
 def test_boxes_keep_their_coordinates_and_carry_lambda_and_one_minus_lambda():
