@@ -41,6 +41,11 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def make_cfg(tmp_path, cache_dir):
     """compose("train", TINY + overrides) writing into a fresh run directory."""
+    return config_maker(tmp_path, cache_dir)
+
+
+def config_maker(tmp_path: Path, cache_dir: Path):
+    """make_cfg's function, for fixtures of a wider scope."""
 
     def make(*overrides: str, output_dir: Path | None = None):
         tiny = TINY

@@ -126,7 +126,7 @@ def test_a_checkpoint_of_another_width_is_refused_naming_it(tmp_path):
 def test_pretrained_backbone_feeds_a_detection_run_end_to_end(make_cfg, tmp_path, caplog):
     train(make_cfg(*CLS_TINY, output_dir=tmp_path / "cls"))  # the TINY YOLOv3's width 1/16 backbone
     checkpoint = tmp_path / "cls" / "last.pt"
-    with caplog.at_level(logging.INFO, logger="bof.train"):
+    with caplog.at_level(logging.INFO, logger="bof"):
         metrics = train(make_cfg("trainer.epochs=1", f"model.backbone_checkpoint={checkpoint}"))
     assert 0.0 <= metrics["map"] <= 1.0 and f"backbone initialised from {checkpoint}" in caplog.text
 

@@ -27,13 +27,20 @@ def test_resume_auto_skips_a_finished_run_and_continues_an_interrupted_one(make_
     assert "resumed from" in caplog.text and torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
 
 
-def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
-    done = subprocess.run(
+def sweep(tmp_path, cache_dir, lrs: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "bof.train", "-m", *TINY, f"data.root={cache_dir}", "trainer.epochs=1",
-         "optimizer.lr=0.001,-1", f"hydra.sweep.dir={tmp_path}"],
+         f"optimizer.lr={lrs}", "trainer.resume=auto", f"hydra.sweep.dir={tmp_path}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert (tmp_path / "0" / "metrics.json").is_file() and not (tmp_path / "0" / "failed.json").exists()
-    failure = json.loads((tmp_path / "1" / "failed.json").read_text())
-    assert "optimizer.lr must be > 0" in failure["error"] and not (tmp_path / "1" / "metrics.json").exists()
+
+
+def test_a_failing_job_is_recorded_the_sweep_goes_on_and_exits_non_zero_at_its_end(tmp_path, cache_dir):
+    done = sweep(tmp_path, cache_dir, "-1,0.001")
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert (tmp_path / "1" / "metrics.json").is_file() and not (tmp_path / "1" / "failed.json").exists()
+    failure = json.loads((tmp_path / "0" / "failed.json").read_text())
+    assert "optimizer.lr must be > 0" in failure["error"] and not (tmp_path / "0" / "metrics.json").exists()
+    assert f"1 job(s) of this sweep failed:\n  {tmp_path / '0' / 'failed.json'}" in done.stdout + done.stderr
+    # the same sweep dir, only the job that worked: its old neighbour's failed.json is not this sweep's
+    assert sweep(tmp_path, cache_dir, "0.002").returncode == 0

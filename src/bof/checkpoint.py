@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from bof.atomic import write_atomically
+from bof.rerun import warn_if_changed
 
 log = logging.getLogger("bof.checkpoint")
 
@@ -67,11 +68,22 @@ class CheckpointWriter:
             raise error
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location="cpu", expect: tuple[str, ...] = ()) -> dict:
+    """A checkpoint file's dict; a missing, truncated or foreign file, or one without the ``expect``ed
+    entries, is an error naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated or empty (no zip directory), garbage, another pickle
+        raise ValueError(
+            f"{path} is not a readable torch checkpoint ({type(error).__name__}: {error})"
+        ) from None
+    missing = [key for key in expect if key not in checkpoint] if isinstance(checkpoint, dict) else expect
+    if missing or not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} holds no {missing} entries: not a checkpoint written by bof-train")
+    return checkpoint
 
 
 def rng_state() -> dict:
@@ -114,9 +126,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def checkpoint_state(
-    model, optimizer, lr_scheduler, scaler, epoch: int, best_map: float, config: dict
+    model, optimizer, lr_scheduler, scaler, epoch: int, best_map: float, config: dict, class_names=None
 ) -> dict:
     return {
+        "class_names": list(class_names or []),  # bof-predict names its detections without the data
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": lr_scheduler.state_dict(),
@@ -128,11 +141,15 @@ def checkpoint_state(
     }
 
 
-def restore(path: Path | None, model, optimizer, lr_scheduler, scaler) -> tuple[int, float]:
-    """Loads a checkpoint into the training state; -> (first epoch to run, best metric so far)."""
+def restore(path: Path | None, model, optimizer, lr_scheduler, scaler, config: dict | None = None):
+    """Loads a checkpoint into the training state; -> (first epoch to run, best metric so far). Another
+    ``config`` than the checkpoint's is allowed (more epochs, another data root) and logged."""
     if path is None:
         return 0, -1.0
-    checkpoint = load_checkpoint(path)
+    expect = ("model", "optimizer", "lr_scheduler", "scaler", "epoch", "rng")
+    checkpoint = load_checkpoint(path, expect=expect)
+    if config is not None:
+        warn_if_changed(checkpoint.get("config"), config, path)
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])

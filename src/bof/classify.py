@@ -31,6 +31,7 @@ from bof.data.image_folder import PCALighting
 from bof.engine import GradClip, train_one_epoch
 from bof.models.classifiers import SoftTargetClassifier, build_classifier
 from bof.optim import param_groups
+from bof.rerun import finished_run
 from bof.run import (
     StopSignal,
     autocast_dtype,
@@ -38,7 +39,6 @@ from bof.run import (
     compiled,
     data_parallel,
     end_of_epoch,
-    finished_run,
     resume_path,
     start_run,
 )
@@ -88,7 +88,8 @@ class SoftTargets:
 
 def train_classifier(cfg: DictConfig) -> dict:
     trainer, out_dir, device, rank, world_size, local_rank = start_run(cfg)
-    if (done := finished_run(trainer, out_dir)) is not None:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if (done := finished_run(trainer, resolved, out_dir)) is not None:
         return done
     check_paper_setup(cfg.get("paper_setup"), world_size, trainer.batch_size // world_size)
     main_process = rank == 0
@@ -126,7 +127,6 @@ def train_classifier(cfg: DictConfig) -> dict:
     lr_scheduler = build_lr_scheduler(optimizer, tricks.lr_schedule, len(train_loader), trainer.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # bf16 needs no scaling
     soft_targets = SoftTargets(num_classes, tricks, cfg.seed, rank, trainer.epochs)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     log.info(
         "task=classify: %s, %d classes, %d train / %d val images, %d iterations/epoch | %s | smoothing %s",
         type(classifier.net).__name__, num_classes, len(train_set), len(val_set), len(train_loader),
@@ -137,7 +137,9 @@ def train_classifier(cfg: DictConfig) -> dict:
 
     # the checkpoint holds the classifier itself (backbone + head), what model.backbone_checkpoint reads
     checkpoint_path = resume_path(trainer.resume, out_dir)
-    start_epoch, best_top1 = restore(checkpoint_path, classifier.net, optimizer, lr_scheduler, scaler)
+    start_epoch, best_top1 = restore(
+        checkpoint_path, classifier.net, optimizer, lr_scheduler, scaler, resolved
+    )
 
     writer = SummaryWriter(str(out_dir / "tensorboard")) if main_process else None
     started, metrics, loss_value = time.perf_counter(), {}, float("nan")

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from bof.evaluation.coco_eval import STAT_NAMES as COCO_STATS
+from bof.rerun import fingerprint
 from bof.run import Tricks
 from bof.visualize import draw_training_samples, lr_curve_figure
 
@@ -160,6 +161,7 @@ class RunLog:
                 "replaced_in_training": self.bad_in_training,
             },
             "nonfinite_steps_skipped": self.nonfinite_skipped,
+            "fingerprint": fingerprint(self.resolved),  # what a rerun compares (bof.rerun)
             "config": self.resolved,
         }
         if metrics["map"] is not None:

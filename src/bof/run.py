@@ -3,7 +3,6 @@ of a run; shared by detection (bof.train) and backbone pretraining (bof.classify
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -186,17 +185,6 @@ def resume_path(resume, out_dir: Path) -> Path | None:
     one (a rerun of a sweep continues interrupted runs), else None; another string -> that checkpoint.
     Rank 0 decides, every rank follows (nodes must share the run directory's filesystem)."""
     return distributed.from_rank0(_resume_path(resume, out_dir) if distributed.is_main() else None)
-
-
-def finished_run(trainer, out_dir: Path) -> dict | None:
-    """``trainer.resume=auto`` on a run directory whose metrics.json exists: that run's metrics (it is not
-    trained again: what a rerun of a sweep needs), else None. Rank 0 decides, every rank follows."""
-    finished = out_dir / "metrics.json"
-    metrics = None
-    if distributed.is_main() and trainer.resume == "auto" and finished.is_file():
-        log.info("%s finished already (trainer.resume=auto): not training again", out_dir)
-        metrics = json.loads(finished.read_text())
-    return distributed.from_rank0(metrics)
 
 
 def _resume_path(resume, out_dir: Path) -> Path | None:

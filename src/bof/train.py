@@ -32,12 +32,12 @@ from bof.checkpoint import CheckpointWriter, checkpoint_state, restore
 from bof.classify import train_classifier
 from bof.config import CONFIG_DIR, check_backbone, check_paper_setup, check_random_shapes
 from bof.data.loader import build_data_loader
+from bof.detector import build_model
 from bof.engine import GradClip, evaluate, train_one_epoch
 from bof.evaluators import build_evaluator
-from bof.models.classifiers import load_backbone
-from bof.models.yolov3 import YOLOv3Detector
 from bof.optim import param_groups
 from bof.reporting import RunLog, log_evaluation, open_writer, preview
+from bof.rerun import finished_run
 from bof.run import (
     StopSignal,
     Tricks,
@@ -46,12 +46,10 @@ from bof.run import (
     compiled,
     data_parallel,
     end_of_epoch,
-    finished_run,
     resume_path,
     start_run,
 )
 from bof.tricks.augment import Resize
-from bof.tricks.label_smoothing import LabelSmoothing
 from bof.tricks.lr_schedule import build_lr_scheduler
 from bof.tricks.random_shapes import FixedShape
 from bof.visualize import save_png
@@ -63,7 +61,7 @@ def train(cfg: DictConfig) -> dict:
     """Runs the configured job and returns its final metrics (also written to metrics.json).
 
     ``trainer.resume=auto`` returns the metrics of a run directory that already finished without
-    training again (:func:`bof.run.finished_run`), and continues one that was interrupted (what a rerun
+    training again (:func:`bof.rerun.finished_run`), and continues one that was interrupted (what a rerun
     of a sweep needs)."""
     check_backbone(cfg)
     return train_classifier(cfg) if cfg.get("task", "detect") == "classify" else train_detector(cfg)
@@ -73,7 +71,8 @@ def train_detector(cfg: DictConfig) -> dict:
     """The detection recipe (``task=detect``)."""
     # seed, device, and the process group the environment describes (one process: rank 0 of 1)
     trainer, out_dir, device, rank, world_size, local_rank = start_run(cfg)
-    if (done := finished_run(trainer, out_dir)) is not None:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if (done := finished_run(trainer, resolved, out_dir)) is not None:
         return done
     check_paper_setup(cfg.get("paper_setup"), world_size, trainer.batch_size // world_size)
     on_cuda = device.type == "cuda"  # mixed precision and NHWC are CUDA-only (no-ops on the CPU)
@@ -110,7 +109,6 @@ def train_detector(cfg: DictConfig) -> dict:
     lr_scheduler = build_lr_scheduler(optimizer, tricks.lr_schedule, iters_per_epoch, trainer.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # bf16 needs no scaling
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     run_log = RunLog(cfg, resolved, world_size, trainer.batch_size // world_size, num_params)
     run_log.plan(device, train_set, val_set, iters_per_epoch, tricks.describe(trainer.epochs))
     if main_process:
@@ -125,7 +123,7 @@ def train_detector(cfg: DictConfig) -> dict:
                 "train_images": len(train_set), "val_images": len(val_set)}  # fmt: skip
 
     start_epoch, best_map = restore(
-        resume_path(trainer.resume, out_dir), model_without_ddp, optimizer, lr_scheduler, scaler
+        resume_path(trainer.resume, out_dir), model_without_ddp, optimizer, lr_scheduler, scaler, resolved
     )
     writer = None
     if main_process:
@@ -133,7 +131,9 @@ def train_detector(cfg: DictConfig) -> dict:
     run_log.start(train_set, val_set)
 
     def state(epoch: int) -> dict:  # built only when a checkpoint is written
-        return checkpoint_state(model_without_ddp, optimizer, lr_scheduler, scaler, epoch, best_map, resolved)
+        return checkpoint_state(
+            model_without_ddp, optimizer, lr_scheduler, scaler, epoch, best_map, resolved, class_names
+        )
 
     val_metrics, saver, stop = {}, CheckpointWriter(), StopSignal()
     try:  # the pending checkpoint is written and the signal handlers restored however the loop ends
@@ -168,6 +168,7 @@ def train_detector(cfg: DictConfig) -> dict:
     metrics = run_log.final(val_metrics, best_map, writer)
     if main_process:
         write_json_atomically(out_dir / "metrics.json", metrics)
+        (out_dir / "failed.json").unlink(missing_ok=True)  # an earlier failure of this job, now trained
         run_log.where(out_dir)
     return metrics
 
@@ -203,52 +204,6 @@ def build_data_loaders(
         world_size=world_size,
     )
     return train_loader, val_loader
-
-
-def build_model(
-    cfg: DictConfig,
-    num_classes: int,
-    device: torch.device,
-    channels_last: bool = False,
-    smoothing: LabelSmoothing | None = None,
-    trainable_bn: bool = False,
-):
-    """The detector of the ``model`` group on ``device``, behind torchvision's interface (losses in
-    training, detections in eval). YOLOv3 (a ``criterion`` and ``postprocess`` in its config) is wrapped
-    into a :class:`YOLOv3Detector`; its class head is a sigmoid one, so label smoothing takes the sigmoid
-    rule. Faster R-CNN computes its own losses and detections: its RoI classifier is a softmax one
-    (softmax rule), and ``trainable_bn`` (syncbn=on) replaces its frozen BatchNorms by trainable ones."""
-    if cfg.model.get("criterion") is None:
-        epsilon = smoothing.softmax_epsilon() if smoothing is not None else None
-        # a backbone file replaces torchvision's ImageNet weights: no download, but the stem stays frozen
-        # as for any pretrained backbone
-        replaced = {"pretrained_backbone": False, "freeze_stem": True} if backbone_file(cfg) else {}
-        net = instantiate(
-            cfg.model.net, num_classes=num_classes, label_smoothing=epsilon, trainable_bn=trainable_bn,
-            **replaced,
-        )  # fmt: skip
-        net = with_backbone(net, cfg).to(device)
-        return net.to(memory_format=torch.channels_last) if channels_last else net
-    net = with_backbone(instantiate(cfg.model.net, num_classes=num_classes), cfg)
-    epsilon = smoothing.sigmoid_epsilon(num_classes) if smoothing is not None else None
-    criterion = instantiate(cfg.model.criterion, num_classes=num_classes, label_smoothing=epsilon)
-    model = YOLOv3Detector(net, criterion, instantiate(cfg.model.postprocess)).to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
-
-
-def backbone_file(cfg: DictConfig) -> str | None:
-    path = cfg.model.get("backbone_checkpoint")
-    return None if path in (None, "", "none") else path
-
-
-def with_backbone(model, cfg: DictConfig):
-    """``model.backbone_checkpoint``: darknet53.conv.74 or a ``task=classify`` checkpoint initialises the
-    backbone (Tables 1-2, 4-6); null or none: no backbone file."""
-    path = backbone_file(cfg)
-    if path:
-        load_backbone(model, path)
-        log.info("backbone initialised from %s", path)
-    return model
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

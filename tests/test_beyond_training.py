@@ -1,0 +1,127 @@
+"""Around training: bof-eval, bof-predict, fine-tuning from a detection checkpoint, and reruns that never
+mix a result with another config's flags."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from bof import evaluate, predict
+from bof.detector import build_model
+from bof.evaluation.voc_results import read_result_files
+from bof.rerun import RunConflict
+from bof.train import train
+from tests.conftest import config_maker
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_dir):
+    """One finished tiny run (2 epochs) shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("trained")
+    make = config_maker(out, cache_dir)
+    metrics = train(make("model.postprocess.score_thresh=0.001", output_dir=out / "run"))
+    return make, out / "run", metrics
+
+
+def test_bof_eval_on_the_run_s_own_data_gives_its_final_map(trained, tmp_path, capsys):
+    make, run, metrics = trained
+    evaluate.main([f"checkpoint={run / 'last.pt'}", f"output={tmp_path / 'eval'}", "trainer.device=cpu"])
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert result["map"] == metrics["map"] and result["ap"] == metrics["ap"] and result["epochs"] == 2
+    assert {"map", "ap", "metric", "config", "fingerprint"} <= set(result)
+    assert sorted(p.name for p in (tmp_path / "eval" / "results").iterdir()) == sorted(
+        p.name for p in (run / "results").iterdir()
+    )
+    table = capsys.readouterr().out
+    assert "| circle" in table and "| mAP" in table and f"{metrics['map']:6.4f}" in table
+
+
+def test_bof_eval_names_a_missing_or_broken_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        evaluate.main([f"checkpoint={tmp_path / 'none.pt'}"])
+    (tmp_path / "broken.pt").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"broken.pt is not a readable torch checkpoint"):
+        evaluate.main([f"checkpoint={tmp_path / 'broken.pt'}"])
+    with pytest.raises(SystemExit, match="missing checkpoint=..."):
+        evaluate.main([])
+
+
+def test_bof_predict_finds_what_evaluation_found_in_each_image_s_own_pixels(trained, tmp_path):
+    make, run, _ = trained
+    val_set = instantiate(make().data.val)
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        shutil.copy(val_set.image_path(i), tmp_path / "in")
+    predict.main([f"checkpoint={run / 'best.pt'}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}",
+                  "score_thresh=0.001", "batch_size=2", "trainer.device=cpu"])  # fmt: skip
+    detections = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == sorted(
+        p.name for p in (tmp_path / "in").iterdir()
+    )
+    image_id = val_set.image_ids[0]
+    mine = [
+        (d["category"], d["score"], d["bbox"]) for d in detections if Path(d["image_id"]).stem == image_id
+    ]
+    found = read_result_files(run / "results", val_set.class_names)  # best.pt's evaluation
+    theirs = [
+        (name, float(score), [box[0] - 1, box[1] - 1, box[2] - box[0] + 1, box[3] - box[1] + 1])
+        for name, dets in found.items()
+        for i, score, box in zip(dets.image_ids, dets.scores, dets.boxes, strict=True)
+        if i == image_id
+    ]  # VOC 1-based inclusive -> COCO x, y, w, h
+    assert mine and len(mine) == len(theirs)
+    for name, score, box in mine:  # each detection has its twin: same class, score and box (rounding)
+        twins = [t for t in theirs if t[0] == name and abs(t[1] - score) < 1e-5
+                 and all(abs(x - y) < 0.2 for x, y in zip(t[2], box, strict=True))]  # fmt: skip
+        assert twins, (name, score, box)
+        theirs.remove(twins[0])
+    assert {"image_id", "category_id", "bbox", "score"} <= set(detections[0])
+
+
+def test_fine_tuning_starts_from_the_checkpoint_and_renews_heads_of_another_shape(trained, caplog):
+    make, run, _ = trained
+    stored = torch.load(run / "last.pt", weights_only=True)["model"]
+    cfg = make(f"model.init_checkpoint={run / 'last.pt'}")
+    same = build_model(cfg, 6, torch.device("cpu")).state_dict()
+    assert all(torch.equal(same[k], v) for k, v in stored.items())
+    with caplog.at_level(logging.INFO, logger="bof"):
+        other = build_model(cfg, 3, torch.device("cpu")).state_dict()  # 3 classes: other output layers
+    renewed = [k for k in stored if other[k].shape != stored[k].shape]
+    assert renewed and all(k in caplog.text for k in renewed)
+    assert all(torch.equal(other[k], v) for k, v in stored.items() if k not in renewed)
+
+
+def test_a_rerun_with_other_flags_is_refused_naming_the_keys_and_changes_nothing(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(make_cfg("trainer.epochs=1", "trainer.resume=auto", "optimizer.lr=0.003"))
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("as Hydra rewrote it with the new flags\n")
+    before = (run / "metrics.json").read_bytes()
+    with pytest.raises(RunConflict, match=r"optimizer.lr: 0.003 -> 0.002.*trainer.resume=false"):
+        train(make_cfg("trainer.epochs=1", "trainer.resume=auto", "optimizer.lr=0.002"))
+    assert (run / "metrics.json").read_bytes() == before
+    assert "lr: 0.003" in (run / ".hydra" / "config.yaml").read_text()  # the finished run's config, back
+    # keys that do not change the result do not count
+    again = train(
+        make_cfg("trainer.epochs=1", "trainer.resume=auto", "optimizer.lr=0.003", "trainer.progress=true")
+    )
+    assert again["fingerprint"] == json.loads(before)["fingerprint"]
+
+
+def test_resume_true_on_a_finished_run_changes_nothing_and_with_more_epochs_continues(
+    make_cfg, tmp_path, caplog
+):
+    run = tmp_path / "run"
+    train(make_cfg("trainer.epochs=1"))
+    before, stamp = (run / "metrics.json").read_bytes(), (run / "last.pt").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="bof"):
+        again = train(make_cfg("trainer.epochs=1", "trainer.resume=true"))
+    assert "nothing to resume" in caplog.text and again["map"] == json.loads(before)["map"]
+    assert (run / "metrics.json").read_bytes() == before and (run / "last.pt").stat().st_mtime_ns == stamp
+    with caplog.at_level(logging.INFO, logger="bof"):
+        longer = train(make_cfg("trainer.epochs=2", "trainer.resume=true"))
+    assert longer["epochs"] == 2 and "under a different config: trainer.epochs: 1 -> 2" in caplog.text
