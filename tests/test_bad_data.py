@@ -207,3 +207,20 @@ def test_unknown_group_option_names_it():
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         with pytest.raises(ConfigCompositionException, match="mixup.*beta99|beta99"):
             compose("train", overrides=["mixup=beta99"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["model.train_size=100"],
+            "model.train_size=100: YOLOv3 takes square inputs of a multiple of 32 (e.g. 96)",
+        ),
+        (["model.val_size=0"], "model.val_size=0: YOLOv3 takes square inputs of a multiple of 32"),
+        (["random_shapes=on", "model.random_shape_range=[64,100]"], "model.random_shape_range[1]=100"),
+        (["random_shapes=on", "random_shapes.step=0"], "min_size and step must be positive multiples of 32"),
+    ],
+)
+def test_sizes_that_cannot_work_fail_in_the_dry_run_naming_the_key(make_cfg, overrides, message):
+    with pytest.raises((ValueError, InstantiationException), match=re.escape(message)):
+        train(make_cfg(*overrides, "trainer.dry_run=true"))

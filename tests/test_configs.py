@@ -11,15 +11,16 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from bof.config import CONFIG_DIR
+from bof.detector import build_model
 from bof.models.classifiers import build_classifier
 from bof.optim import param_groups
 from bof.reporting import TRICK_GROUPS
 from bof.run import build_tricks
-from bof.train import build_model, train
+from bof.train import train
 from tests.test_voc_dataset import make_devkit
 
 # the groups of conf/train.yaml's defaults; sweep, row and scale are appended (+), see test_sweeps.py
-APPENDED = ("hydra", "sweep", "row", "scale")
+APPENDED = ("hydra", "sweep", "row", "scale", "debug")  # appended with +group=...: tested on their own
 GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name not in APPENDED)
 
 

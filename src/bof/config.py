@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
-from bof.models.darknet import DARKNET53_CONV74_URL
+from bof.published import DARKNET53_CONV74_BYTES, DARKNET53_CONV74_URL
 
 log = logging.getLogger("bof.config")
 # conf/ at the repository root (the package is installed editable, as the Makefile does)
@@ -103,7 +103,8 @@ def check_backbone(cfg: DictConfig) -> None:
     except (MissingMandatoryValue, InterpolationToMissingValueError):  # ???, or ${backbones.darknet53}
         raise ValueError(
             f"model={cfg.model.name} needs its ImageNet-pretrained backbone, as in the paper: download "
-            f"darknet's darknet53.conv.74 ({DARKNET53_CONV74_URL}, 162,482,580 bytes) and pass "
+            f"darknet's darknet53.conv.74 ({DARKNET53_CONV74_URL}, {DARKNET53_CONV74_BYTES:,} bytes) and "
+            "pass "
             "backbones.darknet53=/path/to/darknet53.conv.74 (or model.backbone_checkpoint=<darknet file or "
             "task=classify checkpoint>), or say model.backbone_checkpoint=none to train from scratch (not "
             "the paper's setting)"
@@ -119,6 +120,20 @@ def check_random_shapes(cfg: DictConfig) -> None:
             f"model={cfg.model.name} does not have (Faster R-CNN resizes each image itself, as in the "
             "paper's Table 3): use random_shapes=off"
         )
+
+
+def check_input_sizes(cfg: DictConfig) -> None:
+    """YOLOv3's square input sizes are multiples of its stride, 32: say which key is off and what fits,
+    at start-up (the dry run included) instead of a tensor-size error at the first forward pass."""
+    if cfg.model.get("criterion") is None:  # Faster R-CNN: any size, resized inside the model
+        return
+    sizes = {"model.train_size": cfg.model.train_size, "model.val_size": cfg.model.val_size}
+    sizes |= dict(zip(("model.random_shape_range[0]", "model.random_shape_range[1]"),
+                      cfg.model.get("random_shape_range") or (), strict=False))  # fmt: skip
+    for key, size in sizes.items():
+        if not isinstance(size, int) or size < 32 or size % 32:
+            fits = max(32, round(size / 32) * 32) if isinstance(size, (int, float)) else 416
+            raise ValueError(f"{key}={size}: YOLOv3 takes square inputs of a multiple of 32 (e.g. {fits})")
 
 
 def check_paper_setup(setup, world_size: int, batch_per_process: int) -> None:

@@ -5,9 +5,10 @@ evaluate, checkpoint) -> final metrics. Each trick of the bag of freebies is bui
 group (None when off) and handed to the one place where it acts: augmentation, mixup and random shapes
 to the data loaders, label smoothing to the criterion, the LR schedule to the scheduler.
 
-``main`` is the Hydra entry point; ``train(cfg)`` runs one job (detection here, backbone pretraining in
-:mod:`bof.classify`) and is the only place that reads the whole config: every component is built by
-``hydra.utils.instantiate`` from its own group, so config keys are constructor arguments.
+``run_job`` is the Hydra job (behind the light entry point :mod:`bof.launch`); ``train(cfg)`` runs one
+job (detection here, backbone pretraining in :mod:`bof.classify`) and is the only place that reads the
+whole config: every component is built by ``hydra.utils.instantiate`` from its own group, so config keys
+are constructor arguments.
 """
 
 from __future__ import annotations
@@ -19,18 +20,17 @@ import traceback
 from functools import partial
 from pathlib import Path
 
-import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bof import distributed
+from bof import distributed, launch
 from bof.atomic import write_json_atomically
 from bof.checkpoint import CheckpointWriter, checkpoint_state, restore
 from bof.classify import train_classifier
-from bof.config import CONFIG_DIR, check_backbone, check_paper_setup, check_random_shapes
+from bof.config import check_backbone, check_input_sizes, check_paper_setup, check_random_shapes
 from bof.data.loader import build_data_loader
 from bof.detector import build_model
 from bof.engine import GradClip, evaluate, train_one_epoch
@@ -206,14 +206,15 @@ def build_data_loaders(
     return train_loader, val_loader
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """The Hydra job: trains in this process, or with ``trainer.devices=N`` (and no outer launcher such
-    as torchrun) in N processes of one group. They share this job's one output directory: the config
-    is resolved here, so ${hydra:runtime.output_dir} is fixed before any process starts."""
+def run_job(cfg: DictConfig) -> float | None:
+    """The Hydra job (:func:`bof.launch.main` calls it): trains in this process, or with
+    ``trainer.devices=N`` (and no outer launcher such as torchrun) in N processes of one group. They
+    share this job's one output directory: the config is resolved here, so
+    ${hydra:runtime.output_dir} is fixed before any process starts."""
     try:
         check_backbone(cfg)
         check_random_shapes(cfg)
+        check_input_sizes(cfg)
         devices = cfg.trainer.get("devices", 1)
         if devices > 1 and not distributed.launched_externally():
             distributed.check_local_gpus(cfg.trainer.device, devices)
@@ -260,5 +261,5 @@ def train_process(resolved: dict) -> dict:
     return train(OmegaConf.create(resolved))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m bof.train: the same as bof-train
+    launch.main()

@@ -17,7 +17,8 @@ from torch import nn
 from torchvision.models import resnet50, resnet101
 
 from bof.checkpoint import load_checkpoint
-from bof.models.darknet import DARKNET53_CONV74_URL, Darknet53, is_darknet_weights, load_darknet_weights
+from bof.models.darknet import Darknet53, is_darknet_weights, load_darknet_weights
+from bof.published import DARKNET53_CONV74_URL
 
 # ResNet module name in the classifier -> its name in the C4 Faster R-CNN (backbone is a Sequential)
 C4_NAMES = {"conv1": "detector.backbone.0", "bn1": "detector.backbone.1", "layer1": "detector.backbone.4",

@@ -78,8 +78,7 @@ class Darknet53(nn.Module):
 
 
 # darknet's own weight files (darknet53.conv.74 is the ImageNet-pretrained Darknet-53 its authors publish:
-# https://pjreddie.com/media/files/darknet53.conv.74, 162,482,580 bytes)
-DARKNET53_CONV74_URL = "https://pjreddie.com/media/files/darknet53.conv.74"
+# bof.published)
 
 
 def read_darknet_weights(path: str | Path) -> np.ndarray:

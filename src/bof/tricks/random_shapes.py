@@ -17,9 +17,9 @@ class RandomShapes:
     def __init__(
         self, min_size: int = 320, max_size: int = 608, step: int = 32, interval: int = 10, seed: int = 0
     ):
-        if min_size % 32 or step % 32 or min_size > max_size or interval < 1:
+        if min_size % 32 or step % 32 or step < 32 or min_size > max_size or interval < 1:
             raise ValueError(
-                "random_shapes: min_size and step must be multiples of 32 (the YOLOv3 stride), "
+                "random_shapes: min_size and step must be positive multiples of 32 (the YOLOv3 stride), "
                 f"min_size <= max_size and interval >= 1; got {min_size}, {max_size}, {step}, {interval}"
             )
         self.sizes = tuple(range(min_size, max_size + 1, step))
