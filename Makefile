@@ -38,7 +38,8 @@ lint: $(STAMP)  ## ruff check + format check
 	$(VENV)/bin/ruff format --check src scripts tests
 
 tensorboard: $(STAMP)  ## serve the TensorBoard of every run under outputs/ and multirun/
-	$(VENV)/bin/tensorboard --logdir outputs --bind_all
+	mkdir -p outputs multirun
+	$(VENV)/bin/tensorboard --logdir_spec outputs:outputs,multirun:multirun --bind_all
 
 bench: $(STAMP)  ## training-throughput benchmark (scripts/bench_train.py)
 	$(PY) scripts/bench_train.py $(ARGS)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from bof.config import CONFIG_DIR
 from bof.report import main as report
@@ -112,6 +114,18 @@ def test_the_last_row_of_each_table_trains_at_mini_scale(table, make_cfg):
     assert metrics["map"] is not None and metrics["config"]["row"]["name"] == row.removeprefix(f"{table}-")
 
 
+def hparams_of(run: Path) -> dict:
+    """The HParams row a run wrote into its own TensorBoard events (options as typed, as strings)."""
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    info = HParamsPluginData.FromString(start).session_start_info.hparams
+    assert "hparam/mAP" in events.Tags()[
+        "scalars"
+    ] and "_hparams_/session_end_info" in events.PluginTagToContent("hparams")  # completed at the end
+    return {k: v.string_value or v.number_value for k, v in info.items()}
+
+
 def sweep(tmp_path, cache_dir, *rows):
     return subprocess.run(
         [sys.executable, "-m", "bof.train", "-m", "+sweep=table2", "+scale=mini", f"+row={','.join(rows)}",
@@ -128,7 +142,10 @@ def test_a_two_row_sweep_runs_reports_and_reruns_without_training_again(tmp_path
         "baseline/seed0",
         "no_aug/seed0",
     ]
-    assert (runs / "baseline" / "seed0" / "tensorboard" / "hparams").is_dir()  # the HParams tab
+    hparams = hparams_of(runs / "no_aug" / "seed0")  # the HParams tab, in the run itself
+    assert hparams["augment"] == "none" and hparams["mixup"] == "off" and hparams["row"] == "no_aug"
+    assert {"lr", "epochs", "batch", "width", "world_size", "seed"} <= set(hparams)
+    assert not (runs / "no_aug" / "seed0" / "tensorboard" / "hparams").exists()  # no second run
     table = report([str(runs)])
     assert [r["row"] for r in table] == ["- data augmentation", "baseline"]
     no_aug, baseline = (
@@ -175,3 +192,22 @@ def test_report_refuses_a_missing_directory(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         report([str(tmp_path / "nope")])
     shutil.rmtree(tmp_path)
+
+
+def test_report_of_an_ad_hoc_multirun_has_a_row_per_combination_of_the_swept_overrides(tmp_path, capsys):
+    jobs = [("0.001", 0, 0.5), ("0.001", 1, 0.6), ("0.002", 0, 0.7), ("0.002", 1, None)]  # lr, seed, mAP
+    for n, (lr, seed, value) in enumerate(jobs):
+        job = tmp_path / str(n)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr={lr}\n- seed={seed}\n- mixup=off\n")
+        if value is None:
+            (job / "failed.json").write_text(json.dumps({"error": "boom"}))
+        else:
+            (job / "metrics.json").write_text(json.dumps({"map": value, "metric": "voc07", "ap": {}}))
+    table = report([str(tmp_path)])
+    # one row per swept lr: the seeds pooled, mixup (the same in every job) left out
+    assert [r["row"] for r in table] == ["optimizer.lr=0.001", "optimizer.lr=0.002"]
+    assert table[0]["runs"] == 2 and table[0]["mean"] == pytest.approx(55.0)
+    assert table[1]["status"] == "1 failed" and table[1]["vs_baseline"] == pytest.approx(15.0)  # row 1: base
+    out = capsys.readouterr().out
+    assert "VOC07 mAP (%)" in out and "70.00 n=1" in out and "55.00 ± 7.07" in out

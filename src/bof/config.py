@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
@@ -150,4 +151,17 @@ def check_paper_setup(setup, world_size: int, batch_per_process: int) -> None:
         )  # fmt: skip
 
 
+def typed_choices() -> dict:
+    """The config groups' options as chosen on the command line (Hydra's runtime choices), for the
+    HParams tab; empty where the config was composed without bof-train (tests, scripts)."""
+    try:
+        choices = HydraConfig.get().runtime.choices
+    except ValueError:  # no Hydra app around
+        return {}
+    return {
+        group: str(option) for group, option in choices.items() if option and not group.startswith("hydra")
+    }
+
+
 OmegaConf.register_new_resolver("bof_run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("bof_choices", typed_choices, replace=True)

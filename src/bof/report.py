@@ -1,11 +1,15 @@
-"""``bof-report <sweep dir>``: a table sweep's runs as the paper's table (Markdown on stdout, CSV beside).
+"""``bof-report <sweep dir>``: a sweep's runs as a table (Markdown on stdout, CSV beside).
 
-Reads ``<sweep dir>/<row>/seed<k>/metrics.json`` (or ``failed.json``); each run's config says its row's
-label, order, the paper's number and which row is the baseline. Per row: the metric (VOC mAP or COCO
-AP, in %) as mean +- std over seeds, the delta against the baseline row and against the row above, the
-paper's number, and the status (failed and unfinished runs are marked, not hidden).
+A table sweep (``+sweep=tableN``) has ``<sweep dir>/<row>/seed<k>/metrics.json`` (or ``failed.json``);
+each run's config says its row's label, order, the paper's number and which row is the baseline. Any
+other multirun (``bof-train -m optimizer.lr=0.001,0.002 seed=0,1``) has Hydra's numbered job directories:
+one row per combination of the overrides that vary (seeds pooled), the first row as the baseline. Per
+row: the metric (VOC mAP or COCO AP, in %) as mean +- std over seeds ("n=1" for one run), the delta
+against the baseline row and against the row above, the paper's number, and the status (failed and
+unfinished runs are marked, not hidden).
 
     bof-report multirun/table2 [--csv table2.csv] [--per-class baseline mixup]
+    bof-report multirun/2026-11-26/10-00-00
 """
 
 from __future__ import annotations
@@ -17,27 +21,51 @@ import statistics
 from pathlib import Path
 
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+METRIC_NAMES = {"voc07": "VOC07 mAP", "area": "VOC area mAP", "coco": "COCO AP@[.5:.95]"}
+
 
 def collect(sweep_dir: Path) -> list[dict]:
     """One dict per row, in table order: label, paper, values (one per finished seed), status, ap."""
+    runs = [(p.parent.name, p, None) for p in sorted(sweep_dir.glob("*/seed*")) if p.is_dir()]
+    return _rows(runs or adhoc_runs(sweep_dir))
+
+
+def adhoc_runs(sweep_dir: Path) -> list[tuple[str, Path, int]]:
+    """(row: the varying overrides, job directory, order) of a plain multirun's numbered jobs."""
+    jobs = {}
+    for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
+        if overrides_file.parents[1].name.isdigit():
+            pairs = (o.lstrip("+~").split("=", 1) for o in yaml.safe_load(overrides_file.read_text()) or [])
+            jobs[int(overrides_file.parents[1].name)] = {k: v for k, v, *_ in (p + [""] for p in pairs)}
+    keys = {k for overrides in jobs.values() for k in overrides}
+    varying = sorted(k for k in keys if len({o.get(k) for o in jobs.values()}) > 1 and k != "seed")
+    return [
+        (", ".join(f"{k}={jobs[n].get(k, '-')}" for k in varying) or "all jobs", sweep_dir / str(n), n)
+        for n in sorted(jobs)
+    ]
+
+
+def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
     rows: dict[str, dict] = {}
-    for seed_dir in sorted(p for p in sweep_dir.glob("*/seed*") if p.is_dir()):
-        name = seed_dir.parent.name
-        empty = {"name": name, "label": name, "order": 1e9, "paper": None, "baseline": False}
+    for name, seed_dir, order in runs:
+        empty = {"name": name, "label": name, "order": 1e9 if order is None else order, "paper": None,
+                 "baseline": order == 0, "metric": None}  # fmt: skip
         row = rows.setdefault(
             name, {**empty, "values": [], "failed": 0, "unfinished": 0, "ap": [], "setups": set()}
         )
         metrics_file, failed_file = seed_dir / "metrics.json", seed_dir / "failed.json"
         if metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
+            row["metric"] = metrics.get("metric")
             meta = (metrics.get("config") or {}).get("row") or {}
             row.update({k: meta[k] for k in ("label", "order", "paper") if k in meta})
             # the table's base names its baseline row (older runs flagged it with baseline: true)
-            row["baseline"] = meta.get("baseline_row") == name or meta.get("baseline") is True
+            row["baseline"] |= meta.get("baseline_row") == name or meta.get("baseline") is True
             if "world_size" in metrics:  # the data parallelism each run had (the paper's: paper_setup)
                 row["setups"].add(f"{metrics['world_size']}x{metrics['batch_per_process']}")
             if metrics.get("map") is not None:
@@ -65,6 +93,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             "vs_baseline": None if mean is None or base_mean is None else mean - base_mean,
             "vs_above": None if mean is None or above is None else mean - above,
             "paper": row["paper"], "status": status, "gpus_x_batch": ", ".join(sorted(row["setups"])) or "-",
+            "metric": METRIC_NAMES.get(row["metric"], "mAP"),
         })  # fmt: skip
         above = mean if mean is not None else above
     return table
@@ -74,10 +103,14 @@ def markdown(table: list[dict]) -> str:
     def number(value, signed=False):
         return "-" if value is None else (f"{value:+.2f}" if signed else f"{value:.2f}")
 
-    lines = ["| row | metric (%) | vs baseline | vs row above | paper | runs | processes x batch | status |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    metric_name = next((r["metric"] for r in table if r["mean"] is not None), "mAP")
+    columns = (
+        f"row | {metric_name} (%) | vs baseline | vs row above | paper | runs | processes x batch | status"
+    )
+    lines = [f"| {columns} |", "|---|---|---|---|---|---|---|---|"]
     for r in table:
-        metric = "-" if r["mean"] is None else f"{r['mean']:.2f} ± {r['std']:.2f}"
+        spread = "n=1" if r["runs"] == 1 else f"± {r['std']:.2f}"
+        metric = "-" if r["mean"] is None else f"{r['mean']:.2f} {spread}"
         deltas = f"{number(r['vs_baseline'], True)} | {number(r['vs_above'], True)}"
         lines.append(
             f"| {r['row']} | {metric} | {deltas} | {number(r['paper'])} | {r['runs']} | {r['gpus_x_batch']} "
@@ -121,7 +154,10 @@ def main(argv=None) -> list[dict]:
         raise SystemExit(f"sweep directory not found: {args.sweep_dir}")
     rows = collect(args.sweep_dir)
     if not rows:
-        raise SystemExit(f"no runs (<row>/seed<k>/) under {args.sweep_dir}")
+        raise SystemExit(
+            f"no runs under {args.sweep_dir}: neither a table sweep's <row>/seed<k>/ nor a multirun's "
+            "numbered job directories with .hydra/overrides.yaml"
+        )
     table = summarise(rows)
     print(markdown(table))
     csv_path = args.csv or args.sweep_dir / "report.csv"

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from bof.evaluation.coco_eval import STAT_NAMES as COCO_STATS
 from bof.rerun import fingerprint
@@ -37,17 +38,34 @@ def tensorboard_command(out_dir: Path) -> str:
 
 
 def hparams(cfg: DictConfig, world_size: int = 1, batch_per_process: int | None = None) -> dict:
-    """The trick choices of a run (and its model, row, seed and data parallelism) as TensorBoard hparams."""
+    """A run's HParams row: each trick group's option as typed (``mixup=beta15``; the class name where the
+    config was not composed by bof-train), lr, epochs, global batch, width, processes, seed and row."""
+    typed = cfg.get("choices") or {}
 
-    def choice(node) -> str:
-        return "off" if node is None else node["_target_"].rsplit(".", 1)[-1]
+    def choice(group: str) -> str:
+        node = cfg.get(group)
+        return typed.get(group) or ("off" if node is None else node["_target_"].rsplit(".", 1)[-1])
 
     row = cfg.get("row") or {}
     return {
-        "row": row.get("name", "-"), "seed": cfg.seed, "model": cfg.model.name, "data": cfg.data.name,
-        "world_size": world_size, "batch_per_process": batch_per_process or cfg.trainer.batch_size,
-        **{group: choice(cfg.get(group)) for group in TRICK_GROUPS},
+        "row": row.get("name", "-"), "seed": cfg.seed, "model": typed.get("model") or cfg.model.name,
+        "data": typed.get("data") or cfg.data.name, "experiment": typed.get("experiment") or "-",
+        "lr": cfg.optimizer.lr, "epochs": cfg.trainer.epochs, "batch": cfg.trainer.batch_size,
+        "width": cfg.model.net.get("width", 1.0), "world_size": world_size,
+        "batch_per_process": batch_per_process or cfg.trainer.batch_size,
+        **{group: choice(group) for group in TRICK_GROUPS},
     }  # fmt: skip
+
+
+HPARAM_METRICS = ("hparam/mAP", "hparam/best_mAP")
+
+
+def start_hparams(writer: SummaryWriter, values: dict) -> None:
+    """The run's HParams row, written into the run itself when it starts (a running or crashed run has
+    its row too); :meth:`RunLog.final` adds the metrics and marks it finished."""
+    experiment, session_start, _ = hparams_summaries(values, dict.fromkeys(HPARAM_METRICS, 0.0))
+    writer.file_writer.add_summary(experiment)
+    writer.file_writer.add_summary(session_start)
 
 
 def log_evaluation(writer: SummaryWriter, metrics: dict, drawn: list, epoch: int) -> None:
@@ -135,13 +153,10 @@ class RunLog:
 
     def final(self, val_metrics: dict, best_map: float, writer: SummaryWriter | None) -> dict:
         """The metrics.json of the run; the HParams of the run go to TensorBoard, which is closed."""
-        if writer is not None:
-            # the HParams tab: the same keys in every run, so a sweep's runs read as its table
-            writer.add_hparams(
-                hparams(self.cfg, self.world_size, self.batch_per_process),
-                {"hparam/mAP": val_metrics.get("map", float("nan")), "hparam/best_mAP": best_map},
-                run_name="hparams",
-            )
+        if writer is not None:  # the HParams row's metrics, in the run itself, and its end
+            writer.add_scalar("hparam/mAP", val_metrics.get("map", float("nan")), self.cfg.trainer.epochs)
+            writer.add_scalar("hparam/best_mAP", best_map, self.cfg.trainer.epochs)
+            writer.file_writer.add_summary(hparams_summaries(hparams(self.cfg), {})[2])
             writer.close()
         metrics = {
             "map": val_metrics.get("map"),

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 NOT_THE_RESULT = (
     "trainer.output_dir", "trainer.resume", "trainer.dry_run", "trainer.progress", "trainer.num_workers",
     "trainer.log_interval", "trainer.collective_timeout_min", "trainer.num_images_logged",
-    "trainer.checkpoint_interval", "eval.coco_backend",
+    "trainer.checkpoint_interval", "eval.coco_backend", "choices",
 )  # fmt: skip
 
 

@@ -36,7 +36,7 @@ from bof.detector import build_model
 from bof.engine import GradClip, evaluate, train_one_epoch
 from bof.evaluators import build_evaluator
 from bof.optim import param_groups
-from bof.reporting import RunLog, log_evaluation, open_writer, preview
+from bof.reporting import RunLog, hparams, log_evaluation, open_writer, preview, start_hparams
 from bof.rerun import finished_run
 from bof.run import (
     StopSignal,
@@ -128,6 +128,7 @@ def train_detector(cfg: DictConfig) -> dict:
     writer = None
     if main_process:
         writer = open_writer(out_dir, resolved, tricks.describe(trainer.epochs), samples, lr_figure)
+        start_hparams(writer, hparams(cfg, world_size, trainer.batch_size // world_size))
     run_log.start(train_set, val_set)
 
     def state(epoch: int) -> dict:  # built only when a checkpoint is written
