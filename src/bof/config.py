@@ -17,8 +17,11 @@ from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryV
 from bof.published import DARKNET53_CONV74_BYTES, DARKNET53_CONV74_URL
 
 log = logging.getLogger("bof.config")
-# conf/ at the repository root (the package is installed editable, as the Makefile does)
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+# a wheel ships conf/ inside the package (bof/conf); an editable install and a source tree read conf/ at
+# the repository root
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+REPOSITORY_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONFIG_DIR = PACKAGED_CONFIG_DIR if PACKAGED_CONFIG_DIR.is_dir() else REPOSITORY_CONFIG_DIR
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""bof: Bag of Freebies for object detection, in PyTorch."""

@@ -1,0 +1,169 @@
+"""The configuration: where it lives (``conf/``), the run-directory resolver it uses, the schema of the
+scalars no constructor guards (``trainer.*``: a typo or a wrong type fails loudly), and the start-up
+checks that need the whole config (the required backbone, the paper's data parallelism)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+from bof.published import DARKNET53_CONV74_BYTES, DARKNET53_CONV74_URL
+
+log = logging.getLogger("bof.config")
+# a wheel ships conf/ inside the package (bof/conf); an editable install and a source tree read conf/ at
+# the repository root
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+CONFIG_DIR = PACKAGED_CONFIG_DIR if PACKAGED_CONFIG_DIR.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 200
+    batch_size: int = 64  # global batch over all processes (the paper: 64 = 8 GPUs x 8)
+    eval_interval: int = 10  # evaluate every this many epochs, and always after the last
+    num_workers: Any = "auto"  # loader workers per process; auto: the process's CPUs / local processes - 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    devices: int = 1  # processes this job starts on its node (one per GPU); torchrun/SLURM set their own
+    collective_timeout_min: float = 10.0  # a collective waiting longer fails (a peer died): minutes
+    amp: Any = "bf16"  # mixed precision on CUDA: bf16 | fp16 (with loss scaling) | false; a no-op on the CPU
+    channels_last: bool = False  # NHWC memory format (CUDA only; a no-op on the CPU)
+    compile: bool = False  # torch.compile the model (CUDA only; a no-op on the CPU)
+    no_wd: bool = True  # no weight decay on BN parameters and biases (GluonCV --no-wd)
+    grad_clip: float | None = None  # max global gradient L2 norm, None = no clipping
+    grad_clip_value: float | None = None  # clip every gradient element to [-v, v] (MXNet clip_gradient)
+    checkpoint_interval: int = 1  # last.pt every this many epochs (and after the last one, and on a signal)
+    resume: Any = False  # false | true (last.pt of this run dir) | auto (true if there is one) | a path
+    dry_run: bool = False  # build everything, print the plan, exit without training
+    output_dir: str = "."  # the run directory (Hydra's by default)
+    num_images_logged: int = 4  # validation images drawn to TensorBoard per evaluation
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower; for exact reproducibility)
+    progress: bool = True  # progress bars (rank 0 only)
+    log_interval: int = 20  # loss terms reach the host (TensorBoard, progress, NaN check) every N iterations
+    voc07_metric: bool = True  # VOC2007 11-point AP (the paper's), else the VOC2010+ area AP
+    skip_nonfinite: bool = False  # a NaN/inf loss: false stops training, true skips that step (counted)
+
+    def __post_init__(self):
+        positive = ("epochs", "batch_size", "eval_interval", "devices", "checkpoint_interval", "log_interval")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ValueError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
+        if self.amp is True:  # the old boolean meant float16
+            self.amp = "fp16"
+        if self.amp not in (False, None, "bf16", "fp16"):
+            raise ValueError(f"trainer.amp must be bf16, fp16 or false, got {self.amp!r}")
+        if self.collective_timeout_min <= 0:
+            raise ValueError(f"trainer.collective_timeout_min must be > 0, got {self.collective_timeout_min}")
+        if self.num_workers == "auto":
+            self.num_workers = auto_workers(int(os.environ.get("LOCAL_WORLD_SIZE", self.devices)))
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"trainer.num_workers must be auto or an integer >= 0, got {self.num_workers!r}")
+        for key in ("grad_clip", "grad_clip_value"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ValueError(f"trainer.{key} must be > 0 or null, got {getattr(self, key)}")
+
+
+def auto_workers(local_processes: int) -> int:
+    """Data loader workers per process: the CPUs this process may use, shared by the node's processes,
+    one core left to each training process (at least 1 worker)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // max(local_processes, 1) - 1)
+
+
+def validate_trainer(trainer: DictConfig) -> TrainerConfig:
+    """Merges ``cfg.trainer`` into the schema; unknown keys and wrong types raise with the key's name."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainerConfig), trainer))
+
+
+def run_name(timestamp: str) -> str:
+    """The name of Hydra's run directory (``hydra.run.dir`` in conf/train.yaml): the timestamp, except
+    under torchrun, whose processes each compose the config at slightly different times and would each
+    make their own timestamped directory (the known Hydra + DDP problem). There every process takes
+    torchrun's run id instead: the ``--rdzv-id`` of a multi-node job or the random id of ``--standalone``."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id is None:
+        return timestamp
+    if run_id == "none":
+        raise ValueError(
+            "under torchrun every process needs the same run directory: pass torchrun --standalone "
+            "(one node) or --rdzv-id=<name> (several nodes), or bof-train hydra.run.dir=<dir>"
+        )
+    return f"torchrun-{run_id}"
+
+
+def check_backbone(cfg: DictConfig) -> None:
+    """The paper's YOLOv3 starts from an ImageNet-pretrained Darknet-53: the experiments that reproduce
+    it take ``model.backbone_checkpoint`` from the mandatory ``backbones.darknet53``, and a run without
+    one stops here, before any data is read, saying where the weights are published and how to pass them."""
+    try:
+        cfg.model.get("backbone_checkpoint")
+    except (MissingMandatoryValue, InterpolationToMissingValueError):  # ???, or ${backbones.darknet53}
+        raise ValueError(
+            f"model={cfg.model.name} needs its ImageNet-pretrained backbone, as in the paper: download "
+            f"darknet's darknet53.conv.74 ({DARKNET53_CONV74_URL}, {DARKNET53_CONV74_BYTES:,} bytes) and "
+            "pass "
+            "backbones.darknet53=/path/to/darknet53.conv.74 (or model.backbone_checkpoint=<darknet file or "
+            "task=classify checkpoint>), or say model.backbone_checkpoint=none to train from scratch (not "
+            "the paper's setting)"
+        ) from None
+
+
+def check_random_shapes(cfg: DictConfig) -> None:
+    """``random_shapes=on`` draws YOLOv3's square input sizes from ``model.random_shape_range``: say so at
+    start-up for a model without one, before anything resolves the config."""
+    if cfg.get("random_shapes") is not None and cfg.model.get("random_shape_range") is None:
+        raise ValueError(
+            f"random_shapes=on draws square YOLOv3 input sizes from model.random_shape_range, which "
+            f"model={cfg.model.name} does not have (Faster R-CNN resizes each image itself, as in the "
+            "paper's Table 3): use random_shapes=off"
+        )
+
+
+def check_input_sizes(cfg: DictConfig) -> None:
+    """YOLOv3's square input sizes are multiples of its stride, 32: say which key is off and what fits,
+    at start-up (the dry run included) instead of a tensor-size error at the first forward pass."""
+    if cfg.model.get("criterion") is None:  # Faster R-CNN: any size, resized inside the model
+        return
+    sizes = {"model.train_size": cfg.model.train_size, "model.val_size": cfg.model.val_size}
+    sizes |= dict(zip(("model.random_shape_range[0]", "model.random_shape_range[1]"),
+                      cfg.model.get("random_shape_range") or (), strict=False))  # fmt: skip
+    for key, size in sizes.items():
+        if not isinstance(size, int) or size < 32 or size % 32:
+            fits = max(32, round(size / 32) * 32) if isinstance(size, (int, float)) else 416
+            raise ValueError(f"{key}={size}: YOLOv3 takes square inputs of a multiple of 32 (e.g. {fits})")
+
+
+def check_paper_setup(setup, world_size: int, batch_per_process: int) -> None:
+    """An experiment's ``paper_setup`` is the paper's data parallelism. Another one still trains, with the
+    same global batch and lr, but each process's BatchNorm (and sync BN's) sees another batch: warn."""
+    if not setup:
+        return
+    if (world_size, batch_per_process) != (setup.world_size, setup.batch_per_process):
+        log.warning(
+            "this run trains on %d process(es) x %d images; the paper's setup is %d x %d (paper_setup): "
+            "the global batch and lr are the paper's, but BatchNorm statistics (sync BN's included) come "
+            "from another per-process batch, so numbers may differ from the paper's",
+            world_size, batch_per_process, setup.world_size, setup.batch_per_process,
+        )  # fmt: skip
+
+
+def typed_choices() -> dict:
+    """The config groups' options as chosen on the command line (Hydra's runtime choices), for the
+    HParams tab; empty where the config was composed without bof-train (tests, scripts)."""
+    try:
+        choices = HydraConfig.get().runtime.choices
+    except ValueError:  # no Hydra app around
+        return {}
+    return {
+        group: str(option) for group, option in choices.items() if option and not group.startswith("hydra")
+    }
+
+
+OmegaConf.register_new_resolver("bof_run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("bof_choices", typed_choices, replace=True)

@@ -1,0 +1,1 @@
+"""Datasets (Pascal VOC and its built-in synthetic stand-in), transforms and keyed data loading."""

@@ -1,0 +1,107 @@
+"""The detector of a config, built, initialised (backbone file, or a trained detection checkpoint to
+fine-tune from) and, for bof-eval and bof-predict, restored from a run's checkpoint with its config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from bof.checkpoint import load_checkpoint
+from bof.models.classifiers import load_backbone
+from bof.models.yolov3 import YOLOv3Detector
+from bof.tricks.label_smoothing import LabelSmoothing
+
+log = logging.getLogger(__name__)
+
+
+def build_model(
+    cfg: DictConfig,
+    num_classes: int,
+    device: torch.device,
+    channels_last: bool = False,
+    smoothing: LabelSmoothing | None = None,
+    trainable_bn: bool = False,
+):
+    """The detector of the ``model`` group on ``device``, behind torchvision's interface (losses in
+    training, detections in eval). YOLOv3 (a ``criterion`` and ``postprocess`` in its config) is wrapped
+    into a :class:`YOLOv3Detector`; its class head is a sigmoid one, so label smoothing takes the sigmoid
+    rule. Faster R-CNN computes its own losses and detections: its RoI classifier is a softmax one
+    (softmax rule), and ``trainable_bn`` (syncbn=on) replaces its frozen BatchNorms by trainable ones."""
+    if cfg.model.get("criterion") is None:
+        epsilon = smoothing.softmax_epsilon() if smoothing is not None else None
+        # a backbone file replaces torchvision's ImageNet weights: no download, but the stem stays frozen
+        # as for any pretrained backbone
+        replaced = {"pretrained_backbone": False, "freeze_stem": True} if backbone_file(cfg) else {}
+        net = instantiate(
+            cfg.model.net, num_classes=num_classes, label_smoothing=epsilon, trainable_bn=trainable_bn,
+            **replaced,
+        )  # fmt: skip
+        model = with_backbone(net, cfg)
+    else:
+        net = with_backbone(instantiate(cfg.model.net, num_classes=num_classes), cfg)
+        epsilon = smoothing.sigmoid_epsilon(num_classes) if smoothing is not None else None
+        criterion = instantiate(cfg.model.criterion, num_classes=num_classes, label_smoothing=epsilon)
+        model = YOLOv3Detector(net, criterion, instantiate(cfg.model.postprocess))
+    model = with_detector_weights(model, cfg.model.get("init_checkpoint")).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def backbone_file(cfg: DictConfig) -> str | None:
+    path = cfg.model.get("backbone_checkpoint")
+    return None if path in (None, "", "none") else path
+
+
+def with_backbone(model, cfg: DictConfig):
+    """``model.backbone_checkpoint``: darknet53.conv.74 or a ``task=classify`` checkpoint initialises the
+    backbone (Tables 1-2, 4-6); null or none: no backbone file."""
+    path = backbone_file(cfg)
+    if path:
+        load_backbone(model, path)
+        log.info("backbone initialised from %s", path)
+    return model
+
+
+def with_detector_weights(model, path: str | None):
+    """``model.init_checkpoint``: fine-tune from a trained detector (its model weights only). Tensors whose
+    shape differs (another class count's heads) keep their fresh initialisation and are named."""
+    if path in (None, "", "none"):
+        return model
+    state = load_checkpoint(path, expect=("model",))["model"]
+    own = model.state_dict()
+    fresh = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False
+    )
+    if unexpected or len(missing) == len(own):
+        raise ValueError(
+            f"model.init_checkpoint={path} holds no weights of this model (another architecture?)"
+        )
+    log.info("model initialised from %s; %d tensors of another shape left fresh: %s", path, len(fresh),
+             ", ".join(fresh) or "none")  # fmt: skip
+    return model
+
+
+def load_trained(path: str | Path, overrides: list[str], device: torch.device):
+    """(config, detector in eval mode, checkpoint) of a run's checkpoint: the config stored in it, with
+    ``overrides`` (``key=value``, e.g. ``data.root=...``) applied; no backbone or init file is read."""
+    checkpoint = load_checkpoint(path, expect=("model",))
+    if "config" not in checkpoint:
+        raise ValueError(f"checkpoint={path} stores no config; it predates bof-eval")
+    cfg = OmegaConf.merge(OmegaConf.create(checkpoint["config"]), OmegaConf.from_dotlist(overrides))
+    if cfg.get("task", "detect") != "detect":
+        raise ValueError(
+            f"checkpoint={path} is a task={cfg.task} run; bof-eval and bof-predict take detectors"
+        )
+    cfg.model.backbone_checkpoint, cfg.model.init_checkpoint = None, None  # the checkpoint has them all
+    if cfg.model.get("criterion") is None:
+        cfg.model.net.pretrained_backbone = False  # no download: the checkpoint holds the backbone
+    if not checkpoint.get("class_names"):  # written before checkpoints named their classes
+        checkpoint["class_names"] = list(instantiate(cfg.data.val).class_names)
+    num_classes = len(checkpoint["class_names"])
+    model = build_model(cfg, num_classes, device, trainable_bn=cfg.get("syncbn") is not None)
+    model.load_state_dict(checkpoint["model"])
+    return cfg, model.eval(), checkpoint

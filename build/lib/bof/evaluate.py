@@ -1,0 +1,82 @@
+"""bof-eval: evaluates a trained detector's checkpoint on its run's validation data (or other data, by
+overriding the stored config) and writes eval.json with the result files.
+
+    bof-eval checkpoint=outputs/2026-11-26/10-00-00/best.pt
+    bof-eval checkpoint=run/last.pt data.root=/data/VOCdevkit data.val.image_set=test output=run/eval-test
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from bof.atomic import write_json_atomically
+from bof.cli import parse_key_values, setup_logging
+from bof.config import auto_workers
+from bof.data.loader import build_data_loader
+from bof.detector import load_trained
+from bof.engine import evaluate
+from bof.evaluators import build_evaluator
+from bof.reporting import COCO_STATS, METRIC_NAMES
+from bof.rerun import fingerprint
+from bof.run import autocast_dtype, pick_device
+from bof.tricks.augment import Resize
+from bof.tricks.random_shapes import FixedShape
+
+log = logging.getLogger("bof.evaluate")
+USAGE = __doc__.strip()
+
+
+def evaluate_checkpoint(checkpoint: str, overrides: list[str], output: str | None = None) -> dict:
+    """Evaluates ``checkpoint`` under its stored config with ``overrides``; -> the eval.json dict."""
+    device_name = next((o.split("=", 1)[1] for o in overrides if o.startswith("trainer.device=")), "auto")
+    device = pick_device(device_name)
+    cfg, model, stored = load_trained(checkpoint, overrides, device)
+    val_set = instantiate(cfg.data.val)
+    class_names = list(val_set.class_names)
+    loader = build_data_loader(
+        val_set, Resize(), cfg.trainer.batch_size, FixedShape(cfg.model.val_size), shuffle=False,
+        seed=cfg.seed, num_workers=min(auto_workers(1), 2), drop_last=False,
+    )  # fmt: skip
+    metrics, evaluator, _ = evaluate(
+        model, loader, build_evaluator(val_set, cfg.trainer.voc07_metric), device, class_names,
+        amp=autocast_dtype(cfg.trainer.amp, device), show_progress=cfg.trainer.progress,
+    )  # fmt: skip
+    out_dir = Path(output) if output else Path(checkpoint).parent / "eval"
+    evaluator.write_results(out_dir / "results")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    result = {
+        "map": metrics["map"], "ap": metrics["ap"], "metric": metrics["metric"],
+        **{name: metrics[name] for name in COCO_STATS if name in metrics},
+        "checkpoint": str(checkpoint), "epochs": stored.get("epoch", -1) + 1,
+        "val_images": len(val_set), "fingerprint": fingerprint(resolved), "config": resolved,
+    }  # fmt: skip
+    write_json_atomically(out_dir / "eval.json", result)
+    print(ap_table(result, class_names))
+    log.info("wrote %s and the result files in %s", out_dir / "eval.json", out_dir / "results")
+    return result
+
+
+def ap_table(result: dict, class_names: list[str]) -> str:
+    width = max(map(len, [*class_names, "mAP"]))
+    rows = [f"| {'class':<{width}} |     AP |", f"|{'-' * (width + 2)}|--------|"]
+    rows += [f"| {name:<{width}} | {result['ap'].get(name, float('nan')):6.4f} |" for name in class_names]
+    rows.append(f"| {'mAP':<{width}} | {result['map']:6.4f} |  ({METRIC_NAMES[result['metric']]})")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup_logging()
+    own, overrides = parse_key_values(sys.argv[1:] if argv is None else argv,
+                                      {"checkpoint": ..., "output": None}, USAGE)  # fmt: skip
+    with torch.inference_mode():
+        evaluate_checkpoint(own["checkpoint"], overrides, own["output"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Detection evaluation: Pascal VOC (devkit-exact AP)."""

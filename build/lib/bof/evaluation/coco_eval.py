@@ -1,0 +1,116 @@
+"""COCO bbox evaluation with pycocotools' COCOeval (docs/fidelity.md "Evaluation"), or the drop-in
+faster-coco-eval (same numbers, compiled; ``backend="faster_coco_eval"``).
+
+Detections are in the original image frame, xyxy pixels, with contiguous 0-based labels; they go to
+COCOeval as ``[x, y, w, h]`` with the dataset's category ids. The 12 standard numbers are returned under
+:data:`STAT_NAMES`, with ``map`` = AP@[.5:.95] and per-category AP (IoU .5:.95, all areas, 100 dets).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bof.atomic import write_text_atomically
+
+log = logging.getLogger(__name__)
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+BACKENDS = ("pycocotools", "faster_coco_eval")
+
+
+def coco_api(backend: str = "pycocotools"):
+    """(COCO, COCOeval) classes of the chosen backend."""
+    if backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    elif backend == "faster_coco_eval":
+        try:
+            from faster_coco_eval import COCO
+            from faster_coco_eval import COCOeval_faster as COCOeval
+        except ImportError as error:
+            raise ImportError("eval backend faster_coco_eval: pip install faster-coco-eval") from error
+    else:
+        raise ValueError(f"unknown COCO eval backend {backend!r}; choose one of {BACKENDS}")
+    return COCO, COCOeval
+
+
+def load_coco(annotation_file: str | Path, backend: str = "pycocotools"):
+    """A COCO ground-truth object, quietly (pycocotools prints); errors name the file."""
+    path = Path(annotation_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO annotation file not found: {path}")
+    COCO, _ = coco_api(backend)
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return COCO(str(path))
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a COCO instances file ({error})") from error
+
+
+def evaluate_coco(coco_gt, results: list[dict], backend: str = "pycocotools", class_names=None) -> dict:
+    """The 12 COCOeval bbox numbers (and ``map``, ``ap`` per class) of ``results`` (COCO result dicts)."""
+    _, COCOeval = coco_api(backend)
+    if not results:
+        log.warning("no detections: every COCO number is 0")
+        return {**dict.fromkeys(STAT_NAMES, 0.0), "map": 0.0, "ap": {}, "metric": "coco"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(results)
+        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    stats = dict(zip(STAT_NAMES, (float(s) for s in coco_eval.stats[:12]), strict=True))
+    # precision [T IoUs, R recalls, K categories, A areas, M max-dets]; -1 where a category has no GT
+    precision = np.asarray(coco_eval.eval["precision"])[:, :, :, 0, -1]
+    cat_ids = coco_eval.params.catIds
+    names = class_names or [coco_gt.cats[c]["name"] for c in cat_ids]
+    per_class = {}
+    for k, name in enumerate(names):
+        valid = precision[:, :, k][precision[:, :, k] > -1]
+        per_class[name] = float(valid.mean()) if valid.size else float("nan")
+    return {**stats, "map": stats["AP"], "ap": per_class, "metric": "coco"}
+
+
+def xyxy_to_coco_results(image_id: int, boxes, scores, labels, category_ids: Sequence[int]) -> list[dict]:
+    """Detections of one image (boxes [N, 4] xyxy pixels, labels 0-based) -> COCO result dicts."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).round(2)
+    return [
+        {
+            "image_id": int(image_id),
+            "category_id": int(category_ids[int(c)]),
+            "bbox": b,
+            "score": round(float(s), 5),
+        }
+        for b, s, c in zip(
+            xywh.tolist(), np.asarray(scores).tolist(), np.asarray(labels).tolist(), strict=True
+        )
+    ]
+
+
+class COCOEvaluator:
+    """Accumulates detections of a COCO-layout validation set; ``compute()`` runs COCOeval."""
+
+    def __init__(
+        self, coco_gt, category_ids: Sequence[int], class_names: Sequence[str], backend: str = "pycocotools"
+    ):
+        self.coco_gt, self.category_ids, self.class_names = coco_gt, list(category_ids), list(class_names)
+        self.backend, self.results = backend, []
+        coco_api(backend)  # fail at start-up, not after the first epoch
+
+    def add_detections(self, image_id, boxes, scores, labels) -> None:
+        """boxes [N, 4] xyxy pixels in the original image frame; labels 0-based contiguous."""
+        self.results.extend(xyxy_to_coco_results(image_id, boxes, scores, labels, self.category_ids))
+
+    def compute(self) -> dict:
+        return evaluate_coco(self.coco_gt, self.results, self.backend, self.class_names)
+
+    def write_results(self, out_dir: str | Path) -> Path:
+        return write_text_atomically(Path(out_dir) / "coco_results.json", json.dumps(self.results))

@@ -1,0 +1,191 @@
+"""What a run shows: the training preview (samples and planned LR), evaluation logs and TensorBoard
+scalars, the HParams of a run, and where to find it afterwards."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+from bof.evaluation.coco_eval import STAT_NAMES as COCO_STATS
+from bof.rerun import fingerprint
+from bof.run import Tricks
+from bof.visualize import draw_training_samples, lr_curve_figure
+
+log = logging.getLogger("bof.train")
+METRIC_NAMES = {"voc07": "VOC07 mAP", "area": "VOC area mAP", "coco": "COCO AP@[.5:.95]"}
+TRICK_GROUPS = Tricks._fields  # augment, mixup, smoothing, lr_schedule, random_shapes, syncbn
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the working directory if it lies below it (as a user types it), else absolute."""
+    path = path.resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def tensorboard_command(out_dir: Path) -> str:
+    """The one command that serves this run's TensorBoard: the ``tensorboard`` installed beside this
+    Python (the project's .venv), so it works without activating the environment."""
+    beside = Path(sys.executable).with_name("tensorboard")
+    executable = shown(beside) if beside.is_file() else "tensorboard"
+    return f"{executable} --logdir {shown(out_dir / 'tensorboard')}"
+
+
+def hparams(cfg: DictConfig, world_size: int = 1, batch_per_process: int | None = None) -> dict:
+    """A run's HParams row: each trick group's option as typed (``mixup=beta15``; the class name where the
+    config was not composed by bof-train), lr, epochs, global batch, width, processes, seed and row."""
+    typed = cfg.get("choices") or {}
+
+    def choice(group: str) -> str:
+        node = cfg.get(group)
+        return typed.get(group) or ("off" if node is None else node["_target_"].rsplit(".", 1)[-1])
+
+    row = cfg.get("row") or {}
+    return {
+        "row": row.get("name", "-"), "seed": cfg.seed, "model": typed.get("model") or cfg.model.name,
+        "data": typed.get("data") or cfg.data.name, "experiment": typed.get("experiment") or "-",
+        "lr": cfg.optimizer.lr, "epochs": cfg.trainer.epochs, "batch": cfg.trainer.batch_size,
+        "width": cfg.model.net.get("width", 1.0), "world_size": world_size,
+        "batch_per_process": batch_per_process or cfg.trainer.batch_size,
+        **{group: choice(group) for group in TRICK_GROUPS},
+    }  # fmt: skip
+
+
+HPARAM_METRICS = ("hparam/mAP", "hparam/best_mAP")
+
+
+def start_hparams(writer: SummaryWriter, values: dict) -> None:
+    """The run's HParams row, written into the run itself when it starts (a running or crashed run has
+    its row too); :meth:`RunLog.final` adds the metrics and marks it finished."""
+    experiment, session_start, _ = hparams_summaries(values, dict.fromkeys(HPARAM_METRICS, 0.0))
+    writer.file_writer.add_summary(experiment)
+    writer.file_writer.add_summary(session_start)
+
+
+def log_evaluation(writer: SummaryWriter, metrics: dict, drawn: list, epoch: int) -> None:
+    writer.add_scalar("val/mAP", metrics["map"], epoch + 1)
+    for name in COCO_STATS:
+        if name in metrics:
+            writer.add_scalar(f"val/coco/{name}", metrics[name], epoch + 1)
+    for name, ap in metrics["ap"].items():
+        if ap == ap:  # nan: no positives of that class
+            writer.add_scalar(f"val/AP/{name}", ap, epoch + 1)
+    for i, image in enumerate(drawn):
+        writer.add_image(f"val/detections/{i}", image, epoch + 1)
+    log.info(
+        "epoch %d: mAP %.4f | %s",
+        epoch + 1,
+        metrics["map"],
+        " ".join(f"{k} {v:.3f}" for k, v in metrics["ap"].items()),
+    )
+
+
+def preview(train_loader, class_names, trainer, tricks: Tricks, optimizer, iters_per_epoch: int):
+    """(grid of the first training samples of the first epoch exactly as the loader will produce them,
+    figure of the planned LR of every iteration). Built in the main process from the sampler's keys, so
+    the loader, its workers and the RNG streams of the run are untouched."""
+    sampler = train_loader.batch_sampler
+    sampler.set_epoch(0)
+    keys = next(iter(sampler))[: max(trainer.num_images_logged, 1)]
+    images, targets = zip(*(train_loader.dataset[key] for key in keys), strict=True)
+    base_lr = optimizer.param_groups[0]["initial_lr"]
+    total = trainer.epochs * iters_per_epoch
+    lrs = [base_lr * tricks.lr_schedule.factor(i, iters_per_epoch, trainer.epochs) for i in range(total)]
+    figure = lr_curve_figure(lrs, iters_per_epoch, tricks.lr_schedule.describe(trainer.epochs))
+    return draw_training_samples(list(images), list(targets), class_names), figure
+
+
+def open_writer(out_dir: Path, resolved: dict, tricks: list[str], samples, lr_figure) -> SummaryWriter:
+    """The run's TensorBoard with its config, tricks, first training samples and planned LR."""
+    writer = SummaryWriter(str(out_dir / "tensorboard"))
+    writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(resolved) + "\n```")
+    writer.add_text("tricks", "\n".join(f"* {line}" for line in tricks))
+    writer.add_image("train/samples", samples, 0)  # as the run will see them: augmented, mixed, weighted
+    writer.add_figure("plan/lr", lr_figure, 0)
+    return writer
+
+
+class RunLog:
+    """The log lines of a detection run and what its metrics.json records: the plan, one line per
+    epoch (loss, images/s over all processes, bad samples), the final metrics and where the run is."""
+
+    def __init__(
+        self, cfg: DictConfig, resolved: dict, world_size: int, batch_per_process: int, num_params: int
+    ):
+        self.cfg, self.resolved, self.num_params = cfg, resolved, num_params
+        self.world_size, self.batch_per_process = world_size, batch_per_process
+        self.images_per_s, self.train_metrics, self.started = [], {}, time.perf_counter()
+        self.bad_at_load = self.bad_in_training = self.nonfinite_skipped = 0
+
+    def plan(self, device, train_set, val_set, iters_per_epoch: int, tricks: list[str]) -> None:
+        log.info("config:\n%s", OmegaConf.to_yaml(self.resolved))
+        log.info(
+            "device %s x %d processes | %d trainable parameters | %d train / %d val images | "
+            "%d iterations/epoch of %d images (%d per process)",
+            device, self.world_size, self.num_params, len(train_set), len(val_set), iters_per_epoch,
+            self.batch_per_process * self.world_size, self.batch_per_process,
+        )  # fmt: skip
+        log.info("tricks:\n  %s", "\n  ".join(tricks))
+
+    def start(self, train_set, val_set) -> None:
+        self.started = time.perf_counter()
+        self.bad_at_load = len(getattr(train_set, "skipped", [])) + len(getattr(val_set, "skipped", []))
+
+    def epoch(self, epoch: int, epochs: int, train_metrics: dict) -> None:
+        train_metrics["images_per_s"] *= self.world_size  # every process trains on as many images
+        self.train_metrics = train_metrics
+        self.images_per_s.append(train_metrics["images_per_s"])
+        self.bad_in_training += train_metrics["bad_samples"]
+        self.nonfinite_skipped += train_metrics["nonfinite_skipped"]
+        bad = self.bad_at_load or self.bad_in_training
+        log.info(
+            "epoch %d/%d: loss %.3f, %.1f images/s%s", epoch + 1, epochs, train_metrics["loss"],
+            train_metrics["images_per_s"],
+            f", {self.bad_at_load} bad samples left out at load, {self.bad_in_training} replaced in training"
+            if bad else "",
+        )  # fmt: skip
+
+    def final(self, val_metrics: dict, best_map: float, writer: SummaryWriter | None) -> dict:
+        """The metrics.json of the run; the HParams of the run go to TensorBoard, which is closed."""
+        if writer is not None:  # the HParams row's metrics, in the run itself, and its end
+            writer.add_scalar("hparam/mAP", val_metrics.get("map", float("nan")), self.cfg.trainer.epochs)
+            writer.add_scalar("hparam/best_mAP", best_map, self.cfg.trainer.epochs)
+            writer.file_writer.add_summary(hparams_summaries(hparams(self.cfg), {})[2])
+            writer.close()
+        metrics = {
+            "map": val_metrics.get("map"),
+            "best_map": best_map,
+            "ap": val_metrics.get("ap", {}),
+            "metric": val_metrics.get("metric"),  # voc07 | area | coco
+            **{name: val_metrics[name] for name in COCO_STATS if name in val_metrics},  # the 12 COCO numbers
+            "train_loss": self.train_metrics.get("loss"),
+            "num_params": self.num_params,
+            "wall_time_s": time.perf_counter() - self.started,
+            "images_per_s": float(np.mean(self.images_per_s)) if self.images_per_s else None,
+            "epochs": self.cfg.trainer.epochs,
+            "world_size": self.world_size,  # data-parallel processes and the batch of each (sync BN's)
+            "batch_per_process": self.batch_per_process,
+            "bad_samples": {
+                "skipped_at_load": self.bad_at_load,
+                "replaced_in_training": self.bad_in_training,
+            },
+            "nonfinite_steps_skipped": self.nonfinite_skipped,
+            "fingerprint": fingerprint(self.resolved),  # what a rerun compares (bof.rerun)
+            "config": self.resolved,
+        }
+        if metrics["map"] is not None:
+            log.info(
+                "final %s %.4f (best %.4f), %.0f s", METRIC_NAMES[metrics["metric"]], metrics["map"],
+                best_map, metrics["wall_time_s"],
+            )  # fmt: skip
+        return metrics
+
+    @staticmethod
+    def where(out_dir: Path) -> None:
+        log.info("run directory: %s\n  its TensorBoard: %s", shown(out_dir), tensorboard_command(out_dir))

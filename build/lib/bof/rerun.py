@@ -1,0 +1,109 @@
+"""Trustworthy reruns: each run records a fingerprint of its resolved config, and a rerun into a run
+directory that finished already either returns its result (the same config) or refuses, naming the keys
+that differ, instead of mixing the old result with the new flags."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from bof import distributed
+
+log = logging.getLogger(__name__)
+
+# where a run is written, how it is resumed or shown: none of them changes its result
+NOT_THE_RESULT = (
+    "trainer.output_dir", "trainer.resume", "trainer.dry_run", "trainer.progress", "trainer.num_workers",
+    "trainer.log_interval", "trainer.collective_timeout_min", "trainer.num_images_logged",
+    "trainer.checkpoint_interval", "eval.coco_backend", "choices",
+)  # fmt: skip
+
+
+class RunConflict(RuntimeError):
+    """A finished run directory holds the result of another config."""
+
+
+def comparable(resolved: dict) -> dict[str, object]:
+    """The resolved config as dotted keys -> values, without the keys that do not change the result."""
+    flat: dict[str, object] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(resolved, "")
+    return {k: v for k, v in flat.items() if not k.startswith(NOT_THE_RESULT)}
+
+
+def fingerprint(resolved: dict) -> str:
+    """A short hash of what determines the run's result (metrics.json's ``fingerprint``)."""
+    text = json.dumps(comparable(resolved), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for every result-changing key that differs between two resolved configs."""
+    old, new = comparable(old), comparable(new)
+    missing = "(absent)"
+    return [
+        f"{key}: {old.get(key, missing)} -> {new.get(key, missing)}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, missing) != new.get(key, missing)
+    ]
+
+
+def finished_run(trainer, resolved: dict, out_dir: Path) -> dict | None:
+    """A run directory whose metrics.json exists, met again: its metrics when there is nothing to do (it
+    is not trained again), else None.
+
+    ``resume=auto`` (a rerun of a sweep): the stored metrics if the fingerprints match; otherwise
+    RunConflict, naming the differing keys, before anything is written (Hydra's .hydra/config.yaml,
+    already rewritten with the new flags, gets the finished run's config back). ``resume=true`` with all
+    ``trainer.epochs`` done: the stored metrics, unchanged (with more epochs asked for, it continues).
+    Rank 0 decides, every rank follows."""
+    decision = _decide(trainer, resolved, out_dir) if distributed.is_main() else None
+    kind, value = distributed.from_rank0(decision) or (None, None)
+    if kind == "conflict":
+        raise RunConflict(value)
+    return value
+
+
+def _decide(trainer, resolved: dict, out_dir: Path) -> tuple[str, object] | None:
+    finished = out_dir / "metrics.json"
+    if trainer.resume not in ("auto", True) or not finished.is_file():
+        return None
+    stored = json.loads(finished.read_text())
+    if trainer.resume is True:
+        if stored.get("epochs", 0) < trainer.epochs:
+            return None  # more epochs asked for: restore() continues from last.pt
+        log.info("%s finished all %d epochs already: nothing to resume, metrics.json unchanged", out_dir,
+                 trainer.epochs)  # fmt: skip
+        return "done", stored
+    if "config" in stored and stored.get("fingerprint", fingerprint(stored["config"])) != fingerprint(
+        resolved
+    ):
+        changed = differences(stored["config"], resolved)
+        hydra_config = out_dir / ".hydra" / "config.yaml"
+        if hydra_config.is_file():
+            OmegaConf.save(OmegaConf.create(stored["config"]), hydra_config)
+        return "conflict", (
+            f"{out_dir} holds a finished run of another config (trainer.resume=auto), so it is not "
+            f"trained again and not reused; differing keys: {'; '.join(changed)}. Either write the new run "
+            "elsewhere (trainer.resume=false and another hydra.sweep.dir / hydra.run.dir), or rerun with "
+            "the old values to get the finished result back."
+        )
+    log.info("%s finished already with this config (trainer.resume=auto): not training again", out_dir)
+    return "done", stored
+
+
+def warn_if_changed(checkpoint_config: dict | None, resolved: dict, path: Path) -> None:
+    """Resuming a checkpoint under another config is allowed (more epochs, a new data root) but said."""
+    if checkpoint_config and (changed := differences(checkpoint_config, resolved)):
+        log.warning("resuming %s under a different config: %s", path, "; ".join(changed))

@@ -1,0 +1,202 @@
+"""Run set-up: seed, device, the process group, the run directory, the data-parallel model and the tricks
+of a run; shared by detection (bof.train) and backbone pretraining (bof.classify)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from bof import distributed
+from bof.config import check_input_sizes, check_random_shapes, validate_trainer
+from bof.tricks.label_smoothing import LabelSmoothing
+from bof.tricks.lr_schedule import CosineSchedule, StepSchedule
+from bof.tricks.mixup import DetectionMixup
+from bof.tricks.random_shapes import RandomShapes
+from bof.tricks.syncbn import SyncBatchNorm
+
+log = logging.getLogger("bof.run")
+
+
+def start_run(cfg: DictConfig):
+    """Checks ``trainer``, seeds, picks the device and joins the process group the environment describes;
+    rank 0 creates the run directory. -> (trainer, out_dir, device, rank, world_size, local_rank)."""
+    trainer = validate_trainer(cfg.trainer)
+    out_dir = Path(trainer.output_dir)
+    seed_everything(cfg.seed, trainer.deterministic)
+    device = pick_device(trainer.device)
+    rank, world_size, local_rank = distributed.setup(device.type, trainer.collective_timeout_min)
+    if device.type == "cuda" and world_size > 1:
+        device = torch.device("cuda", torch.cuda.current_device())  # local_rank % visible GPUs
+    if device.type == "cuda" and not trainer.deterministic:
+        torch.backends.cudnn.benchmark = True  # random shapes: one autotuning per input size
+    if device.type == "cuda":  # every rank says which GPU it has (warnings reach the log from all ranks)
+        log.log(logging.INFO if rank == 0 else logging.WARNING, "rank %d of %d on %s (%s)", rank, world_size,
+                device, torch.cuda.get_device_name(device))  # fmt: skip
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if trainer.batch_size % world_size:
+        raise ValueError(
+            f"trainer.batch_size={trainer.batch_size} (the global batch) is not divisible by the "
+            f"{world_size} processes: pass a multiple of {world_size} (and scale optimizer.lr with it), or "
+            f"run on fewer processes (trainer.devices)"
+        )
+    return trainer, out_dir, device, rank, world_size, local_rank
+
+
+def autocast_dtype(amp, device: torch.device) -> torch.dtype | None:
+    """``trainer.amp`` on this device: bfloat16 or float16 autocast on CUDA, None (float32) otherwise."""
+    if device.type != "cuda" or amp in (False, None):
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seeds every RNG. ``deterministic``: deterministic kernels where torch has them, a warning naming the
+    op where it has none (torchvision's RoIAlign backward, some CUDA scatter ops) instead of an error; on
+    CUDA, cuBLAS needs its workspace setting before its first call and cuDNN its benchmark off."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"trainer.device={name} but CUDA is not available; use trainer.device=cpu")
+    return device
+
+
+def data_parallel(model, syncbn, device: torch.device, world_size: int, local_rank: int):
+    """Synchronized BatchNorm (when on) acts here, before DDP wraps the model. -> (model to train,
+    model_without_ddp); both are ``model`` with one process."""
+    if world_size == 1:
+        if syncbn is not None:
+            log.info("syncbn=on changes nothing with one process")
+        return model, model
+    if syncbn is not None:
+        model = syncbn(model, device.type, world_size)
+    device_ids = [local_rank] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids), model
+
+
+def compiled(model, enabled: bool, device: torch.device):
+    """``trainer.compile`` on CUDA: ``torch.compile`` of the training model, each random-shapes input size
+    compiled once (the recompile limit covers every size of the range); the model itself on a CPU."""
+    if not enabled or device.type != "cuda":
+        return model
+    dynamo = torch._dynamo.config
+    for limit in ("recompile_limit", "cache_size_limit"):  # the name changed across torch releases
+        if hasattr(dynamo, limit):
+            setattr(dynamo, limit, max(getattr(dynamo, limit), 64))
+    return torch.compile(model)
+
+
+class StopSignal:
+    """SIGTERM (a scheduler stopping or pre-empting the job) and SIGUSR1 (SLURM's ``--signal``, sent before
+    the time limit) ask the run to stop at the end of the current epoch, after writing last.pt, so that
+    ``trainer.resume=true`` (or a sweep's ``auto``) continues it. Rank 0's request stops every rank."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread only
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def release(self) -> None:
+        """The handlers from before the run, back (a process that trains twice, a test runner)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+        log.warning("received %s: stopping after this epoch's checkpoint", signal.Signals(signum).name)
+
+    def requested(self) -> bool:
+        return bool(distributed.from_rank0(self.received is not None))
+
+
+def end_of_epoch(trainer, epoch: int, stop: StopSignal, save_last: Callable[[], None] | None) -> None:
+    """``save_last()`` (rank 0's last.pt; None on the other ranks) after every
+    ``trainer.checkpoint_interval`` epochs, after the last one, and when a signal asks the run to stop,
+    which it then does (SystemExit)."""
+    stopping = stop.requested()
+    due = stopping or (epoch + 1) % trainer.checkpoint_interval == 0 or epoch + 1 == trainer.epochs
+    if due and save_last is not None:
+        save_last()
+    if stopping:
+        raise SystemExit(f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true")
+
+
+class Tricks(NamedTuple):
+    """The bag of freebies of one run, each built from its config group; None where a trick is off."""
+
+    augment: Callable  # the training transform: Resize (augment=none), YOLOAugment, FlipResize
+    mixup: DetectionMixup | None
+    smoothing: LabelSmoothing | None
+    lr_schedule: StepSchedule | CosineSchedule
+    random_shapes: RandomShapes | None
+    syncbn: SyncBatchNorm | None
+
+    def describe(self, epochs: int) -> list[str]:
+        return [
+            f"augment: {self.augment!r}",
+            f"mixup: {'off' if self.mixup is None else self.mixup.describe(epochs)}",
+            f"smoothing: {'off' if self.smoothing is None else repr(self.smoothing)}",
+            f"lr_schedule: {self.lr_schedule.describe(epochs)}",
+            f"random_shapes: {'off' if self.random_shapes is None else repr(self.random_shapes)}",
+            f"syncbn: {'off' if self.syncbn is None else repr(self.syncbn)}",
+        ]
+
+
+def build_tricks(cfg: DictConfig) -> Tricks:
+    check_random_shapes(cfg)
+    check_input_sizes(cfg)
+    return Tricks(
+        augment=instantiate(cfg.augment),
+        mixup=instantiate(cfg.mixup) if cfg.mixup is not None else None,
+        smoothing=instantiate(cfg.smoothing) if cfg.smoothing is not None else None,
+        lr_schedule=instantiate(cfg.lr_schedule),
+        random_shapes=instantiate(cfg.random_shapes) if cfg.random_shapes is not None else None,
+        syncbn=instantiate(cfg.syncbn) if cfg.syncbn is not None else None,
+    )
+
+
+def resume_path(resume, out_dir: Path) -> Path | None:
+    """``trainer.resume``: false -> None; true -> <run dir>/last.pt; auto -> <run dir>/last.pt if there is
+    one (a rerun of a sweep continues interrupted runs), else None; another string -> that checkpoint.
+    Rank 0 decides, every rank follows (nodes must share the run directory's filesystem)."""
+    return distributed.from_rank0(_resume_path(resume, out_dir) if distributed.is_main() else None)
+
+
+def _resume_path(resume, out_dir: Path) -> Path | None:
+    if resume is False or resume is None:
+        return None
+    if resume == "auto":
+        return out_dir / "last.pt" if (out_dir / "last.pt").is_file() else None
+    path = out_dir / "last.pt" if resume is True else Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"trainer.resume={resume}: no checkpoint at {path}"
+            + (" (pass the old run directory with hydra.run.dir=<dir>)" if resume is True else "")
+        )
+    return path

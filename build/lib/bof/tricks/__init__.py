@@ -1,0 +1,1 @@
+"""The bag of freebies: one module per trick, each a pure core with injectable randomness."""
