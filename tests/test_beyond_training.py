@@ -6,15 +6,18 @@ import logging
 import shutil
 from pathlib import Path
 
+import onnxruntime
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from bof import evaluate, predict
-from bof.detector import build_model
+from bof import evaluate, export, predict
+from bof.boxes import normalize_batch
+from bof.detector import build_model, load_trained
 from bof.evaluation.voc_results import read_result_files
 from bof.rerun import RunConflict
 from bof.train import train
+from bof.tricks.augment import Resize
 from tests.conftest import config_maker
 
 
@@ -125,3 +128,32 @@ def test_resume_true_on_a_finished_run_changes_nothing_and_with_more_epochs_cont
     with caplog.at_level(logging.INFO, logger="bof"):
         longer = train(make_cfg("trainer.epochs=2", "trainer.resume=true"))
     assert longer["epochs"] == 2 and "under a different config: trainer.epochs: 1 -> 2" in caplog.text
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_bof_export_gives_the_pytorch_model_s_detections(trained, tmp_path, fmt):
+    make, run, _ = trained
+    path = export.main([f"checkpoint={run / 'best.pt'}", f"format={fmt}", f"output={tmp_path / 'model'}"])
+    _, model, _ = load_trained(run / "best.pt", [], torch.device("cpu"))
+    val_set = instantiate(make().data.val)
+    images = torch.stack([Resize()(*val_set[i], 64)[0] for i in range(3)])  # as bof-eval feeds them
+    with torch.no_grad():
+        raw = model.postprocess.boxes_and_scores(model.net(normalize_batch(images)), (64, 64))
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(path))
+        exported = [torch.from_numpy(a) for a in session.run(None, {"images": images.numpy()})]
+    else:
+        exported = torch.jit.load(str(path))(images)
+    for ours, theirs in zip(raw, exported, strict=True):  # boxes (pixels) and scores, everywhere
+        assert ours.shape == theirs.shape and (ours - theirs).abs().max() < 1e-4
+    # through the same NMS: the same detections (this barely trained model has many near-equal scores, so
+    # ties may swap places: compared as sorted scores)
+    for ours, theirs in zip(model.postprocess.select(*raw), model.postprocess.select(*exported), strict=True):
+        assert len(ours["scores"]) == len(theirs["scores"]) > 0
+        assert (ours["scores"].sort().values - theirs["scores"].sort().values).abs().max() < 1e-4
+
+
+def test_bof_export_refuses_an_unknown_format(trained):
+    _, run, _ = trained
+    with pytest.raises(SystemExit, match="format=tflite: one of onnx, torchscript"):
+        export.main([f"checkpoint={run / 'best.pt'}", "format=tflite"])

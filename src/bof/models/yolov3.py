@@ -157,13 +157,22 @@ class YOLOv3PostProcess(nn.Module):
     def forward(
         self, outputs: list[torch.Tensor], input_size: tuple[int, int]
     ) -> list[dict[str, torch.Tensor]]:
+        return self.select(*self.boxes_and_scores(outputs, input_size))
+
+    def boxes_and_scores(self, outputs: list[torch.Tensor], input_size: tuple[int, int]):
+        """Raw predictions -> (boxes [B, N, 4] clipped to the input, scores [B, N, K]): the part that an
+        exported graph computes (bof-export); :meth:`select` is the rest."""
         boxes, objectness, class_logits = decode_boxes(
             [o.float() for o in outputs], self.anchors, self.strides
         )
         height, width = input_size
-        boxes[..., 0::2] = boxes[..., 0::2].clamp(0, width)
-        boxes[..., 1::2] = boxes[..., 1::2].clamp(0, height)
-        scores = objectness.sigmoid().unsqueeze(-1) * class_logits.sigmoid()  # [B, N, K]
+        boxes = torch.cat([boxes[..., 0::2].clamp(0, width), boxes[..., 1::2].clamp(0, height)], -1)
+        boxes = boxes[..., [0, 2, 1, 3]]  # back to x1, y1, x2, y2
+        return boxes, objectness.sigmoid().unsqueeze(-1) * class_logits.sigmoid()
+
+    def select(self, boxes: torch.Tensor, scores: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Per image: candidates above ``score_thresh``, the ``topk`` best, per-class NMS, and at most
+        ``max_detections``."""
         num_classes = scores.shape[-1]
         results = []
         for image_boxes, image_scores in zip(boxes, scores, strict=True):

@@ -1,0 +1,78 @@
+"""bof-export: a trained YOLOv3 as one graph for deployment, ONNX (onnxruntime, TensorRT) or TorchScript.
+
+The graph takes uint8 images [B, 3, S, S] (RGB, resized to S = the run's model.val_size, as bof-eval
+feeds them) and returns boxes [B, N, 4] (xyxy input pixels, clipped) and scores [B, N, K]
+(sigmoid(objectness) x sigmoid(class)): normalisation, the network and the box decoding inside, the
+batch size free. The last step, the per-class NMS, is left to the runtime that has one
+(``bof.models.yolov3.YOLOv3PostProcess.select`` is the reference: the exported outputs through it give
+the PyTorch model's detections, tests/test_beyond_training.py).
+
+    bof-export checkpoint=run/best.pt format=onnx             # -> run/best.onnx
+    bof-export checkpoint=run/best.pt format=torchscript output=model.ts
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bof.boxes import normalize_batch
+from bof.cli import parse_key_values, setup_logging
+from bof.detector import load_trained
+
+log = logging.getLogger("bof.export")
+USAGE = __doc__.strip()
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+
+
+class ExportedYOLOv3(nn.Module):
+    """uint8 images -> (boxes, scores): a YOLOv3Detector's network and its post-processing before NMS."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.net, self.postprocess = detector.net, detector.postprocess
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = self.net(normalize_batch(images))
+        return self.postprocess.boxes_and_scores(outputs, tuple(images.shape[-2:]))
+
+
+def export(checkpoint: str, fmt: str, output: str | None, overrides: list[str]) -> Path:
+    if fmt not in SUFFIXES:
+        raise SystemExit(f"format={fmt}: one of {', '.join(SUFFIXES)}")
+    cfg, model, _ = load_trained(checkpoint, overrides, torch.device("cpu"))
+    if not hasattr(model, "postprocess"):
+        raise SystemExit(
+            f"checkpoint={checkpoint} is a {cfg.model.name}: bof-export takes YOLOv3 checkpoints (Faster "
+            "R-CNN's torchvision graph has data-dependent proposal and RoI stages, left out here)"
+        )
+    graph, size = ExportedYOLOv3(model).eval(), cfg.model.val_size
+    example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
+    path = Path(output) if output else Path(checkpoint).with_suffix(SUFFIXES[fmt])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' deprecation and tracer notes
+        if fmt == "onnx":
+            batch = torch.export.Dim("batch")
+            torch.onnx.export(graph, (example,), str(path), dynamo=True, input_names=["images"],
+                              output_names=["boxes", "scores"], dynamic_shapes=({0: batch},))  # fmt: skip
+        else:
+            torch.jit.save(torch.jit.trace(graph, (example,)), str(path))
+    log.info("wrote %s: uint8 images [B, 3, %d, %d] -> boxes [B, N, 4], scores [B, N, %d]", path, size, size,
+             model.criterion.num_classes)  # fmt: skip
+    return path
+
+
+def main(argv: list[str] | None = None) -> Path:
+    setup_logging()
+    own_keys = {"checkpoint": ..., "format": "onnx", "output": None}
+    own, overrides = parse_key_values(sys.argv[1:] if argv is None else argv, own_keys, USAGE)
+    return export(own["checkpoint"], own["format"], own["output"], overrides)
+
+
+if __name__ == "__main__":
+    main()
