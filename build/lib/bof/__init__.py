@@ -1,1 +1,0 @@
-"""bof: Bag of Freebies for object detection, in PyTorch."""

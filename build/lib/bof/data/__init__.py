@@ -1,1 +1,0 @@
-"""Datasets (Pascal VOC and its built-in synthetic stand-in), transforms and keyed data loading."""

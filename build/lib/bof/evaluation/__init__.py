@@ -1,1 +1,0 @@
-"""Detection evaluation: Pascal VOC (devkit-exact AP)."""
