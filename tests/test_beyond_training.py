@@ -10,6 +10,7 @@ import onnxruntime
 import pytest
 import torch
 from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bof import evaluate, export, predict
 from bof.boxes import normalize_batch
@@ -157,3 +158,13 @@ def test_bof_export_refuses_an_unknown_format(trained):
     _, run, _ = trained
     with pytest.raises(SystemExit, match="format=tflite: one of onnx, torchscript"):
         export.main([f"checkpoint={run / 'best.pt'}", "format=tflite"])
+
+
+def test_each_evaluation_writes_a_precision_recall_curve_per_class(trained):
+    _, run, metrics = trained
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    curves = set(events.PluginTagToContent("pr_curves"))
+    # every class with a detection (this barely trained model leaves some classes without any)
+    assert curves and curves <= {f"val/PR/{name}" for name in metrics["ap"]}
+    assert len(events.Tensors(min(curves))) == 2  # one per evaluation (2 epochs, eval_interval 1)

@@ -141,6 +141,20 @@ def checkpoint_state(
     }
 
 
+def check_finite(model, optimizer, epoch: int, last: Path) -> None:
+    """Before a checkpoint is written: every weight, buffer and optimizer state finite. A state that is not
+    is never saved: FloatingPointError naming the tensors and the last good checkpoint."""
+    bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+    bad += [f"optimizer {k} of a parameter" for state in optimizer.state.values() for k, t in state.items()
+            if torch.is_tensor(t) and t.is_floating_point() and not t.isfinite().all()]  # fmt: skip
+    if bad:
+        good = f"{last} (from before this epoch)" if last.is_file() else "none: no checkpoint was written yet"
+        raise FloatingPointError(
+            f"after epoch {epoch + 1}, {len(bad)} tensors are not finite ({', '.join(bad[:3])}, ...), so "
+            f"nothing was saved; the last good checkpoint: {good}. Lower optimizer.lr, or trainer.grad_clip"
+        )
+
+
 def restore(path: Path | None, model, optimizer, lr_scheduler, scaler, config: dict | None = None):
     """Loads a checkpoint into the training state; -> (first epoch to run, best metric so far). Another
     ``config`` than the checkpoint's is allowed (more epochs, another data root) and logged."""

@@ -152,7 +152,7 @@ def train_classifier(cfg: DictConfig) -> dict:
                 model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer, amp=amp,
                 channels_last=channels_last, grad_clip=GradClip.of(trainer),
                 show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
-                log_interval=trainer.log_interval,
+                log_interval=trainer.log_interval, max_skipped_steps=trainer.max_skipped_steps,
                 batch_transform=soft_targets,
             )  # fmt: skip
             loss_value = train_metrics.get("loss", float("nan"))

@@ -49,9 +49,18 @@ class TrainerConfig:
     log_interval: int = 20  # loss terms reach the host (TensorBoard, progress, NaN check) every N iterations
     voc07_metric: bool = True  # VOC2007 11-point AP (the paper's), else the VOC2010+ area AP
     skip_nonfinite: bool = False  # a NaN/inf loss: false stops training, true skips that step (counted)
+    max_skipped_steps: int = 50  # skip_nonfinite: this many non-finite steps in a row stop the run
 
     def __post_init__(self):
-        positive = ("epochs", "batch_size", "eval_interval", "devices", "checkpoint_interval", "log_interval")
+        positive = (
+            "epochs",
+            "batch_size",
+            "eval_interval",
+            "devices",
+            "checkpoint_interval",
+            "log_interval",
+            "max_skipped_steps",
+        )
         for key in positive:
             if getattr(self, key) < 1:
                 raise ValueError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")

@@ -111,6 +111,7 @@ def train_one_epoch(
     skip_nonfinite: bool = False,
     batch_transform=None,
     log_interval: int = 20,
+    max_skipped_steps: int = 50,
 ) -> dict:
     """One pass over ``data_loader``; the LR scheduler steps every iteration. ``batch_transform(images,
     targets) -> (images, targets)`` acts on the device batch before the step (task=classify: label
@@ -122,7 +123,7 @@ def train_one_epoch(
 
     Returns the mean of each loss term over the applied steps and the images/s."""
     model.train()
-    log_ = _StepLog(model, epoch, len(data_loader), writer, skip_nonfinite)
+    log_ = _StepLog(model, epoch, len(data_loader), writer, skip_nonfinite, max_skipped_steps)
     num_images, start = 0, time.perf_counter()
     progress = tqdm(
         data_loader, desc=f"epoch {epoch}", leave=False, disable=not show_progress, dynamic_ncols=True
@@ -161,9 +162,11 @@ class _StepLog:
     running statistics towards NaN: a flush that finds one puts them back as they were at the previous
     flush (the good steps' moving-average updates in between are lost, a few of thousands)."""
 
-    def __init__(self, model, epoch: int, iters_per_epoch: int, writer, skip_nonfinite: bool):
+    def __init__(
+        self, model, epoch: int, iters_per_epoch: int, writer, skip_nonfinite: bool, max_skipped: int
+    ):
         self.epoch, self.iters_per_epoch, self.writer = epoch, iters_per_epoch, writer
-        self.skip_nonfinite = skip_nonfinite
+        self.skip_nonfinite, self.max_skipped, self.in_a_row = skip_nonfinite, max_skipped, 0
         self.pending, self.totals, self.applied, self.skipped = [], defaultdict(float), 0, 0
         self.buffers = [b for b in model.buffers() if b.is_floating_point()]
         self.saved = [b.clone() for b in self.buffers]
@@ -185,7 +188,7 @@ class _StepLog:
             if not applied:
                 self._nonfinite(i, step, dict(zip(self.names, terms, strict=True)))
                 continue
-            self.applied += 1
+            self.applied, self.in_a_row = self.applied + 1, 0
             last = terms[-1]
             for name, value in zip(self.names, terms, strict=True):
                 self.totals[name] += value
@@ -206,7 +209,12 @@ class _StepLog:
                 "(trainer.skip_nonfinite=true skips such steps instead)"
             )
         log.warning("%s: %s; step skipped", where, error)
-        self.skipped += 1
+        self.skipped, self.in_a_row = self.skipped + 1, self.in_a_row + 1
+        if self.in_a_row >= self.max_skipped:
+            raise FloatingPointError(
+                f"{where}: {self.in_a_row} steps in a row had a non-finite loss (trainer.max_skipped_steps="
+                f"{self.max_skipped}): stopping; the last good checkpoint is intact (a lower optimizer.lr?)"
+            )
 
     def means(self) -> dict:
         return {name: total / max(self.applied, 1) for name, total in self.totals.items()}

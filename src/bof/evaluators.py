@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bof.boxes import xyxy_to_voc
+from bof.boxes import voc_to_xyxy, xyxy_to_voc
 from bof.data.coco import COCODetection
 from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
 from bof.evaluation.coco_eval import COCOEvaluator
@@ -37,7 +37,8 @@ class VOCDatasetEvaluator:
         self.voc = VOCEvaluator(dataset.class_names, use_07_metric=use_07_metric)
         for index in range(len(dataset)):
             ann = dataset.get_annotation(index)
-            self.voc.add_ground_truth(dataset.image_ids[index], ann.boxes, ann.labels, ann.difficult)
+            boxes, keep = clip_voc_boxes(ann.boxes, ann.height, ann.width)
+            self.voc.add_ground_truth(dataset.image_ids[index], boxes, ann.labels[keep], ann.difficult[keep])
 
     def add_detections(self, image_id: str, boxes, scores, labels) -> None:
         self.voc.add_detections(image_id, xyxy_to_voc(boxes), scores, labels)
@@ -48,6 +49,16 @@ class VOCDatasetEvaluator:
     def write_results(self, out_dir) -> list[Path]:
         """The official per-class result files ``comp4_det_test_<class>.txt``."""
         return self.voc.write_result_files(out_dir)
+
+
+def clip_voc_boxes(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth as training sees it (:func:`bof.boxes.clip_boxes`): VOC boxes clipped to the image,
+    those left without area dropped. -> (clipped boxes, kept mask)."""
+    xyxy = voc_to_xyxy(boxes)
+    xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, width)
+    xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, height)
+    keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    return xyxy_to_voc(xyxy[keep]), keep
 
 
 def read_image_set(voc_root: str | os.PathLike, split: str) -> list[str]:

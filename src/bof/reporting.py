@@ -78,6 +78,13 @@ def log_evaluation(writer: SummaryWriter, metrics: dict, drawn: list, epoch: int
             writer.add_scalar(f"val/AP/{name}", ap, epoch + 1)
     for i, image in enumerate(drawn):
         writer.add_image(f"val/detections/{i}", image, epoch + 1)
+    for name, (tp, fp, positives) in metrics.get("pr_curves", {}).items():
+        if len(tp):  # lowest threshold first, as the PR-curve plugin reads them
+            tp, fp = tp[::-1].astype(float), fp[::-1].astype(float)
+            writer.add_pr_curve_raw(
+                f"val/PR/{name}", tp, fp, np.zeros_like(tp), positives - tp, tp / np.maximum(tp + fp, 1),
+                tp / positives, epoch + 1, num_thresholds=len(tp),
+            )  # fmt: skip
     log.info(
         "epoch %d: mAP %.4f | %s",
         epoch + 1,
@@ -101,9 +108,12 @@ def preview(train_loader, class_names, trainer, tricks: Tricks, optimizer, iters
     return draw_training_samples(list(images), list(targets), class_names), figure
 
 
-def open_writer(out_dir: Path, resolved: dict, tricks: list[str], samples, lr_figure) -> SummaryWriter:
-    """The run's TensorBoard with its config, tricks, first training samples and planned LR."""
-    writer = SummaryWriter(str(out_dir / "tensorboard"))
+def open_writer(
+    out_dir: Path, resolved: dict, tricks: list[str], samples, lr_figure, first_step: int = 0
+) -> SummaryWriter:
+    """The run's TensorBoard with its config, tricks, first training samples and planned LR. A resumed
+    run (``first_step`` > 0) drops the events its interrupted part wrote after its checkpoint."""
+    writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=first_step or None)
     writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(resolved) + "\n```")
     writer.add_text("tricks", "\n".join(f"* {line}" for line in tricks))
     writer.add_image("train/samples", samples, 0)  # as the run will see them: augmented, mixed, weighted
@@ -145,7 +155,8 @@ class RunLog:
         self.nonfinite_skipped += train_metrics["nonfinite_skipped"]
         bad = self.bad_at_load or self.bad_in_training
         log.info(
-            "epoch %d/%d: loss %.3f, %.1f images/s%s", epoch + 1, epochs, train_metrics["loss"],
+            "epoch %d/%d: loss %.3f, %.1f images/s%s", epoch + 1, epochs,
+            train_metrics.get("loss", float("nan")),  # nan: every step of the epoch was skipped
             train_metrics["images_per_s"],
             f", {self.bad_at_load} bad samples left out at load, {self.bad_in_training} replaced in training"
             if bad else "",

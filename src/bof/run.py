@@ -45,6 +45,9 @@ def start_run(cfg: DictConfig):
                 device, torch.cuda.get_device_name(device))  # fmt: skip
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob(".*.tmp"):  # a write killed before its rename (bof.atomic)
+            stale.unlink(missing_ok=True)
+            log.warning("removed %s, left by a write that was killed", stale)
     if trainer.batch_size % world_size:
         raise ValueError(
             f"trainer.batch_size={trainer.batch_size} (the global batch) is not divisible by the "

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bof import distributed, launch
 from bof.atomic import write_json_atomically
-from bof.checkpoint import CheckpointWriter, checkpoint_state, restore
+from bof.checkpoint import CheckpointWriter, check_finite, checkpoint_state, restore
 from bof.classify import train_classifier
 from bof.config import check_backbone, check_input_sizes, check_paper_setup, check_random_shapes
 from bof.data.loader import build_data_loader
@@ -127,7 +127,8 @@ def train_detector(cfg: DictConfig) -> dict:
     )
     writer = None
     if main_process:
-        writer = open_writer(out_dir, resolved, tricks.describe(trainer.epochs), samples, lr_figure)
+        writer = open_writer(out_dir, resolved, tricks.describe(trainer.epochs), samples, lr_figure,
+                             first_step=start_epoch * iters_per_epoch)  # fmt: skip
         start_hparams(writer, hparams(cfg, world_size, trainer.batch_size // world_size))
     run_log.start(train_set, val_set)
 
@@ -135,6 +136,21 @@ def train_detector(cfg: DictConfig) -> dict:
         return checkpoint_state(
             model_without_ddp, optimizer, lr_scheduler, scaler, epoch, best_map, resolved, class_names
         )
+
+    def validate(epoch: int) -> dict:  # every process a shard, gathered in evaluate; best.pt on a new best
+        nonlocal best_map
+        metrics, evaluator, drawn = evaluate(
+            model_without_ddp, val_loader, build_evaluator(val_set, trainer.voc07_metric), device,
+            class_names, channels_last, amp, trainer.num_images_logged, trainer.progress and main_process,
+        )  # fmt: skip
+        if main_process:
+            log_evaluation(writer, metrics, drawn, epoch)
+        if metrics["map"] > best_map:
+            best_map = metrics["map"]
+            if main_process:
+                evaluator.write_results(out_dir / "results")
+                saver.save(state(epoch), out_dir / "best.pt")
+        return metrics
 
     val_metrics, saver, stop = {}, CheckpointWriter(), StopSignal()
     try:  # the pending checkpoint is written and the signal handlers restored however the loop ends
@@ -144,24 +160,16 @@ def train_detector(cfg: DictConfig) -> dict:
                 model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer,
                 amp=amp, channels_last=channels_last, grad_clip=GradClip.of(trainer),
                 show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
-                log_interval=trainer.log_interval,
+                log_interval=trainer.log_interval, max_skipped_steps=trainer.max_skipped_steps,
             )  # fmt: skip
             run_log.epoch(epoch, trainer.epochs, train_metrics)
+            check_finite(model_without_ddp, optimizer, epoch, out_dir / "last.pt")  # same on every rank
             if (epoch + 1) % trainer.eval_interval == 0 or epoch + 1 == trainer.epochs:
-                val_metrics, evaluator, drawn = evaluate(  # every process a shard, gathered in evaluate
-                    model_without_ddp, val_loader, build_evaluator(val_set, trainer.voc07_metric),
-                    device, class_names, channels_last, amp, trainer.num_images_logged,
-                    trainer.progress and main_process,
-                )  # fmt: skip
-                if main_process:
-                    log_evaluation(writer, val_metrics, drawn, epoch)
-                if val_metrics["map"] > best_map:
-                    best_map = val_metrics["map"]
-                    if main_process:
-                        evaluator.write_results(out_dir / "results")
-                        saver.save(state(epoch), out_dir / "best.pt")
+                val_metrics = validate(epoch)
             last = partial(saver.save, state(epoch), out_dir / "last.pt") if main_process else None
             end_of_epoch(trainer, epoch, stop, last)
+        if not val_metrics:  # no epoch left (stopped after its last checkpoint): the final model's numbers
+            val_metrics = validate(trainer.epochs - 1)
     finally:
         stop.release()
         saver.wait()

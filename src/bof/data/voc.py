@@ -22,9 +22,11 @@ Layout read by :class:`VOCDetection` (the VOCdevkit layout)::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ from bof.boxes import clip_boxes, voc_to_xyxy
 from bof.data.bad_samples import BadSampleError, check_policy
 
 logger = logging.getLogger(__name__)
+MAX_PIXELS_PER_SIDE = 1e5  # a coordinate beyond this is a corrupt annotation, not a photo
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane",
@@ -90,9 +93,12 @@ def _number(elem: ET.Element, tag: str, path: str | os.PathLike) -> float:
     if value is None or value == "":
         raise ValueError(f"{path}: <{tag}> missing in <{elem.tag}>")
     try:
-        return float(value)  # coordinates are sometimes written as floats ("273.0")
+        number = float(value)  # coordinates are sometimes written as floats ("273.0")
     except ValueError:
         raise ValueError(f"{path}: <{tag}> is not a number: {value!r}") from None
+    if not math.isfinite(number) or abs(number) > MAX_PIXELS_PER_SIDE:
+        raise ValueError(f"{path}: <{tag}> is {value!r}, not a pixel coordinate or size")
+    return number
 
 
 def parse_voc_xml(
@@ -129,10 +135,12 @@ def parse_voc_xml(
         box = [_number(bndbox, tag, path) for tag in ("xmin", "ymin", "xmax", "ymax")]
         if box[2] < box[0] or box[3] < box[1]:
             raise ValueError(f"{path}: object {name!r} has an inverted box {box} (xmin, ymin, xmax, ymax)")
-        diff = _text(obj.find("difficult"))
+        diff = _text(obj.find("difficult")) or "0"
+        if diff not in ("0", "1", "0.0", "1.0"):
+            raise ValueError(f"{path}: object {name!r} has <difficult>{diff}</difficult>; 0 or 1 expected")
         boxes.append(box)
         labels.append(index[name])
-        difficult.append(bool(int(float(diff))) if diff else False)
+        difficult.append(diff.startswith("1"))
 
     return VOCAnnotation(
         filename=filename,
@@ -214,6 +222,12 @@ class VOCDetection(Dataset):
             ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
             if not ids:
                 raise ValueError(f"{split_file}: empty image set")
+            if twice := sorted(i for i, n in Counter(ids).items() if n > 1):
+                raise ValueError(f"{split_file}: image ids listed more than once: {twice[:5]}")
+            if paths := [i for i in ids if "/" in i or "\\" in i or i.startswith(".")]:
+                raise ValueError(
+                    f"{split_file}: image ids are file names in the data root, not paths: {paths[:3]}"
+                )
             for image_id in ids:
                 try:
                     ann = self._load_annotation(year_path, image_id, index, skip_empty)

@@ -160,7 +160,9 @@ class VOCEvaluator:
     def compute(self) -> dict:
         """Per-class AP and mAP over everything added so far.
 
-        Returns ``{"map": float, "ap": {class_name: float}, "num_positives": {class_name: int}}``.
+        Returns ``{"map": float, "ap": {class_name: float}, "num_positives": {class_name: int},
+        "pr_curves": {class_name: (true positives [T], false positives [T], positives)}}``, the curve's
+        cumulative counts at up to 200 points, best score first (TensorBoard's PR curves).
         A class with no non-difficult ground truth box (no positives) has AP ``nan`` and is left out of
         the mAP, which is the mean over the classes that have positives (``nan`` if none has).
         """
@@ -176,7 +178,7 @@ class VOCEvaluator:
             gt_img, gt_labels = np.zeros(0, np.int64), np.zeros(0, np.int64)
             gt_boxes, gt_difficult = np.zeros((0, 4)), np.zeros(0, bool)
 
-        ap, num_positives = {}, {}
+        ap, num_positives, curves = {}, {}, {}
         for c, name in enumerate(self.class_names):
             dets = self.class_detections(c)
             det_img = np.fromiter(
@@ -204,6 +206,8 @@ class VOCEvaluator:
                 ap[name] = float("nan")  # recall is undefined; the devkit would divide by zero
                 continue
             tp, fp = np.cumsum(tp), np.cumsum(fp)
+            points = np.unique(np.linspace(0, len(tp) - 1, min(len(tp), 200)).round().astype(int))
+            curves[name] = (tp[points], fp[points], npos)
             recall = tp / float(npos)
             # eps guard as in the devkit: only 0 when every detection so far was ignored (difficult)
             precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
@@ -211,7 +215,7 @@ class VOCEvaluator:
 
         valid = [v for name, v in ap.items() if num_positives[name] > 0]
         mean_ap = float(np.mean(valid)) if valid else float("nan")
-        return {"map": mean_ap, "ap": ap, "num_positives": num_positives}
+        return {"map": mean_ap, "ap": ap, "num_positives": num_positives, "pr_curves": curves}
 
     def write_result_files(self, out_dir: str | os.PathLike, prefix: str = DEFAULT_PREFIX) -> list[Path]:
         """The official result files, one per class (:func:`voc_results.write_result_files`)."""

@@ -1,0 +1,93 @@
+"""Never lose a result, never accept a bad number: a run stopped after its last checkpoint still gets its
+numbers, a non-finite state is never saved, stale temporary files go, and annotations with numbers that
+are not coordinates, ids listed twice or ids that are paths fail naming the file."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
+from bof.evaluators import VOCDatasetEvaluator
+from bof.train import train
+
+XML = """<annotation><size><width>100</width><height>80</height><depth>3</depth></size>
+<object><name>dog</name><difficult>{difficult}</difficult>
+<bndbox><xmin>{xmin}</xmin><ymin>10</ymin><xmax>{xmax}</xmax><ymax>50</ymax></bndbox></object></annotation>"""
+
+
+def test_a_run_stopped_after_its_last_checkpoint_gets_its_final_numbers(make_cfg, tmp_path):
+    first = train(make_cfg())
+    (tmp_path / "run" / "metrics.json").unlink()  # killed after last.pt of the final epoch
+    again = train(make_cfg("trainer.resume=true"))
+    assert again["map"] == pytest.approx(first["map"]) and again["ap"] == pytest.approx(first["ap"])
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["map"] is not None
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_huge_learning_rate_never_saves_a_non_finite_state(make_cfg, tmp_path, skip):
+    train(make_cfg("trainer.epochs=1"))
+    good = (tmp_path / "run" / "last.pt").read_bytes()
+    huge = ["trainer.epochs=3", "optimizer.lr=1e12", "trainer.grad_clip=null", "trainer.max_skipped_steps=3"]
+    with pytest.raises(FloatingPointError, match="last good checkpoint"):  # a new run into the same directory
+        train(make_cfg(*huge, f"trainer.skip_nonfinite={skip}"))
+    assert (tmp_path / "run" / "last.pt").read_bytes() == good
+    weights = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    assert all(w.isfinite().all() for w in weights.values() if w.is_floating_point())
+
+
+def test_stale_temporary_files_of_a_killed_write_are_removed(make_cfg, tmp_path, caplog):
+    (tmp_path / "run").mkdir()
+    stale = tmp_path / "run" / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    with caplog.at_level(logging.WARNING, logger="bof"):
+        train(make_cfg("trainer.epochs=1"))
+    assert not stale.exists() and "left by a write that was killed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"xmin": "nan"}, "<xmin> is 'nan', not a pixel coordinate"),
+        ({"xmax": "inf"}, "<xmax> is 'inf', not a pixel coordinate"),
+        ({"xmax": "1e30"}, "<xmax> is '1e30', not a pixel coordinate"),
+        ({"difficult": "abc"}, "<difficult>abc</difficult>; 0 or 1 expected"),
+    ],
+)
+def test_numbers_that_are_not_coordinates_fail_naming_the_file(tmp_path, values, message):
+    path = tmp_path / "000001.xml"
+    path.write_text(XML.format(**{"xmin": "10", "xmax": "60", "difficult": "0", **values}))
+    with pytest.raises(ValueError, match=rf"000001.xml: .*{message}".replace("(", r"\(").replace(")", r"\)")):
+        parse_voc_xml(path, VOC_CLASSES)
+
+
+def devkit_with_ids(root, ids: list[str]):
+    year = root / "VOC2007"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (year / sub).mkdir(parents=True, exist_ok=True)
+    (year / "Annotations" / "000001.xml").write_text(XML.format(xmin=60, xmax=400, difficult=0))
+    Image.new("RGB", (100, 80)).save(year / "JPEGImages" / "000001.jpg")
+    (year / "ImageSets" / "Main" / "val.txt").write_text("\n".join(ids) + "\n")
+    return VOCDetection(root, [("VOC2007", "val")])
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [(["000001", "000001"], "listed more than once: \\['000001'\\]"), (["../../etc/passwd"], "not paths")],
+)
+def test_image_sets_with_an_id_twice_or_a_path_fail_naming_the_file(tmp_path, ids, message):
+    with pytest.raises(ValueError, match=f"val.txt: image ids .*{message}"):
+        devkit_with_ids(tmp_path, ids)
+
+
+def test_validation_boxes_are_clipped_to_the_image_as_training_boxes_are(tmp_path):
+    dataset = devkit_with_ids(tmp_path, ["000001"])  # the dog's box runs to x = 400 in a 100 px image
+    evaluator = VOCDatasetEvaluator(dataset)
+    # a perfect detector sees the dog as training showed it: clipped to the image
+    evaluator.add_detections("000001", torch.tensor([[59.0, 9.0, 100.0, 50.0]]), torch.tensor([0.9]),
+                             torch.tensor([VOC_CLASSES.index("dog")]))  # fmt: skip
+    assert evaluator.compute()["ap"]["dog"] == pytest.approx(1.0)
+    assert np.isnan(evaluator.compute()["ap"]["cat"])
