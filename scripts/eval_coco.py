@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from bof.evaluation.coco_eval import BACKENDS, STAT_NAMES, evaluate_coco, load_coco
+from bof.atomic import write_json_atomically
+from bof.evaluation.coco_eval import BACKENDS, STAT_NAMES, check_results, evaluate_coco, load_coco
 
 
 def main(argv=None) -> dict:
@@ -33,12 +34,17 @@ def main(argv=None) -> dict:
         results = json.loads(results_path.read_text())
     except json.JSONDecodeError as error:
         sys.exit(f"{results_path}: not JSON ({error})")
-    stats = evaluate_coco(load_coco(args.ann, args.backend), results, args.backend)
+    coco_gt = load_coco(args.ann, args.backend)
+    try:
+        check_results(results, coco_gt, str(results_path))
+    except ValueError as error:
+        sys.exit(str(error))
+    stats = evaluate_coco(coco_gt, results, args.backend)
     numbers = {k: stats[k] for k in STAT_NAMES}
     for name, value in numbers.items():
         print(f"{name:>6} {value:.4f}")
     if args.out:
-        Path(args.out).write_text(json.dumps(numbers, indent=2))
+        write_json_atomically(args.out, numbers)
     return numbers
 
 

@@ -334,7 +334,8 @@ def test_result_files_round_trip(tmp_path):
         xy = rng.integers(1, 200, size=(n, 2)).astype(float)
         boxes = np.concatenate([xy, xy + rng.integers(5, 80, size=(n, 2))], axis=1)
         ev.add_ground_truth(f"{i:06d}", boxes, rng.integers(0, 3, n), rng.random(n) < 0.1)
-        jitter = rng.integers(-10, 11, size=(n, 4)) / 2  # 1-decimal coordinates survive the format
+        # 1-decimal coordinates survive the format; +-2 px keeps every box (>= 5 px) the right way round
+        jitter = rng.integers(-4, 5, size=(n, 4)) / 2
         scores = np.round(rng.random(n), 6)
         ev.add_detections(f"{i:06d}", boxes + jitter, scores, rng.integers(0, 3, n))
     paths = ev.write_result_files(tmp_path / "res")

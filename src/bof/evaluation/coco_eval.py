@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +53,48 @@ def load_coco(annotation_file: str | Path, backend: str = "pycocotools"):
             return COCO(str(path))
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ValueError(f"{path}: not a COCO instances file ({error})") from error
+
+
+def check_results(results, coco_gt, source: str) -> list[dict]:
+    """A COCO results list, checked before COCOeval sees it: a list of objects, each with a known
+    ``image_id`` and ``category_id``, a ``bbox`` of four finite numbers with w, h >= 0 and a finite
+    ``score``. Every kind of problem found is named once, with its count and first detection."""
+    if not isinstance(results, list):
+        raise ValueError(
+            f"{source}: a COCO results file is a JSON list of detections, not a {type(results).__name__}"
+        )
+    images, categories = set(coco_gt.getImgIds()), set(coco_gt.getCatIds())
+    problems: dict[str, tuple[int, int]] = {}
+
+    def problem(kind: str, index: int) -> None:
+        count, first = problems.get(kind, (0, index))
+        problems[kind] = (count + 1, first)
+
+    for i, det in enumerate(results):
+        if not isinstance(det, dict) or not {"image_id", "category_id", "bbox", "score"} <= det.keys():
+            problem("not an object with image_id, category_id, bbox and score", i)
+            continue
+        if det["image_id"] not in images:
+            problem("an image_id not in the annotations", i)
+        if det["category_id"] not in categories:
+            problem("a category_id not in the annotations", i)
+        box, score = det["bbox"], det["score"]
+        if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
+            problem("a bbox that is not four finite numbers [x, y, w, h]", i)
+        elif box[2] < 0 or box[3] < 0:
+            problem("a bbox with a negative width or height", i)
+        if not _finite(score):
+            problem("a score that is not a finite number", i)
+    if problems:
+        listed = "; ".join(
+            f"{n} with {kind} (first: detection {first})" for kind, (n, first) in problems.items()
+        )
+        raise ValueError(f"{source}: {listed}")
+    return results
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def evaluate_coco(coco_gt, results: list[dict], backend: str = "pycocotools", class_names=None) -> dict:

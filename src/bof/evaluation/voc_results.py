@@ -76,8 +76,13 @@ def read_result_files(
 
 
 def _parse_result_file(path: Path) -> ClassDetections:
-    """One result file -> ClassDetections; ValueError naming the file and line if malformed."""
-    lines = [(n, line.split()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    """One result file -> ClassDetections; ValueError naming the file and line if malformed: not UTF-8,
+    not six fields, a value that is not a finite number, or an inverted box."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file ({error})") from None
+    lines = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     for n, fields in lines:
         if len(fields) != 6:
             raise ValueError(f"{path}:{n}: expected 'image_id score x1 y1 x2 y2', got {len(fields)} fields")
@@ -91,6 +96,12 @@ def _parse_result_file(path: Path) -> ClassDetections:
                 raise ValueError(f"{path}:{n}: non-numeric value in {' '.join(fields)!r}") from None
         raise
     values = values.reshape(-1, 5)
+    bad = ~np.isfinite(values).all(1) | (values[:, 3] < values[:, 1]) | (values[:, 4] < values[:, 2])
+    if bad.any():
+        n, fields = lines[int(np.argmax(bad))]
+        why = "a score or coordinate that is not finite" if not np.isfinite(values[bad][0]).all() else (
+            "an inverted box (x2 < x1 or y2 < y1)")  # fmt: skip
+        raise ValueError(f"{path}:{n}: {why} in {' '.join(fields)!r} ({int(bad.sum())} such line(s))")
     return ClassDetections([f[0] for _, f in lines], values[:, 0].copy(), values[:, 1:].copy())
 
 
