@@ -7,8 +7,9 @@ Rows (one process, one thread, as a DataLoader worker runs; decode included):
   torchvision.transforms.v2 reference    RandomPhotometricDistort, RandomZoomOut, RandomIoUCrop, Resize,
                                          RandomHorizontalFlip, SanitizeBoundingBoxes; no mixup
 
-Without a ``data=`` override it reads the built-in synthetic set rendered at photo size (each side
-375..640 px, JPEG: VOC's 500 x 375 and COCO's 640 x 480 lie in that range), generated once into the cache.
+Without a ``data=`` override it reads the built-in synthetic set rendered at VOC's 500 x 375 and at COCO's
+640 x 480 (JPEG, generated once into the cache) and prints one column for each. Each row is timed in
+``--rounds`` interleaved rounds after a warm-up; the table shows the median and the range.
 
     python scripts/bench_augment.py                        # augment=yolo mixup=beta15 at 416
     python scripts/bench_augment.py --size 608 --images 400 data=voc data.root=/data/VOCdevkit
@@ -17,6 +18,7 @@ Without a ``data=`` override it reads the built-in synthetic set rendered at pho
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -37,18 +39,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--size", type=int, default=416, help="square training input size")
     parser.add_argument("--images", type=int, default=200, help="timed images per row")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per row (interleaved)")
     parser.add_argument("--augment", default="yolo")
     parser.add_argument("--mixup", default="beta15")
     parser.add_argument("overrides", nargs="*", help="bof-train overrides for the data, e.g. data=voc")
     return parser.parse_args(argv)
-
-
-def images_per_s(get, count: int) -> float:
-    get(0)  # warm-up: first decode, lazy imports
-    start = time.perf_counter()
-    for i in range(count):
-        get(i)
-    return count / (time.perf_counter() - start)
 
 
 def keyed(cfg, size: int, count: int):
@@ -77,16 +72,25 @@ def torchvision_reference(train_set, size: int):
     return lambda i: pipeline(*as_tv_tensors(*train_set[i % len(train_set)]))
 
 
-# photo-sized synthetic images when no data set is named (later overrides still win)
-PHOTO_SIZED = ["++data.generator.image_size=[375,640]", "++data.generator.num_train=300",
-               "++data.generator.num_val=10", "++data.generator.num_test=10"]  # fmt: skip
+# photo-sized synthetic images when no data set is named: VOC's 500 x 375 and COCO's 640 x 480
+PHOTO_SETS = {
+    f"synthetic {w} x {h}": [f"++data.generator.image_size=[[{w},{w}],[{h},{h}]]",
+                             "++data.generator.num_train=300", "++data.generator.num_val=10",
+                             "++data.generator.num_test=10"]
+    for w, h in ((500, 375), (640, 480))
+}  # fmt: skip
+WARMUP = 10  # images before timing: first decodes, lazy imports, kernel selection
 
 
-def main(argv=None) -> dict[str, float]:
-    args = parse_args(argv)
-    if not any(o.startswith("data=") for o in args.overrides):
-        args.overrides = [*PHOTO_SIZED, *args.overrides]
-    torch.set_num_threads(1)  # what a DataLoader worker gets
+def timed(get, count: int) -> float:
+    start = time.perf_counter()
+    for i in range(WARMUP, WARMUP + count):
+        get(i)
+    return count / (time.perf_counter() - start)
+
+
+def pipelines(args, data_overrides) -> dict:
+    """label -> get(i) for the four rows, on one data set."""
     rows = {}
     for label, overrides in (
         (
@@ -97,18 +101,43 @@ def main(argv=None) -> dict[str, float]:
         ("bof: augment=none (resize only)", ["augment=none", "mixup=off"]),
     ):
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, *args.overrides])
-        get, train_set = keyed(cfg, args.size, args.images)
-        rows[label] = images_per_s(get, args.images)
-    rows["torchvision.transforms.v2 reference, no mixup"] = images_per_s(
-        torchvision_reference(train_set, args.size), args.images
-    )
-    width = max(map(len, rows))
-    print(f"| {'pipeline (1 worker, 1 thread, ' + str(args.size) + ' px)':<{width}} | images/s |")
-    print(f"|{'-' * (width + 2)}|----------|")
-    for label, value in rows.items():
-        print(f"| {label:<{width}} | {value:8.1f} |")
+            cfg = compose("train", overrides=[*overrides, *data_overrides])
+        rows[label], train_set = keyed(cfg, args.size, WARMUP + args.images)
+    rows["torchvision.transforms.v2 reference, no mixup"] = torchvision_reference(train_set, args.size)
+    for get in rows.values():
+        for i in range(WARMUP):
+            get(i)
     return rows
+
+
+def main(argv=None) -> dict[str, dict[str, list[float]]]:
+    """-> {data set: {row: images/s of each round}}; prints the median and range of the rounds."""
+    args = parse_args(argv)
+    named = any(o.startswith("data=") for o in args.overrides)
+    data_sets = {"data set": args.overrides} if named else {
+        name: [*overrides, *args.overrides] for name, overrides in PHOTO_SETS.items()
+    }  # fmt: skip
+    torch.set_num_threads(1)  # what a DataLoader worker gets
+    results = {}
+    for name, overrides in data_sets.items():
+        rows = pipelines(args, overrides)
+        speeds = {label: [] for label in rows}
+        for _ in range(args.rounds):  # rows interleaved, so a busy moment does not hit one row only
+            for label, get in rows.items():
+                speeds[label].append(timed(get, args.images))
+        results[name] = speeds
+    width = max(len(label) for speeds in results.values() for label in speeds)
+    names = list(results)
+    print(f"| {'pipeline (1 worker, 1 thread, ' + str(args.size) + ' px)':<{width}} | "
+          + " | ".join(f"{n} (median, min-max of {args.rounds})" for n in names) + " |")  # fmt: skip
+    print(f"|{'-' * (width + 2)}|" + "|".join("-" * (len(n) + 26) for n in names) + "|")
+    for label in results[names[0]]:
+        cells = []
+        for n in names:
+            v = sorted(results[n][label])
+            cells.append(f"{statistics.median(v):.1f} img/s ({v[0]:.0f}-{v[-1]:.0f})".ljust(len(n) + 24))
+        print(f"| {label:<{width}} | " + " | ".join(cells) + " |")
+    return results
 
 
 if __name__ == "__main__":

@@ -17,9 +17,13 @@ def load(name: str):
 
 
 def test_bench_augment_reports_every_pipeline(cache_dir, capsys):
-    rows = load("bench_augment").main(["--size", "64", "--images", "4", f"data.root={cache_dir}", *DATA])
-    assert len(rows) == 4 and all(v > 0 for v in rows.values())
-    assert "torchvision.transforms.v2 reference" in capsys.readouterr().out
+    args = ["--size", "64", "--images", "2", "--rounds", "2", f"data.root={cache_dir}", *DATA]
+    results = load("bench_augment").main(args)
+    assert list(results) == ["synthetic 500 x 375", "synthetic 640 x 480"]  # both photo sizes, as columns
+    for rows in results.values():
+        assert len(rows) == 4 and all(len(v) == 2 and min(v) > 0 for v in rows.values())
+    out = capsys.readouterr().out
+    assert "torchvision.transforms.v2 reference" in out and "min-max of 2" in out
 
 
 def test_bench_train_reports_the_four_measurements(cache_dir):

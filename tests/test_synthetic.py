@@ -132,6 +132,16 @@ def test_ensure_is_idempotent_and_keyed_by_params(tmp_path):
         ensure_synthetic_voc(tmp_path, num_trian=3)
 
 
+def test_a_fixed_photo_size_per_side(tmp_path):
+    """((w_min, w_max), (h_min, h_max)) renders e.g. VOC's 500 x 375 exactly (the pipeline benchmark)."""
+    d = ensure_synthetic_voc(tmp_path, num_train=2, num_val=1, num_test=1, image_size=[[80, 80], [48, 48]])
+    ds = VOCDetection(tmp_path, [[d.name, "train"]], class_names=SYNTHETIC_CLASSES)
+    assert [tuple(ds[i][0].shape) for i in range(2)] == [(3, 48, 80)] * 2
+    assert d != ensure_synthetic_voc(tmp_path, num_train=2, num_val=1, num_test=1, image_size=[48, 80])
+    with pytest.raises(ValueError, match="w_min, w_max"):
+        ensure_synthetic_voc(tmp_path, image_size=[[80, 60], [48, 48]])
+
+
 def test_existing_folder_and_interrupted_generation(tmp_path, monkeypatch):
     out = generate_synthetic_voc(tmp_path / "d", 1, 0, 0)
     with pytest.raises(FileExistsError):

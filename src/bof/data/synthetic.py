@@ -43,15 +43,26 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 GENERATOR_VERSION = 1
 
 
+def _image_size(image_size) -> list:
+    """(min, max) for both sides, or ((w_min, w_max), (h_min, h_max)), e.g. ((500, 500), (375, 375))
+    for VOC's photo size; returned as plain lists, the flat form kept flat (cached folders stay valid)."""
+    nested = all(hasattr(v, "__len__") for v in image_size)
+    ranges = [[int(a), int(b)] for a, b in image_size] if nested else [[int(v) for v in image_size]]
+    if not all(16 <= lo <= hi for lo, hi in ranges) or len(ranges) > 2:
+        raise ValueError(
+            "image_size must be (min, max) or ((w_min, w_max), (h_min, h_max)) with 16 <= min <= max, "
+            f"got {image_size}"
+        )
+    return ranges if nested else ranges[0]
+
+
 def _params(num_train: int, num_val: int, num_test: int, image_size, seed: int) -> dict:
-    lo, hi = (int(v) for v in image_size)
-    if not 16 <= lo <= hi:
-        raise ValueError(f"image_size must be (min, max) with 16 <= min <= max, got {tuple(image_size)}")
+    image_size = _image_size(image_size)
     counts = (int(num_train), int(num_val), int(num_test))
     if min(counts) < 0:
         raise ValueError(f"image counts must be >= 0, got {counts}")
     return dict(
-        num_train=counts[0], num_val=counts[1], num_test=counts[2], image_size=[lo, hi], seed=int(seed)
+        num_train=counts[0], num_val=counts[1], num_test=counts[2], image_size=image_size, seed=int(seed)
     )
 
 
@@ -77,8 +88,8 @@ def generate_synthetic_voc(
     """Writes the synthetic dataset as a VOC year dir at ``out_dir`` and returns ``out_dir``.
 
     Read it with ``VOCDetection(out_dir.parent, [[out_dir.name, "train"]], SYNTHETIC_CLASSES)``.
-    ``image_size``: (min, max) for the width and the height, each drawn uniformly per image.
-    An existing ``out_dir`` raises FileExistsError unless ``overwrite``.
+    ``image_size``: (min, max) for the width and the height, each drawn uniformly per image, or
+    ((w_min, w_max), (h_min, h_max)). An existing ``out_dir`` raises FileExistsError unless ``overwrite``.
     """
     out_dir = Path(out_dir)
     params = _params(num_train, num_val, num_test, image_size, seed)
@@ -100,7 +111,7 @@ def generate_synthetic_voc(
                 for i in range(counts[split]):
                     image_id = f"{split}_{i:06d}"
                     rng = np.random.default_rng([params["seed"], split_index, i])
-                    image, objects = render_synthetic_image(rng, tuple(params["image_size"]))
+                    image, objects = render_synthetic_image(rng, params["image_size"])
                     Image.fromarray(image).save(tmp / "JPEGImages" / f"{image_id}.jpg", quality=JPEG_QUALITY)
                     xml = annotation_xml(image_id, image.shape[1], image.shape[0], objects)
                     (tmp / "Annotations" / f"{image_id}.xml").write_text(xml)

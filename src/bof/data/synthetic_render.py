@@ -130,17 +130,20 @@ def _shape_mask(shape: str, w: int, h: int) -> np.ndarray:
     return np.asarray(canvas) > 0
 
 
-def render_synthetic_image(
-    rng: np.random.Generator, image_size: tuple[int, int] = (224, 320)
-) -> tuple[np.ndarray, list[dict]]:
-    """Draws one image and its objects.
+def render_synthetic_image(rng: np.random.Generator, image_size=(224, 320)) -> tuple[np.ndarray, list[dict]]:
+    """Draws one image and its objects; ``image_size``: (min, max) for both sides, or
+    ((w_min, w_max), (h_min, h_max)).
 
     Returns ``image`` uint8 [H, W, 3] RGB and a list of objects, each a dict with ``label`` (index into
     SYNTHETIC_CLASSES), ``box`` (VOC 1-based inclusive ints xmin, ymin, xmax, ymax of the visible
     pixels), ``difficult`` (bool), ``truncated`` (bool) and ``visibility`` (float in (0, 1]).
     """
-    lo, hi = image_size
-    w_img, h_img = (int(v) for v in rng.integers(lo, hi + 1, size=2))
+    if isinstance(image_size[0], (list, tuple)):  # ((w_min, w_max), (h_min, h_max))
+        (w_lo, w_hi), (h_lo, h_hi) = image_size
+        w_img, h_img = (int(v) for v in rng.integers((w_lo, h_lo), (w_hi + 1, h_hi + 1)))
+    else:
+        lo, hi = image_size
+        w_img, h_img = (int(v) for v in rng.integers(lo, hi + 1, size=2))
     side = min(w_img, h_img)
     image = _background(rng, h_img, w_img)
 
