@@ -130,7 +130,7 @@ def test_coco_unknown_category_errors_or_is_skipped(tmp_path):
     path = coco_file(
         tmp_path, [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5], "iscrowd": 0}]
     )
-    with pytest.raises(BadSampleError, match=r"instances.json: image 1 .*unknown category 7"):
+    with pytest.raises(BadSampleError, match=r"instances.json: image 1: .*unknown category 7"):
         COCODetection(tmp_path, train=False, annotation_file=path, image_dir=tmp_path)
     with pytest.raises(ValueError, match="no usable images"):  # the only image is skipped
         COCODetection(tmp_path, train=False, annotation_file=path, image_dir=tmp_path, on_bad_sample="skip")

@@ -35,6 +35,7 @@ from bof.rerun import finished_run
 from bof.run import (
     StopSignal,
     autocast_dtype,
+    build_dataset,
     build_tricks,
     compiled,
     data_parallel,
@@ -99,7 +100,7 @@ def train_classifier(cfg: DictConfig) -> dict:
 
     # data: ImageFolder with the ImageNet augmentation; every process its share
     train_tf, eval_tf = imagenet_transforms(cfg.data.image_size)
-    train_set, val_set = instantiate(cfg.data.train), instantiate(cfg.data.val)
+    train_set, val_set = build_dataset(cfg.data.train), build_dataset(cfg.data.val)
     train_set.transform, val_set.transform = train_tf, eval_tf
     num_classes = len(train_set.classes)
     batch = trainer.batch_size // world_size

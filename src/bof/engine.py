@@ -238,8 +238,11 @@ def evaluate(
     Returns (metrics, evaluator holding the detections, drawn images uint8 [3, S, S]).
     """
     model.eval()
-    drawn, found = [], []
-    for images_u8, targets in tqdm(data_loader, desc="eval", leave=False, disable=not show_progress):
+    drawn, found, dropped = [], [], []
+    for images_u8, targets, bad in tqdm(data_loader, desc="eval", leave=False, disable=not show_progress):
+        dropped += bad  # with data.on_bad_sample=skip: out of the evaluation, ground truth included
+        if not targets:
+            continue
         images, _ = prepare_batch(images_u8, [], device, channels_last)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             detections = model(images)  # boxes in the network input's frame
@@ -253,8 +256,15 @@ def evaluate(
                 drawn.append(draw_detections(image_u8, det, target, class_names))
     # each process saw its own shard of the images: every process gets every detection, so the mAP is
     # the same on all of them and does not depend on their number
-    for shard in distributed.all_gather_objects(found):
+    all_dropped = []
+    for shard, bad in distributed.all_gather_objects((found, dropped)):
         for image_id, boxes, scores, labels in shard:
             evaluator.add_detections(image_id, boxes, scores, labels)
-    metrics = evaluator.compute()
+        all_dropped += bad
+    if all_dropped:
+        log.warning(
+            "%d bad validation images left out of the evaluation: %s", len(all_dropped), all_dropped[:5]
+        )
+        evaluator.exclude(all_dropped)
+    metrics = {**evaluator.compute(), "dropped_images": len(all_dropped)}
     return metrics, evaluator, drawn

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from bof.atomic import write_json_atomically
@@ -24,7 +23,7 @@ from bof.engine import evaluate
 from bof.evaluators import build_evaluator
 from bof.reporting import COCO_STATS, METRIC_NAMES
 from bof.rerun import fingerprint
-from bof.run import autocast_dtype, pick_device
+from bof.run import autocast_dtype, build_dataset, pick_device
 from bof.tricks.augment import Resize
 from bof.tricks.random_shapes import FixedShape
 
@@ -37,7 +36,7 @@ def evaluate_checkpoint(checkpoint: str, overrides: list[str], output: str | Non
     device_name = next((o.split("=", 1)[1] for o in overrides if o.startswith("trainer.device=")), "auto")
     device = pick_device(device_name)
     cfg, model, stored = load_trained(checkpoint, overrides, device)
-    val_set = instantiate(cfg.data.val)
+    val_set = build_dataset(cfg.data.val)
     class_names = list(val_set.class_names)
     loader = build_data_loader(
         val_set, Resize(), cfg.trainer.batch_size, FixedShape(cfg.model.val_size), shuffle=False,

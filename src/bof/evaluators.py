@@ -22,7 +22,9 @@ def build_evaluator(dataset, use_07_metric: bool = True):
     """A fresh evaluator holding ``dataset``'s ground truth: VOC AP (11-point or area) for a VOC-layout
     set, COCOeval for a COCO one (``use_07_metric`` is a VOC notion, ignored there)."""
     if isinstance(dataset, COCODetection):
-        return COCOEvaluator(dataset.coco, dataset.category_ids, dataset.class_names, dataset.eval_backend)
+        return COCOEvaluator(
+            dataset.coco, dataset.category_ids, dataset.class_names, dataset.eval_backend, dataset.image_ids
+        )
     if isinstance(dataset, VOCDetection):
         return VOCDatasetEvaluator(dataset, use_07_metric)
     raise TypeError(f"no evaluator for a {type(dataset).__name__}")
@@ -42,6 +44,10 @@ class VOCDatasetEvaluator:
 
     def add_detections(self, image_id: str, boxes, scores, labels) -> None:
         self.voc.add_detections(image_id, xyxy_to_voc(boxes), scores, labels)
+
+    def exclude(self, image_ids) -> None:
+        """Images dropped as bad samples: their ground truth leaves the evaluation too."""
+        self.voc.remove_ground_truth(image_ids)
 
     def compute(self) -> dict:
         return {**self.voc.compute(), "metric": "voc07" if self.use_07_metric else "area"}

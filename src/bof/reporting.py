@@ -185,6 +185,7 @@ class RunLog:
             "bad_samples": {
                 "skipped_at_load": self.bad_at_load,
                 "replaced_in_training": self.bad_in_training,
+                "dropped_from_evaluation": val_metrics.get("dropped_images", 0),
             },
             "nonfinite_steps_skipped": self.nonfinite_skipped,
             "fingerprint": fingerprint(self.resolved),  # what a rerun compares (bof.rerun)

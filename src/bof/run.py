@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -203,3 +204,14 @@ def _resume_path(resume, out_dir: Path) -> Path | None:
             + (" (pass the old run directory with hydra.run.dir=<dir>)" if resume is True else "")
         )
     return path
+
+
+def build_dataset(node):
+    """``instantiate(cfg.data.<split>)``, raising the data set's own error (it names the file and the
+    problem) instead of Hydra's InstantiationException around it."""
+    try:
+        return instantiate(node)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, (ValueError, OSError)):
+            raise error.__cause__ from None
+        raise

@@ -42,6 +42,7 @@ from bof.run import (
     StopSignal,
     Tricks,
     autocast_dtype,
+    build_dataset,
     build_tricks,
     compiled,
     data_parallel,
@@ -82,7 +83,7 @@ def train_detector(cfg: DictConfig) -> dict:
 
     # data: the same VOC-layout loader for Pascal VOC and the built-in synthetic set; augmentation,
     # mixup and random shapes act here (in the batch sampler and the workers)
-    train_set, val_set = instantiate(cfg.data.train), instantiate(cfg.data.val)
+    train_set, val_set = build_dataset(cfg.data.train), build_dataset(cfg.data.val)
     class_names = list(train_set.class_names)
     train_loader, val_loader = build_data_loaders(cfg, trainer, train_set, val_set, tricks, rank, world_size)
     iters_per_epoch = len(train_loader)

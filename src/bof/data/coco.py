@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from bof.boxes import clip_boxes
 from bof.data.bad_samples import BadSampleError, check_policy
-from bof.data.voc import decode_rgb
+from bof.data.decode import MAX_IMAGE_PIXELS, decode_rgb, read_size
 from bof.evaluation.coco_eval import load_coco
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,14 @@ def coco_boxes(annotations: list[dict], width: int, height: int, category_index:
     """Non-crowd COCO annotations -> (boxes [N, 4] float32 xyxy clipped to the image, labels [N] int64),
     dropping boxes with no area after clipping."""
     anns = [a for a in annotations if not a.get("iscrowd", 0)]
+    for a in anns:
+        box = a.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+            raise ValueError(f"annotation {a.get('id')} has no bbox of four numbers: {box!r}")
+        if not np.isfinite(box).all() or box[2] < 0 or box[3] < 0:
+            raise ValueError(f"annotation {a.get('id')} has a bbox that is not finite or negative: {box}")
+        if a.get("category_id") not in category_index:
+            raise ValueError(f"annotation {a.get('id')} has an unknown category {a.get('category_id')!r}")
     xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
     boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
     labels = np.asarray([category_index[a["category_id"]] for a in anns], dtype=np.int64)
@@ -58,8 +66,11 @@ class COCODetection(Dataset):
         image_dir: str | os.PathLike | None = None,
         eval_backend: str = "pycocotools",
         on_bad_sample: str = "error",
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
+        check_images: bool = False,
     ):
         self.root, self.split, self.train, self.eval_backend = Path(root), split, train, eval_backend
+        self.max_image_pixels = max_image_pixels
         self.on_bad_sample = check_policy(on_bad_sample)
         self.skipped: list[str] = []
         annotation_file = Path(annotation_file or self.root / "annotations" / f"instances_{split}.json")
@@ -80,8 +91,15 @@ class COCODetection(Dataset):
                 b, lab = coco_boxes(
                     self.coco.imgToAnns.get(image_id, []), info["width"], info["height"], index
                 )
-            except KeyError as error:  # a category id the file does not declare
-                problem = f"{annotation_file}: image {image_id} has an annotation of unknown category {error}"
+                if Path(info["file_name"]).is_absolute() or ".." in Path(info["file_name"]).parts:
+                    raise ValueError(f"file_name {info['file_name']!r} is not a path inside {self.image_dir}")
+                if check_images:  # validation: every image checked by its header before the first epoch
+                    path = self.image_dir / info["file_name"]
+                    if not path.is_file():
+                        raise BadSampleError(f"COCO image not found: {path}")
+                    read_size(path, max_image_pixels)
+            except ValueError as error:  # a malformed annotation, or a file outside the image folder
+                problem = f"{annotation_file}: image {image_id}: {error}"
                 if self.on_bad_sample == "error":
                     raise BadSampleError(problem) from None
                 logger.warning("skipping a bad sample: %s", problem)
@@ -113,10 +131,7 @@ class COCODetection(Dataset):
         path = self.image_dir / self.file_names[i]
         if not path.is_file():
             raise FileNotFoundError(f"COCO image not found: {path} ({PREPARE_HINT})")
-        try:
-            image = decode_rgb(path)
-        except RuntimeError as error:  # torchvision's decoder: corrupt, truncated or not an image
-            raise BadSampleError(f"{path}: cannot decode the image ({error})") from None
+        image = decode_rgb(path, self.max_image_pixels)
         a, b = self._offsets[i], self._offsets[i + 1]
         target = {
             "boxes": torch.from_numpy(self._boxes[a:b].copy()),

@@ -91,10 +91,15 @@ class KeyedDataset(Dataset):
     per-box ``weights`` (the mixup ratio, 1 for an unmixed image), the weights that reach the loss.
 
     The global torch RNG is forked so that with ``num_workers=0`` the main process's RNG is untouched.
+
+    With ``on_bad_sample=skip``, a sample that fails is replaced by the next good one in training
+    (``substitute``); in evaluation it is dropped instead, never replaced (another image would be scored
+    twice while the bad one's ground truth stayed): the item is ``(None, {"image_id", "skipped": 1})``,
+    which :func:`collate_eval` leaves out and reports.
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable):
-        self.dataset, self.transform = dataset, transform
+    def __init__(self, dataset: Dataset, transform: Callable, substitute: bool = True):
+        self.dataset, self.transform, self.substitute = dataset, transform, substitute
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -103,7 +108,15 @@ class KeyedDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(key.seed)  # CPU only: torch.manual_seed costs 0.6 ms here
             skipped = 0
-            image, target, skipped = self._load(key.index, skipped)
+            if not self.substitute:
+                try:
+                    image, target, skipped = self._load(key.index, skipped, max_attempts=1)
+                except BadSampleError:
+                    if getattr(self.dataset, "on_bad_sample", "error") == "error":
+                        raise
+                    return None, {"image_id": self.dataset.image_ids[key.index], "skipped": 1}
+            else:
+                image, target, skipped = self._load(key.index, skipped)
             if key.partner >= 0 and key.lam < 1.0:  # lam = 1 mixes nothing in (GluonCV skips it too)
                 partner_image, partner_target, skipped = self._load(key.partner, skipped)
                 image, target = mixup_detection(image, target, partner_image, partner_target, key.lam)
@@ -126,6 +139,13 @@ class KeyedDataset(Dataset):
                 log.warning("skipping a bad sample: %s", error)
                 skipped += 1
         raise BadSampleError(f"{max_attempts} bad samples in a row from index {index}: is the data readable?")
+
+
+def collate_eval(batch: list) -> tuple[torch.Tensor | list[torch.Tensor], list[dict], list]:
+    """:func:`collate` of the samples that loaded, and the image ids of those dropped as bad."""
+    dropped = [target["image_id"] for image, target in batch if image is None]
+    kept = [sample for sample in batch if sample[0] is not None]
+    return (*collate(kept), dropped) if kept else ([], [], dropped)
 
 
 def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor | list[torch.Tensor], list[dict]]:
@@ -156,7 +176,7 @@ def build_data_loader(
     Training (``shuffle``): DistributedSampler, for one process too: its order is a pure function of
     (seed, epoch). Evaluation: process r takes images r, r + world_size, ... exactly once each
     (DistributedSampler would pad the last shard with repeated images, which would count twice in the
-    mAP).
+    mAP), and yields (images, targets, ids of images dropped as bad).
     """
     if shuffle:
         sampler = DistributedSampler(
@@ -168,10 +188,10 @@ def build_data_loader(
         sampler, batch_size, size_for_iteration, seed, rank, drop_last, mixup, len(dataset), epochs
     )
     return torch.utils.data.DataLoader(
-        KeyedDataset(dataset, transform),
+        KeyedDataset(dataset, transform, substitute=shuffle),
         batch_sampler=batch_sampler,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate if shuffle else collate_eval,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )

@@ -203,14 +203,13 @@ def ensure_synthetic_voc(cache_dir: str | os.PathLike, **params) -> Path:
 
 
 def synthetic_voc(
-    cache_dir: str | os.PathLike, split: str, generator: dict | None = None, on_bad_sample: str = "error"
+    cache_dir: str | os.PathLike, split: str, generator: dict | None = None, **checks
 ) -> VOCDetection:
     """The ``split`` (train, val or test) of the synthetic set made by ``generator`` params, generated on
-    first use: what ``conf/data/synthetic.yaml`` instantiates."""
+    first use: what ``conf/data/synthetic.yaml`` instantiates. ``checks``: VOCDetection's
+    ``on_bad_sample``, ``max_image_pixels``, ``check_images``."""
     year_dir = ensure_synthetic_voc(cache_dir, **dict(generator or {}))
-    return VOCDetection(
-        year_dir.parent, [[year_dir.name, split]], class_names=SYNTHETIC_CLASSES, on_bad_sample=on_bad_sample
-    )
+    return VOCDetection(year_dir.parent, [[year_dir.name, split]], class_names=SYNTHETIC_CLASSES, **checks)
 
 
 def synthetic_coco(
@@ -218,11 +217,12 @@ def synthetic_coco(
     split: str,
     generator: dict | None = None,
     train: bool = True,
-    on_bad_sample: str = "error",
     eval_backend: str = "pycocotools",
+    **checks,
 ) -> COCODetection:
     """The same synthetic images in the COCO layout: what ``conf/data/synthetic_coco.yaml`` instantiates,
-    so the COCO loader and COCOeval run end to end on a CPU. The instances JSON is written once beside
+    so the COCO loader and COCOeval run end to end on a CPU (``checks`` as for :func:`synthetic_voc`). The
+    instances JSON is written once beside
     the VOC files (``coco/instances_<split>.json``, category ids 1..6); VOC's ``difficult`` flag has no
     COCO counterpart, so those objects are ordinary boxes here."""
     year_dir = ensure_synthetic_voc(cache_dir, **dict(generator or {}))
@@ -232,7 +232,7 @@ def synthetic_coco(
         write_text_atomically(annotation_file, json.dumps(voc_as_coco(voc)))
     return COCODetection(
         year_dir, split, train=train, annotation_file=annotation_file, image_dir=year_dir / "JPEGImages",
-        on_bad_sample=on_bad_sample, eval_backend=eval_backend,
+        eval_backend=eval_backend, **checks,
     )  # fmt: skip
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
@@ -33,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch.utils.data import Dataset
 
 from bof.boxes import clip_boxes, voc_to_xyxy
 from bof.data.bad_samples import BadSampleError, check_policy
+from bof.data.decode import MAX_IMAGE_PIXELS, decode_rgb, read_size
 
 logger = logging.getLogger(__name__)
 MAX_PIXELS_PER_SIDE = 1e5  # a coordinate beyond this is a corrupt annotation, not a photo
@@ -134,17 +133,6 @@ def parse_voc_xml(
     )
 
 
-def decode_rgb(path: str | os.PathLike) -> torch.Tensor:
-    """Decodes an image file to a uint8 [3, H, W] RGB tensor with libjpeg-turbo (no PIL round trip).
-
-    torchvision 0.29 deprecated its image codecs in favour of TorchCodec (not a dependency here); the
-    DeprecationWarning it emits on every call is silenced to keep training logs readable.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
-        return torchvision.io.decode_image(str(path), mode=torchvision.io.ImageReadMode.RGB)
-
-
 def _missing(path: Path, what: str) -> FileNotFoundError:
     return FileNotFoundError(f"{what} not found: {path} ({PREPARE_HINT})")
 
@@ -176,8 +164,10 @@ class VOCDetection(Dataset):
         class_names: Sequence[str] = VOC_CLASSES,
         on_bad_sample: str = "error",
         skip_empty: bool = False,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
+        check_images: bool = False,
     ):
-        self.root = Path(root)
+        self.root, self.max_image_pixels, self.check_images = Path(root), max_image_pixels, check_images
         self.on_bad_sample = check_policy(on_bad_sample)
         self.skipped: list[str] = []  # the problems of the images left out at load time
         self.class_names = tuple(class_names)
@@ -255,6 +245,8 @@ class VOCDetection(Dataset):
         if not jpg.is_file():
             raise _missing(jpg, "VOC image")
         ann = parse_voc_xml(xml, index)
+        if self.check_images:  # validation: every image checked by its header before the first epoch
+            read_size(jpg, self.max_image_pixels)
         if skip_empty and not len(ann.labels):
             raise BadSampleError(f"{xml}: no objects (a training image needs at least one)")
         return ann
@@ -294,10 +286,7 @@ class VOCDetection(Dataset):
         path = self.image_path(i)
         if not path.is_file():
             raise _missing(path, "VOC image")
-        try:
-            image = decode_rgb(path)
-        except RuntimeError as error:  # torchvision's decoder: corrupt, truncated or not an image
-            raise BadSampleError(f"{path}: cannot decode the image ({error})") from None
+        image = decode_rgb(path, self.max_image_pixels)
         target = {
             "boxes": torch.from_numpy(voc_to_xyxy(ann.boxes)),
             "labels": torch.from_numpy(ann.labels),

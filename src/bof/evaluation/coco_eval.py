@@ -97,8 +97,11 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def evaluate_coco(coco_gt, results: list[dict], backend: str = "pycocotools", class_names=None) -> dict:
-    """The 12 COCOeval bbox numbers (and ``map``, ``ap`` per class) of ``results`` (COCO result dicts)."""
+def evaluate_coco(
+    coco_gt, results: list[dict], backend: str = "pycocotools", class_names=None, image_ids=None
+) -> dict:
+    """The 12 COCOeval bbox numbers (and ``map``, ``ap`` per class) of ``results`` (COCO result dicts),
+    over ``image_ids`` (default: every image of ``coco_gt``)."""
     _, COCOeval = coco_api(backend)
     if not results:
         log.warning("no detections: every COCO number is 0")
@@ -106,6 +109,8 @@ def evaluate_coco(coco_gt, results: list[dict], backend: str = "pycocotools", cl
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(results)
         coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+        if image_ids is not None:
+            coco_eval.params.imgIds = sorted(image_ids)
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
@@ -139,21 +144,28 @@ def xyxy_to_coco_results(image_id: int, boxes, scores, labels, category_ids: Seq
 
 
 class COCOEvaluator:
-    """Accumulates detections of a COCO-layout validation set; ``compute()`` runs COCOeval."""
+    """Accumulates detections of a COCO-layout validation set; ``compute()`` runs COCOeval over
+    ``image_ids`` (the images the data set kept; default all of ``coco_gt``), less those excluded."""
 
     def __init__(
-        self, coco_gt, category_ids: Sequence[int], class_names: Sequence[str], backend: str = "pycocotools"
-    ):
+        self, coco_gt, category_ids: Sequence[int], class_names: Sequence[str], backend: str = "pycocotools",
+        image_ids: Sequence[int] | None = None,
+    ):  # fmt: skip
         self.coco_gt, self.category_ids, self.class_names = coco_gt, list(category_ids), list(class_names)
         self.backend, self.results = backend, []
+        self.image_ids = set(coco_gt.getImgIds() if image_ids is None else image_ids)
         coco_api(backend)  # fail at start-up, not after the first epoch
 
     def add_detections(self, image_id, boxes, scores, labels) -> None:
         """boxes [N, 4] xyxy pixels in the original image frame; labels 0-based contiguous."""
         self.results.extend(xyxy_to_coco_results(image_id, boxes, scores, labels, self.category_ids))
 
+    def exclude(self, image_ids) -> None:
+        """Images dropped as bad samples: their ground truth leaves the evaluation too."""
+        self.image_ids -= set(image_ids)
+
     def compute(self) -> dict:
-        return evaluate_coco(self.coco_gt, self.results, self.backend, self.class_names)
+        return evaluate_coco(self.coco_gt, self.results, self.backend, self.class_names, self.image_ids)
 
     def write_results(self, out_dir: str | Path) -> Path:
         return write_text_atomically(Path(out_dir) / "coco_results.json", json.dumps(self.results))

@@ -75,6 +75,11 @@ class VOCEvaluator:
         # per class: chunks of (image ids, scores [m], boxes [m, 4]) in insertion order
         self._dets: list[list[tuple[list[str], np.ndarray, np.ndarray]]] = [[] for _ in self.class_names]
 
+    def remove_ground_truth(self, image_ids) -> None:
+        """Takes images out of the evaluation (bad samples dropped while evaluating)."""
+        for image_id in image_ids:
+            self._gt.pop(str(image_id), None)
+
     @property
     def image_ids(self) -> list[str]:
         """Ids of the images with registered ground truth, in insertion order."""
