@@ -27,6 +27,24 @@ def test_a_run_stopped_after_its_last_checkpoint_gets_its_final_numbers(make_cfg
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["map"] is not None
 
 
+def test_counts_and_wall_time_cover_the_whole_run_across_a_resume(make_cfg, tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = make_cfg("data.on_bad_sample=skip", "mixup=off", "trainer.epochs=1")
+    victim = instantiate(cfg.data.train).image_path(3)
+    original = victim.read_bytes()
+    victim.write_bytes(original[:2000])  # the header is intact: replaced each time an epoch reaches it
+    try:
+        train(cfg)
+        first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["counts"]
+        resumed = train(make_cfg("data.on_bad_sample=skip", "mixup=off", "trainer.resume=true"))
+    finally:
+        victim.write_bytes(original)  # the cache is shared by the session
+    assert first["replaced_in_training"] == 1
+    assert resumed["bad_samples"]["replaced_in_training"] == 2  # both epochs, not the resumed one only
+    assert resumed["wall_time_s"] > first["wall_time_s"] and len(first["images_per_s"]) == 1
+
+
 @pytest.mark.parametrize("skip", [False, True])
 def test_a_huge_learning_rate_never_saves_a_non_finite_state(make_cfg, tmp_path, skip):
     train(make_cfg("trainer.epochs=1"))

@@ -126,9 +126,20 @@ def set_rng_state(state: dict) -> None:
 
 
 def checkpoint_state(
-    model, optimizer, lr_scheduler, scaler, epoch: int, best_map: float, config: dict, class_names=None
+    model,
+    optimizer,
+    lr_scheduler,
+    scaler,
+    epoch: int,
+    best_map: float,
+    config: dict,
+    class_names=None,
+    counts: dict | None = None,
 ) -> dict:
+    """``counts``: what the run has counted so far (wall time, skipped samples and steps), carried over
+    a resume so that metrics.json covers the whole run."""
     return {
+        "counts": dict(counts or {}),
         "class_names": list(class_names or []),  # bof-predict names its detections without the data
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -156,10 +167,11 @@ def check_finite(model, optimizer, epoch: int, last: Path) -> None:
 
 
 def restore(path: Path | None, model, optimizer, lr_scheduler, scaler, config: dict | None = None):
-    """Loads a checkpoint into the training state; -> (first epoch to run, best metric so far). Another
-    ``config`` than the checkpoint's is allowed (more epochs, another data root) and logged."""
+    """Loads a checkpoint into the training state; -> (first epoch to run, best metric so far, the run's
+    counts so far). Another ``config`` than the checkpoint's is allowed (more epochs, another data root)
+    and logged."""
     if path is None:
-        return 0, -1.0
+        return 0, -1.0, {}
     expect = ("model", "optimizer", "lr_scheduler", "scaler", "epoch", "rng")
     checkpoint = load_checkpoint(path, expect=expect)
     if config is not None:
@@ -170,4 +182,4 @@ def restore(path: Path | None, model, optimizer, lr_scheduler, scaler, config: d
     scaler.load_state_dict(checkpoint["scaler"])
     set_rng_state(checkpoint["rng"])
     log.info("resumed from %s at epoch %d", path, checkpoint["epoch"] + 1)
-    return checkpoint["epoch"] + 1, checkpoint["best_map"]
+    return checkpoint["epoch"] + 1, checkpoint["best_map"], checkpoint.get("counts", {})

@@ -138,7 +138,7 @@ def train_classifier(cfg: DictConfig) -> dict:
 
     # the checkpoint holds the classifier itself (backbone + head), what model.backbone_checkpoint reads
     checkpoint_path = resume_path(trainer.resume, out_dir)
-    start_epoch, best_top1 = restore(
+    start_epoch, best_top1, _ = restore(
         checkpoint_path, classifier.net, optimizer, lr_scheduler, scaler, resolved
     )
 

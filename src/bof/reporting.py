@@ -143,9 +143,23 @@ class RunLog:
         )  # fmt: skip
         log.info("tricks:\n  %s", "\n  ".join(tricks))
 
-    def start(self, train_set, val_set) -> None:
-        self.started = time.perf_counter()
+    def start(self, train_set, val_set, counts: dict | None = None) -> None:
+        """Training starts (``counts``: :meth:`counts` of the checkpoint it resumes, carried over)."""
+        counts = counts or {}
+        self.started = time.perf_counter() - counts.get("wall_time_s", 0.0)
+        self.bad_in_training = counts.get("replaced_in_training", 0)
+        self.nonfinite_skipped = counts.get("nonfinite_steps_skipped", 0)
+        self.images_per_s = list(counts.get("images_per_s", []))
         self.bad_at_load = len(getattr(train_set, "skipped", [])) + len(getattr(val_set, "skipped", []))
+
+    def counts(self) -> dict:
+        """What a checkpoint carries to a resumed run: wall time, skips and speeds so far."""
+        return {
+            "wall_time_s": time.perf_counter() - self.started,
+            "replaced_in_training": self.bad_in_training,
+            "nonfinite_steps_skipped": self.nonfinite_skipped,
+            "images_per_s": list(self.images_per_s),
+        }
 
     def epoch(self, epoch: int, epochs: int, train_metrics: dict) -> None:
         train_metrics["images_per_s"] *= self.world_size  # every process trains on as many images

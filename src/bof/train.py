@@ -123,7 +123,7 @@ def train_detector(cfg: DictConfig) -> dict:
         return {"dry_run": True, "num_params": num_params, "iters_per_epoch": iters_per_epoch,
                 "train_images": len(train_set), "val_images": len(val_set)}  # fmt: skip
 
-    start_epoch, best_map = restore(
+    start_epoch, best_map, counts = restore(
         resume_path(trainer.resume, out_dir), model_without_ddp, optimizer, lr_scheduler, scaler, resolved
     )
     writer = None
@@ -131,11 +131,19 @@ def train_detector(cfg: DictConfig) -> dict:
         writer = open_writer(out_dir, resolved, tricks.describe(trainer.epochs), samples, lr_figure,
                              first_step=start_epoch * iters_per_epoch)  # fmt: skip
         start_hparams(writer, hparams(cfg, world_size, trainer.batch_size // world_size))
-    run_log.start(train_set, val_set)
+    run_log.start(train_set, val_set, counts)
 
     def state(epoch: int) -> dict:  # built only when a checkpoint is written
         return checkpoint_state(
-            model_without_ddp, optimizer, lr_scheduler, scaler, epoch, best_map, resolved, class_names
+            model_without_ddp,
+            optimizer,
+            lr_scheduler,
+            scaler,
+            epoch,
+            best_map,
+            resolved,
+            class_names,
+            run_log.counts(),
         )
 
     def validate(epoch: int) -> dict:  # every process a shard, gathered in evaluate; best.pt on a new best
