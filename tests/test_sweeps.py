@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
@@ -211,3 +212,29 @@ def test_report_of_an_ad_hoc_multirun_has_a_row_per_combination_of_the_swept_ove
     assert table[1]["status"] == "1 failed" and table[1]["vs_baseline"] == pytest.approx(15.0)  # row 1: base
     out = capsys.readouterr().out
     assert "VOC07 mAP (%)" in out and "70.00 n=1" in out and "55.00 ± 7.07" in out
+
+
+def test_report_flags_unreadable_results_keeps_labels_and_lists_rows_that_never_started(tmp_path, capsys):
+    """A table2 sweep launched with three rows and seeds 0,1 (Hydra's multirun.yaml): baseline seed 0
+    done and seed 1 never started, mixup's metrics.json empty (a full disk) for seed 0 and unfinished
+    for seed 1, cosine never started at all."""
+    launched = {"hydra": {"sweeper": {"params": {"+row": "table2-baseline,table2-mixup,table2-cosine",
+                                                 "seed": "0"}},
+                          "overrides": {"task": ["+sweep=table2", "seed=0,1"]}}}  # fmt: skip
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(launched))
+    mixup = {"label": "+ mixup", "order": 6, "paper": 83.68}
+    for name, seed, content in (("baseline", 0, {"map": 0.5, "ap": {}, "config": {"row": {
+            "label": "baseline", "order": 1, "baseline_row": "baseline"}}}), ("mixup", 0, ""),
+            ("mixup", 1, None)):  # fmt: skip
+        run = tmp_path / name / f"seed{seed}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"row": mixup if name == "mixup" else {}}))
+        if content is not None:
+            (run / "metrics.json").write_text(json.dumps(content) if content else "")
+    table = {r["row"]: r for r in report([str(tmp_path)])}
+    assert table["+ mixup"]["paper"] == 83.68 and table["+ mixup"]["mean"] is None
+    assert table["+ mixup"]["status"] == "1 unfinished, 1 with no readable result in metrics.json"
+    assert table["baseline"]["status"] == "1 never started" and table["baseline"]["mean"] == 50.0
+    assert table["+ cosine lr schedule"]["status"] == "2 never started"
+    assert table["+ cosine lr schedule"]["paper"] == 81.69
+    assert [r["row"] for r in table.values()] == ["baseline", "+ cosine lr schedule", "+ mixup"]

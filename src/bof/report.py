@@ -5,8 +5,8 @@ each run's config says its row's label, order, the paper's number and which row 
 other multirun (``bof-train -m optimizer.lr=0.001,0.002 seed=0,1``) has Hydra's numbered job directories:
 one row per combination of the overrides that vary (seeds pooled), the first row as the baseline. Per
 row: the metric (VOC mAP or COCO AP, in %) as mean +- std over seeds ("n=1" for one run), the delta
-against the baseline row and against the row above, the paper's number, and the status (failed and
-unfinished runs are marked, not hidden).
+against the baseline row and against the row above, the paper's number, and the status (failed,
+unfinished and never-started runs and unreadable metrics.json files are marked, not hidden).
 
     bof-report multirun/table2 [--csv table2.csv] [--per-class baseline mixup]
     bof-report multirun/2026-11-26/10-00-00
@@ -23,6 +23,8 @@ from pathlib import Path
 import matplotlib
 import yaml
 
+from bof.config import CONFIG_DIR
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -32,7 +34,37 @@ METRIC_NAMES = {"voc07": "VOC07 mAP", "area": "VOC area mAP", "coco": "COCO AP@[
 def collect(sweep_dir: Path) -> list[dict]:
     """One dict per row, in table order: label, paper, values (one per finished seed), status, ap."""
     runs = [(p.parent.name, p, None) for p in sorted(sweep_dir.glob("*/seed*")) if p.is_dir()]
-    return _rows(runs or adhoc_runs(sweep_dir))
+    if not runs:
+        return _rows(adhoc_runs(sweep_dir))
+    rows = _rows(runs)
+    seen = {r["name"]: r for r in rows}
+    for meta, seeds in planned_rows(sweep_dir):  # rows the sweep was launched with
+        row = seen.get(meta["name"])
+        if row is None:
+            row = seen[meta["name"]] = _empty_row(meta["name"], None)
+            row.update({k: meta[k] for k in ("label", "order", "paper") if k in meta})
+            rows.append(row)
+        row["never_started"] = sum(not (sweep_dir / meta["name"] / f"seed{s}").is_dir() for s in seeds)
+    return sorted(rows, key=lambda r: (r["order"], r["name"]))
+
+
+def planned_rows(sweep_dir: Path) -> list[tuple[dict, list[str]]]:
+    """(row block of the experiment file, seeds) of each ``+row`` a table sweep was launched with, from
+    the ``multirun.yaml`` Hydra writes at its start; [] when there is none."""
+    launched = _read_yaml(sweep_dir / "multirun.yaml") or {}
+    hydra = launched.get("hydra") or {}
+    params = dict((hydra.get("sweeper") or {}).get("params") or {})
+    for override in (hydra.get("overrides") or {}).get("task") or []:  # the command line wins
+        key, _, value = str(override).lstrip("+").partition("=")
+        if key in ("row", "seed"):
+            params["+row" if key == "row" else key] = value
+    planned = []
+    for alias in str(params.get("+row") or "").split(","):
+        experiment = CONFIG_DIR / "experiment" / f"{alias.strip().replace('-', '/', 1)}.yaml"
+        meta = (_read_yaml(experiment) or {}).get("row")
+        if meta and meta.get("name"):
+            planned.append((meta, [s.strip() for s in str(params.get("seed", "0")).split(",")]))
+    return planned
 
 
 def adhoc_runs(sweep_dir: Path) -> list[tuple[str, Path, int]]:
@@ -53,17 +85,18 @@ def adhoc_runs(sweep_dir: Path) -> list[tuple[str, Path, int]]:
 def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
     rows: dict[str, dict] = {}
     for name, seed_dir, order in runs:
-        empty = {"name": name, "label": name, "order": 1e9 if order is None else order, "paper": None,
-                 "baseline": order == 0, "metric": None}  # fmt: skip
-        row = rows.setdefault(
-            name, {**empty, "values": [], "failed": 0, "unfinished": 0, "ap": [], "setups": set()}
-        )
+        row = rows.setdefault(name, _empty_row(name, order))
         metrics_file, failed_file = seed_dir / "metrics.json", seed_dir / "failed.json"
-        if metrics_file.is_file():
-            metrics = json.loads(metrics_file.read_text())
+        metrics = _read_json(metrics_file)
+        if metrics_file.is_file() and (metrics is None or metrics.get("map") is None):
+            row["unreadable"] += 1  # empty (a full disk), garbage or no mAP: said, not called done
+            continue
+        # a run without results still has its row's label and paper number, in the config Hydra saved
+        config = (metrics or {}).get("config") or _read_yaml(seed_dir / ".hydra" / "config.yaml") or {}
+        meta = config.get("row") or {}
+        row.update({k: meta[k] for k in ("label", "order", "paper") if k in meta})
+        if metrics is not None:
             row["metric"] = metrics.get("metric")
-            meta = (metrics.get("config") or {}).get("row") or {}
-            row.update({k: meta[k] for k in ("label", "order", "paper") if k in meta})
             # the table's base names its baseline row (older runs flagged it with baseline: true)
             row["baseline"] |= meta.get("baseline_row") == name or meta.get("baseline") is True
             if "world_size" in metrics:  # the data parallelism each run had (the paper's: paper_setup)
@@ -78,6 +111,30 @@ def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (r["order"], r["name"]))
 
 
+def _empty_row(name: str, order: int | None) -> dict:
+    return {
+        "name": name, "label": name, "order": 1e9 if order is None else order, "paper": None,
+        "baseline": order == 0, "metric": None, "values": [], "failed": 0, "unfinished": 0,
+        "unreadable": 0, "never_started": 0, "ap": [], "setups": set(),
+    }  # fmt: skip
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, empty, truncated or not UTF-8
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_yaml(path: Path) -> dict | None:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     baseline = next((r for r in rows if r["baseline"] and r["values"]), None)
     base_mean = statistics.mean(baseline["values"]) if baseline else None
@@ -85,9 +142,10 @@ def summarise(rows: list[dict]) -> list[dict]:
     for row in rows:
         mean = statistics.mean(row["values"]) if row["values"] else None
         std = statistics.stdev(row["values"]) if len(row["values"]) > 1 else 0.0
-        status = "done" if not (row["failed"] or row["unfinished"]) else ", ".join(
-            f"{n} {what}" for n, what in ((row["failed"], "failed"), (row["unfinished"], "unfinished")) if n
-        )  # fmt: skip
+        problems = ((row["failed"], "failed"), (row["unfinished"], "unfinished"),
+                    (row["unreadable"], "with no readable result in metrics.json"),
+                    (row["never_started"], "never started"))  # fmt: skip
+        status = ", ".join(f"{n} {what}" for n, what in problems if n) or "done"
         table.append({
             "row": row["label"], "runs": len(row["values"]), "mean": mean, "std": std,
             "vs_baseline": None if mean is None or base_mean is None else mean - base_mean,
