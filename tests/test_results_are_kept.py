@@ -109,3 +109,15 @@ def test_validation_boxes_are_clipped_to_the_image_as_training_boxes_are(tmp_pat
                              torch.tensor([VOC_CLASSES.index("dog")]))  # fmt: skip
     assert evaluator.compute()["ap"]["dog"] == pytest.approx(1.0)
     assert np.isnan(evaluator.compute()["ap"]["cat"])
+
+
+def test_checkpoint_load_errors_name_the_file_and_the_way_on(make_cfg, tmp_path):
+    train(make_cfg("trainer.epochs=1"))
+    with pytest.raises(
+        ValueError, match=r"last.pt does not fit this model .*model.net.width: 0.0625 -> 0.125"
+    ):
+        train(make_cfg("trainer.epochs=2", "trainer.resume=true", "model.net.width=0.125"))
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match=r"last.pt is not a readable torch checkpoint .*Delete it.*best.pt"):
+        train(make_cfg("trainer.epochs=2", "trainer.resume=true"))

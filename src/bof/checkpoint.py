@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bof.atomic import write_atomically
-from bof.rerun import warn_if_changed
+from bof.rerun import differences, warn_if_changed
 
 log = logging.getLogger("bof.checkpoint")
 
@@ -78,7 +78,8 @@ def load_checkpoint(path: str | Path, map_location="cpu", expect: tuple[str, ...
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated or empty (no zip directory), garbage, another pickle
         raise ValueError(
-            f"{path} is not a readable torch checkpoint ({type(error).__name__}: {error})"
+            f"{path} is not a readable torch checkpoint ({type(error).__name__}: {error}). Delete it to "
+            f"start afresh, or resume from another one: trainer.resume={path.parent / 'best.pt'}"
         ) from None
     missing = [key for key in expect if key not in checkpoint] if isinstance(checkpoint, dict) else expect
     if missing or not isinstance(checkpoint, dict):
@@ -176,7 +177,17 @@ def restore(path: Path | None, model, optimizer, lr_scheduler, scaler, config: d
     checkpoint = load_checkpoint(path, expect=expect)
     if config is not None:
         warn_if_changed(checkpoint.get("config"), config, path)
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:  # another architecture: say which config keys made it differ
+        changed = differences(checkpoint.get("config") or {}, config or {})
+        keys = [c for c in changed if c.startswith(("model.", "data."))] or changed
+        first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+        raise ValueError(
+            f"{path} does not fit this model ({first[:300]}). Config keys that differ "
+            f"from the checkpoint's: {'; '.join(keys) or 'none'}. Use the checkpoint's values, or "
+            "trainer.resume=false (another run directory) to train this model from scratch"
+        ) from None
     optimizer.load_state_dict(checkpoint["optimizer"])
     lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
     scaler.load_state_dict(checkpoint["scaler"])
