@@ -154,6 +154,26 @@ def test_bof_export_gives_the_pytorch_model_s_detections(trained, tmp_path, fmt)
         assert (ours["scores"].sort().values - theirs["scores"].sort().values).abs().max() < 1e-4
 
 
+def test_bof_export_of_faster_rcnn_is_torchscript_with_the_pytorch_model_s_detections(tmp_path, cache_dir):
+    make = config_maker(tmp_path, cache_dir)
+    train(make("model=faster_rcnn_r50_c4", "trainer.epochs=1", "model.net.box_score_thresh=0.0"))
+    checkpoint = tmp_path / "run" / "last.pt"
+    with pytest.raises(SystemExit, match="export it with format=torchscript"):
+        export.main([f"checkpoint={checkpoint}", "format=onnx"])
+    path = export.main([f"checkpoint={checkpoint}", "format=torchscript", f"output={tmp_path / 'frcnn.ts'}"])
+    _, model, _ = load_trained(checkpoint, [], torch.device("cpu"))
+    val_set = instantiate(make("model=faster_rcnn_r50_c4").data.val)
+    # at the model's input size (min_size 64): torchvision's scripted resize may round a side one pixel
+    # differently from its eager one (86 * 64 / 86 -> 63), which moves the detections of resized images
+    images = [val_set[i][0][:, :64, :64] for i in range(3)]
+    with torch.no_grad():
+        ours = model(normalize_batch(images))
+        theirs = torch.jit.load(str(path))(images)
+    for a, b in zip(ours, theirs, strict=True):
+        assert len(a["scores"]) == len(b["scores"]) > 0 and torch.equal(a["labels"], b["labels"])
+        assert (a["boxes"] - b["boxes"]).abs().max() < 1e-4 and (a["scores"] - b["scores"]).abs().max() < 1e-4
+
+
 def test_bof_export_refuses_an_unknown_format(trained):
     _, run, _ = trained
     with pytest.raises(SystemExit, match="format=tflite: one of onnx, torchscript"):

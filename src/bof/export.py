@@ -1,11 +1,18 @@
-"""bof-export: a trained YOLOv3 as one graph for deployment, ONNX (onnxruntime, TensorRT) or TorchScript.
+"""bof-export: a trained detector as one graph for deployment.
 
-The graph takes uint8 images [B, 3, S, S] (RGB, resized to S = the run's model.val_size, as bof-eval
-feeds them) and returns boxes [B, N, 4] (xyxy input pixels, clipped) and scores [B, N, K]
-(sigmoid(objectness) x sigmoid(class)): normalisation, the network and the box decoding inside, the
-batch size free. The last step, the per-class NMS, is left to the runtime that has one
-(``bof.models.yolov3.YOLOv3PostProcess.select`` is the reference: the exported outputs through it give
-the PyTorch model's detections, tests/test_beyond_training.py).
+YOLOv3, ONNX (onnxruntime, TensorRT) or TorchScript: the graph takes uint8 images [B, 3, S, S] (RGB,
+resized to S = the run's model.val_size, as bof-eval feeds them) and returns boxes [B, N, 4] (xyxy input
+pixels, clipped) and scores [B, N, K] (sigmoid(objectness) x sigmoid(class)): normalisation, the network
+and the box decoding inside, the batch size free. The last step, the per-class NMS, is left to the
+runtime that has one (``bof.models.yolov3.YOLOv3PostProcess.select`` is the reference: the exported
+outputs through it give the PyTorch model's detections, tests/test_beyond_training.py).
+
+Faster R-CNN, TorchScript (torchvision's scriptable detector; its ONNX path needs the legacy exporter
+and fixed image sizes, so it is not offered): a list of uint8 images [3, H_i, W_i] of any sizes in, per
+image a dict of ``boxes`` (xyxy pixels of that image, after torchvision's resize and back), ``scores``
+and ``labels`` (0-based) out, NMS included. torchvision's scripted resize may round a resized side one
+pixel differently from its eager one, so images that torchvision resizes can get slightly different
+detections; images already at the model's size (``model.net.min_size``) get the same ones.
 
     bof-export checkpoint=run/best.pt format=onnx             # -> run/best.onnx
     bof-export checkpoint=run/best.pt format=torchscript output=model.ts
@@ -13,6 +20,7 @@ the PyTorch model's detections, tests/test_beyond_training.py).
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import warnings
@@ -20,8 +28,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork
 
-from bof.boxes import normalize_batch
+from bof.boxes import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from bof.cli import parse_key_values, setup_logging
 from bof.detector import load_trained
 
@@ -42,18 +52,40 @@ class ExportedYOLOv3(nn.Module):
         return self.postprocess.boxes_and_scores(outputs, tuple(images.shape[-2:]))
 
 
+class ExportedFasterRCNN(nn.Module):
+    """uint8 images [3, H_i, W_i] -> per image boxes, scores, labels (0-based): the whole Faster R-CNN."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        graph = copy.deepcopy(detector.detector).eval()
+        # in eval our loss-weighting subclasses run torchvision's forward unchanged: script that one
+        graph.rpn.__class__, graph.roi_heads.__class__ = RegionProposalNetwork, RoIHeads
+        self.detector = graph
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255)
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        _, detections = self.detector([(image.float() - self.mean) / self.std for image in images])
+        return [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - 1} for d in detections]
+
+
 def export(checkpoint: str, fmt: str, output: str | None, overrides: list[str]) -> Path:
     if fmt not in SUFFIXES:
         raise SystemExit(f"format={fmt}: one of {', '.join(SUFFIXES)}")
     cfg, model, _ = load_trained(checkpoint, overrides, torch.device("cpu"))
-    if not hasattr(model, "postprocess"):
-        raise SystemExit(
-            f"checkpoint={checkpoint} is a {cfg.model.name}: bof-export takes YOLOv3 checkpoints (Faster "
-            "R-CNN's torchvision graph has data-dependent proposal and RoI stages, left out here)"
-        )
+    path = Path(output) if output else Path(checkpoint).with_suffix(SUFFIXES[fmt])
+    if not hasattr(model, "postprocess"):  # Faster R-CNN
+        if fmt != "torchscript":
+            raise SystemExit(
+                f"checkpoint={checkpoint} is a {cfg.model.name}: export it with format=torchscript"
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchvision's "scripted models return (losses, detections)"
+            torch.jit.save(torch.jit.script(ExportedFasterRCNN(model).eval()), str(path))
+        log.info("wrote %s: uint8 images [3, H, W] (a list) -> boxes, scores, labels per image", path)
+        return path
     graph, size = ExportedYOLOv3(model).eval(), cfg.model.val_size
     example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
-    path = Path(output) if output else Path(checkpoint).with_suffix(SUFFIXES[fmt])
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracer notes
         if fmt == "onnx":

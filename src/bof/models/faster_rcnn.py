@@ -250,13 +250,14 @@ class FasterRCNNDetector(nn.Module):
             anchors, RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
             fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
             pre_nms_top_n={"training": rpn_pre_nms_train, "testing": rpn_pre_nms_test},
-            post_nms_top_n={"training": rpn_post_nms_train, "testing": rpn_post_nms_test}, nms_thresh=rpn_nms,
-            min_size=rpn_min_size,
+            post_nms_top_n={"training": rpn_post_nms_train, "testing": rpn_post_nms_test},
+            nms_thresh=float(rpn_nms),
+            min_size=float(rpn_min_size),  # float: TorchScript (bof-export) types it
         )  # fmt: skip
         roi_heads = WeightedRoIHeads(
             box_roi_pool, box_head, box_predictor, fg_iou_thresh=0.5, bg_iou_thresh=0.5,
             batch_size_per_image=rois_per_image, positive_fraction=0.25, bbox_reg_weights=None,
-            score_thresh=box_score_thresh, nms_thresh=box_nms,
+            score_thresh=float(box_score_thresh), nms_thresh=float(box_nms),
             detections_per_img=detections_per_image or ALL_DETECTIONS,
             label_smoothing=label_smoothing or 0.0, box_beta=roi_box_beta,
         )  # fmt: skip
