@@ -36,3 +36,16 @@ def test_an_installed_wheel_dry_runs_from_another_directory(tmp_path, cache_dir)
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "dry run" in done.stdout + done.stderr and any((elsewhere / "outputs").rglob("lr_schedule.png"))
+
+
+def test_a_second_checkout_is_named_instead_of_silently_ignored(tmp_path):
+    from bof.config import CONFIG_DIR, other_checkout
+
+    other = tmp_path / "bof-clone2"
+    (other / "conf").mkdir(parents=True)
+    (other / "conf" / "train.yaml").write_text("")
+    (other / "src" / "bof").mkdir(parents=True)
+    (other / "conf" / "deep").mkdir()
+    warning = other_checkout(other / "conf" / "deep")  # anywhere inside it
+    assert warning and str(other) in warning and "pip install -e ." in warning
+    assert other_checkout(CONFIG_DIR.parent) is None and other_checkout(tmp_path) is None

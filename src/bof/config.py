@@ -24,6 +24,21 @@ REPOSITORY_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 CONFIG_DIR = PACKAGED_CONFIG_DIR if PACKAGED_CONFIG_DIR.is_dir() else REPOSITORY_CONFIG_DIR
 
 
+def other_checkout(cwd: Path | None = None) -> str | None:
+    """A warning when the working directory lies in a bof checkout other than the one this bof runs
+    from (two clones, one environment): its code and configs would silently not be used."""
+    installed = Path(__file__).resolve().parents[2]
+    for folder in [(cwd or Path.cwd()).resolve(), *(cwd or Path.cwd()).resolve().parents]:
+        if (folder / "conf" / "train.yaml").is_file() and (folder / "src" / "bof").is_dir():
+            if folder == installed:
+                return None
+            return (
+                f"this directory is in the bof checkout {folder}, but bof runs from {installed} (code and "
+                f"configs {CONFIG_DIR}): run `pip install -e .` in {folder} to use its own"
+            )
+    return None
+
+
 @dataclass
 class TrainerConfig:
     epochs: int = 200
