@@ -191,7 +191,7 @@ def test_nonfinite_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(make
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("optimizer.lr=-0.1", "optimizer.lr must be > 0"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a number > 0"),
         ("mixup=beta15", "mixup.alpha and mixup.beta must be > 0"),
         ("trainer.batch_size=0", "trainer.batch_size must be >= 1"),
         ("trainer.epochs=0", "trainer.epochs must be >= 1"),
@@ -223,4 +223,22 @@ def test_unknown_group_option_names_it():
 )
 def test_sizes_that_cannot_work_fail_in_the_dry_run_naming_the_key(make_cfg, overrides, message):
     with pytest.raises((ValueError, InstantiationException), match=re.escape(message)):
+        train(make_cfg(*overrides, "trainer.dry_run=true"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.lr=abc"], "optimizer.lr='abc': must be a number > 0"),
+        (["optimizer.momentum=1.5"], "optimizer.momentum=1.5: must be a number in [0, 1)"),
+        (["lr_schedule.warmup_epochs=-1"], "lr_schedule.warmup_epochs=-1: must be a number of epochs >= 0"),
+        (["smoothing=on", "smoothing.epsilon=2"], "smoothing.epsilon=2: must be a number in [0, 1)"),
+        (["mixup=beta15", "mixup.max_off_fraction=2"], "mixup.max_off_fraction=2: must be a fraction"),
+        (["augment=yolo", "augment.max_expand=0.5"], "augment.max_expand=0.5: must be a canvas side ratio"),
+        (["model.net.width=0"], "model.net.width=0: must be a channel multiplier > 0"),
+        (["data.max_image_pixels=1.5"], "data.max_image_pixels=1.5: must be a whole number of pixels"),
+    ],
+)
+def test_values_out_of_range_fail_in_the_dry_run_naming_the_key(make_cfg, overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         train(make_cfg(*overrides, "trainer.dry_run=true"))

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from bof import distributed
-from bof.config import check_input_sizes, check_random_shapes, validate_trainer
+from bof.config import check_config, validate_trainer
 from bof.tricks.label_smoothing import LabelSmoothing
 from bof.tricks.lr_schedule import CosineSchedule, StepSchedule
 from bof.tricks.mixup import DetectionMixup
@@ -173,8 +173,7 @@ class Tricks(NamedTuple):
 
 
 def build_tricks(cfg: DictConfig) -> Tricks:
-    check_random_shapes(cfg)
-    check_input_sizes(cfg)
+    check_config(cfg)
     return Tricks(
         augment=instantiate(cfg.augment),
         mixup=instantiate(cfg.mixup) if cfg.mixup is not None else None,

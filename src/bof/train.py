@@ -30,7 +30,7 @@ from bof import distributed, launch
 from bof.atomic import write_json_atomically
 from bof.checkpoint import CheckpointWriter, check_finite, checkpoint_state, restore
 from bof.classify import train_classifier
-from bof.config import check_backbone, check_input_sizes, check_paper_setup, check_random_shapes
+from bof.config import check_backbone, check_config, check_paper_setup
 from bof.data.loader import build_data_loader
 from bof.detector import build_model
 from bof.engine import GradClip, evaluate, train_one_epoch
@@ -101,8 +101,6 @@ def train_detector(cfg: DictConfig) -> dict:
     model = compiled(model, trainer.compile, device)
 
     # optimizer and per-iteration LR schedule (warmup, then step or cosine)
-    if cfg.optimizer.lr <= 0:
-        raise ValueError(f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
     # _partial_: Hydra would wrap the param-group dicts (holding tensors) into DictConfigs
     optimizer = instantiate(cfg.optimizer, _partial_=True)(
         param_groups(model, cfg.optimizer.weight_decay, trainer.no_wd)
@@ -231,8 +229,7 @@ def run_job(cfg: DictConfig) -> float | None:
     ${hydra:runtime.output_dir} is fixed before any process starts."""
     try:
         check_backbone(cfg)
-        check_random_shapes(cfg)
-        check_input_sizes(cfg)
+        check_config(cfg)
         devices = cfg.trainer.get("devices", 1)
         if devices > 1 and not distributed.launched_externally():
             distributed.check_local_gpus(cfg.trainer.device, devices)
