@@ -77,9 +77,10 @@ def load_checkpoint(path: str | Path, map_location="cpu", expect: tuple[str, ...
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated or empty (no zip directory), garbage, another pickle
+        other = path.parent / ("last.pt" if path.name == "best.pt" else "best.pt")
         raise ValueError(
             f"{path} is not a readable torch checkpoint ({type(error).__name__}: {error}). Delete it to "
-            f"start afresh, or resume from another one: trainer.resume={path.parent / 'best.pt'}"
+            f"start afresh, or resume from another one: trainer.resume={other}"
         ) from None
     missing = [key for key in expect if key not in checkpoint] if isinstance(checkpoint, dict) else expect
     if missing or not isinstance(checkpoint, dict):
