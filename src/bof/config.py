@@ -27,8 +27,8 @@ CONFIG_DIR = PACKAGED_CONFIG_DIR if PACKAGED_CONFIG_DIR.is_dir() else REPOSITORY
 def other_checkout(cwd: Path | None = None) -> str | None:
     """A warning when the working directory lies in a bof checkout other than the one this bof runs
     from (two clones, one environment): its code and configs would silently not be used."""
-    installed = Path(__file__).resolve().parents[2]
-    for folder in [(cwd or Path.cwd()).resolve(), *(cwd or Path.cwd()).resolve().parents]:
+    installed, here = Path(__file__).resolve().parents[2], (cwd or Path.cwd()).resolve()
+    for folder in [here, *here.parents]:
         if (folder / "conf" / "train.yaml").is_file() and (folder / "src" / "bof").is_dir():
             if folder == installed:
                 return None

@@ -107,16 +107,12 @@ class KeyedDataset(Dataset):
     def __getitem__(self, key: SampleKey):
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(key.seed)  # CPU only: torch.manual_seed costs 0.6 ms here
-            skipped = 0
-            if not self.substitute:
-                try:
-                    image, target, skipped = self._load(key.index, skipped, max_attempts=1)
-                except BadSampleError:
-                    if getattr(self.dataset, "on_bad_sample", "error") == "error":
-                        raise
-                    return None, {"image_id": self.dataset.image_ids[key.index], "skipped": 1}
-            else:
-                image, target, skipped = self._load(key.index, skipped)
+            try:  # in evaluation one attempt: a bad image is dropped, not replaced
+                image, target, skipped = self._load(key.index, 0, max_attempts=16 if self.substitute else 1)
+            except BadSampleError:
+                if self.substitute or getattr(self.dataset, "on_bad_sample", "error") == "error":
+                    raise
+                return None, {"image_id": self.dataset.image_ids[key.index], "skipped": 1}
             if key.partner >= 0 and key.lam < 1.0:  # lam = 1 mixes nothing in (GluonCV skips it too)
                 partner_image, partner_target, skipped = self._load(key.partner, skipped)
                 image, target = mixup_detection(image, target, partner_image, partner_target, key.lam)

@@ -47,8 +47,8 @@ def _image_size(image_size) -> list:
     """(min, max) for both sides, or ((w_min, w_max), (h_min, h_max)), e.g. ((500, 500), (375, 375))
     for VOC's photo size; returned as plain lists, the flat form kept flat (cached folders stay valid)."""
     nested = all(hasattr(v, "__len__") for v in image_size)
-    ranges = [[int(a), int(b)] for a, b in image_size] if nested else [[int(v) for v in image_size]]
-    if not all(16 <= lo <= hi for lo, hi in ranges) or len(ranges) > 2:
+    ranges = [list(map(int, v)) for v in image_size] if nested else [list(map(int, image_size))]
+    if len(ranges) != (2 if nested else 1) or not all(len(r) == 2 and 16 <= r[0] <= r[1] for r in ranges):
         raise ValueError(
             "image_size must be (min, max) or ((w_min, w_max), (h_min, h_max)) with 16 <= min <= max, "
             f"got {image_size}"
