@@ -27,10 +27,10 @@ from hydra.utils import instantiate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from bof.boxes import IMAGENET_MEAN, as_tv_tensors
 from bof.config import CONFIG_DIR
 from bof.data.loader import KeyedBatchSampler, KeyedDataset
-from bof.run import build_tricks
+from bof.engine.run_setup import build_tricks
+from bof.utils.boxes import IMAGENET_MEAN, as_tv_tensors
 
 
 def parse_args(argv=None):

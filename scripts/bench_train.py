@@ -29,9 +29,9 @@ from torch.utils.data import Subset
 from torch.utils.flop_counter import FlopCounterMode
 
 from bof.config import CONFIG_DIR, validate_trainer
-from bof.engine import GradClip, prepare_batch, train_step
-from bof.optim import param_groups
-from bof.run import autocast_dtype, build_tricks, pick_device
+from bof.engine.loops import GradClip, prepare_batch, train_step
+from bof.engine.optim import param_groups
+from bof.engine.run_setup import autocast_dtype, build_tricks, pick_device
 from bof.train import build_data_loaders, build_model
 
 

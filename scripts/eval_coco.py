@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from bof.atomic import write_json_atomically
 from bof.evaluation.coco_eval import BACKENDS, STAT_NAMES, check_results, evaluate_coco, load_coco
+from bof.utils.atomic import write_json_atomically
 
 
 def main(argv=None) -> dict:

@@ -17,8 +17,8 @@ import math
 import sys
 from pathlib import Path
 
+from bof.engine.evaluator import build_voc_evaluator
 from bof.evaluation.voc_results import DEFAULT_PREFIX, format_results
-from bof.evaluators import build_voc_evaluator
 
 
 def _nan_to_none(x: float) -> float | None:

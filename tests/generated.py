@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from bof.checkpoint import save_checkpoint
 from bof.data.voc import VOC_CLASSES
 from bof.models.darknet import ConvBNLeaky, Darknet53
+from bof.utils.checkpoint import save_checkpoint
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -9,7 +9,6 @@ from torchvision.ops import box_iou
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from bof.boxes import as_tv_tensors, plain_tensors, resize_image
 from bof.data.image_folder import PCALighting
 from bof.tricks.augment import (
     INTERPOLATIONS,
@@ -23,6 +22,7 @@ from bof.tricks.augment import (
     hue_rotation,
     kept_by_crop,
 )
+from bof.utils.boxes import as_tv_tensors, plain_tensors, resize_image
 
 
 def sample(h=60, w=80):

@@ -10,7 +10,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, InstantiationException
 
-from bof.boxes import clip_boxes
 from bof.config import CONFIG_DIR
 from bof.data.bad_samples import BadSampleError
 from bof.data.coco import COCODetection
@@ -18,6 +17,7 @@ from bof.data.loader import KeyedDataset, SampleKey
 from bof.data.voc import VOCDetection
 from bof.train import train
 from bof.tricks.augment import Resize
+from bof.utils.boxes import clip_boxes
 from tests.test_voc_dataset import make_devkit
 
 SETS = [["VOC2007", "trainval"], ["VOC2012", "trainval"]]
@@ -165,18 +165,18 @@ def test_skipped_samples_reach_the_epoch_log_and_metrics(make_cfg, tmp_path, cap
 def test_nonfinite_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(make_cfg, tmp_path, monkeypatch):
     """NaN images make a NaN loss: the step is never applied (skipped on the device by the fused SGD),
     then either training stops naming the iteration or, with skip_nonfinite, goes on and counts it."""
-    import bof.engine
+    import bof.engine.loops
 
     train(make_cfg("trainer.epochs=1"))
     good = (tmp_path / "run" / "last.pt").read_bytes()
-    real_prepare = bof.engine.prepare_batch
+    real_prepare = bof.engine.loops.prepare_batch
     calls = iter(range(100))
 
     def poisoned(images, targets, *args):  # every second training batch (evaluation passes no targets)
         images, targets = real_prepare(images, targets, *args)
         return (images * float("nan") if targets and next(calls) % 2 else images), targets
 
-    monkeypatch.setattr(bof.engine, "prepare_batch", poisoned)
+    monkeypatch.setattr(bof.engine.loops, "prepare_batch", poisoned)
     with pytest.raises(FloatingPointError, match=r"epoch 2 iteration 1 .*last good checkpoint"):
         train(make_cfg("trainer.epochs=2", "trainer.resume=true"))
     assert (tmp_path / "run" / "last.pt").read_bytes() == good

@@ -13,9 +13,9 @@ from bof.data.bad_samples import BadSampleError
 from bof.data.coco import COCODetection
 from bof.data.loader import build_data_loader
 from bof.data.voc import VOCDetection
-from bof.engine import evaluate, prepare_batch
+from bof.engine.evaluator import build_evaluator
+from bof.engine.loops import evaluate, prepare_batch
 from bof.evaluation.coco_eval import COCOEvaluator
-from bof.evaluators import build_evaluator
 from bof.train import train
 from bof.tricks.augment import Resize
 from bof.tricks.random_shapes import FixedShape

@@ -12,13 +12,13 @@ import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bof import evaluate, export, predict
-from bof.boxes import normalize_batch
-from bof.detector import build_model, load_trained
+from bof.cli import evaluate, export, predict
+from bof.engine.build_model import build_model, load_trained
 from bof.evaluation.voc_results import read_result_files
-from bof.rerun import RunConflict
 from bof.train import train
 from bof.tricks.augment import Resize
+from bof.utils.boxes import normalize_batch
+from bof.utils.fingerprint import RunConflict
 from tests.conftest import config_maker
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import bof.train
-from bof.checkpoint import CheckpointWriter, load_checkpoint
 from bof.train import train
+from bof.utils.checkpoint import CheckpointWriter, load_checkpoint
 
 
 def test_the_writer_saves_the_state_of_the_moment_it_was_asked(tmp_path):

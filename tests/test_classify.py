@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from bof.checkpoint import save_checkpoint
 from bof.models.classifiers import C4_NAMES, Darknet53Classifier, load_backbone
 from bof.models.faster_rcnn import FasterRCNNDetector
 from bof.models.yolov3 import YOLOv3
 from bof.train import train
 from bof.tricks.mixup import ClassificationMixup, mixup_batch
+from bof.utils.checkpoint import save_checkpoint
 from tests.test_train_e2e import scalar_tags
 
 CLS_TINY = [
@@ -132,8 +132,8 @@ def test_pretrained_backbone_feeds_a_detection_run_end_to_end(make_cfg, tmp_path
 
 
 def test_pretraining_runs_the_detection_loop_with_every_trainer_key(make_cfg, monkeypatch):
-    """One training loop: task=classify hands grad_clip, skip_nonfinite and amp to bof.engine as detection
-    does, and its smoothing + mixup act as the loop's batch hook on the device batch."""
+    """One training loop: task=classify hands grad_clip, skip_nonfinite and amp to bof.engine.loops as
+    detection does, and its smoothing + mixup act as the loop's batch hook on the device batch."""
     import bof.classify
 
     calls, real = [], bof.classify.train_one_epoch

@@ -14,10 +14,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from bof import distributed
-from bof.checkpoint import rng_state, set_rng_state
-from bof.engine import train_one_epoch
+from bof.engine.loops import train_one_epoch
 from bof.train import train, train_process
+from bof.utils import distributed
+from bof.utils.checkpoint import rng_state, set_rng_state
 from tests.conftest import TINY
 from tests.test_distributed import DETERMINISTIC, assert_weights_moved_alike
 

@@ -11,11 +11,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from bof.config import CONFIG_DIR
-from bof.detector import build_model
+from bof.engine.build_model import build_model
+from bof.engine.optim import param_groups
+from bof.engine.run_log import TRICK_GROUPS
+from bof.engine.run_setup import build_tricks
 from bof.models.classifiers import build_classifier
-from bof.optim import param_groups
-from bof.reporting import TRICK_GROUPS
-from bof.run import build_tricks
 from bof.train import train
 from tests.test_voc_dataset import make_devkit
 

@@ -12,12 +12,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from bof import distributed
 from bof.data.loader import KeyedBatchSampler, build_data_loader
 from bof.models.yolov3 import YOLOv3
 from bof.train import train, train_process
 from bof.tricks.augment import Resize
 from bof.tricks.syncbn import AllReduceBatchNorm2d, SyncBatchNorm, convert_sync_batchnorm
+from bof.utils import distributed
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]

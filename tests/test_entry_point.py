@@ -11,9 +11,9 @@ from bof.train import train
 HELP_WITHOUT_TORCH = """
 import sys
 sys.argv = ["bof-train", "--help"]
-import bof.launch
+import bof.cli.train
 try:
-    bof.launch.main()
+    bof.cli.train.main()
 except SystemExit:
     pass
 assert "torch" not in sys.modules, "--help imported torch"

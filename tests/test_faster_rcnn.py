@@ -8,8 +8,8 @@ import torch
 from hydra.utils import instantiate
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
+from bof.engine.run_setup import build_tricks
 from bof.models.faster_rcnn import SMOOTH_L1_BETA, FasterRCNNDetector
-from bof.run import build_tricks
 from bof.train import build_data_loaders, build_model, train
 
 

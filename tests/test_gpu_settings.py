@@ -5,7 +5,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bof.config import auto_workers, validate_trainer
-from bof.run import autocast_dtype, compiled
+from bof.engine.run_setup import autocast_dtype, compiled
 from bof.train import build_model
 
 

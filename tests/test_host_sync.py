@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bof.classify import SoftTargets
-from bof.engine import train_one_epoch
+from bof.engine.loops import train_one_epoch
 from bof.models.classifiers import Darknet53Classifier, SoftTargetClassifier
 from bof.models.yolo_loss import YOLOv3Loss
 from bof.models.yolov3 import YOLOv3, YOLOv3Detector, YOLOv3PostProcess

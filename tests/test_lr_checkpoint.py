@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from bof.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from bof.engine import GradClip
-from bof.optim import param_groups
+from bof.engine.loops import GradClip
+from bof.engine.optim import param_groups
 from bof.tricks.lr_schedule import CosineSchedule, StepSchedule, build_lr_scheduler
+from bof.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 def test_step_schedule_warmup_and_absolute_epoch_milestones():

@@ -31,7 +31,7 @@ def test_an_installed_wheel_dry_runs_from_another_directory(tmp_path, cache_dir)
     module, config_dir = where.stdout.split()
     assert Path(module).is_relative_to(site) and Path(config_dir) == site / "bof" / "conf"
     done = subprocess.run(
-        [sys.executable, "-m", "bof.launch", "+debug=fast", "trainer.dry_run=true", f"data.root={cache_dir}"],
+        [sys.executable, "-m", "bof.train", "+debug=fast", "trainer.dry_run=true", f"data.root={cache_dir}"],
         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

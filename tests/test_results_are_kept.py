@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
-from bof.evaluators import VOCDatasetEvaluator
+from bof.engine.evaluator import VOCDatasetEvaluator
 from bof.train import train
 
 XML = """<annotation><size><width>100</width><height>80</height><depth>3</depth></size>

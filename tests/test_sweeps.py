@@ -15,10 +15,10 @@ from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from bof.cli.report import main as report
 from bof.config import CONFIG_DIR
-from bof.report import main as report
-from bof.reporting import TRICK_GROUPS
-from bof.run import build_tricks
+from bof.engine.run_log import TRICK_GROUPS
+from bof.engine.run_setup import build_tricks
 from bof.train import build_model, train
 from tests.conftest import TINY
 

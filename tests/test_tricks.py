@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from bof.data.loader import KeyedBatchSampler
-from bof.run import build_tricks
+from bof.engine.run_setup import build_tricks
 from bof.train import build_data_loaders, build_model, train
 from bof.tricks.label_smoothing import LabelSmoothing, sigmoid_targets
 from bof.tricks.lr_schedule import StepSchedule

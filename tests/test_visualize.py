@@ -3,7 +3,7 @@ colour, ground truth apart from the predictions."""
 
 import torch
 
-from bof.visualize import FILLED_LABELS, class_colour, draw_detections, text_colour
+from bof.utils.drawing import FILLED_LABELS, class_colour, draw_detections, text_colour
 
 
 def test_each_class_has_its_colour_and_its_labels_sit_on_a_filled_background():

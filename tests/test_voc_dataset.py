@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bof.boxes import voc_to_xyxy, xyxy_to_voc
 from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
+from bof.utils.boxes import voc_to_xyxy, xyxy_to_voc
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "voc_xml"
 HINT = "scripts/prepare_voc.sh"

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from bof.engine.evaluator import build_voc_evaluator
 from bof.evaluation import voc_matching
 from bof.evaluation.voc_eval import VOCEvaluator
 from bof.evaluation.voc_matching import voc_ap, voc_iou
 from bof.evaluation.voc_results import read_result_files
-from bof.evaluators import build_voc_evaluator
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "voc_xml"

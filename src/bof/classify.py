@@ -22,17 +22,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.transforms import v2
 
-from bof import distributed
-from bof.atomic import write_json_atomically
-from bof.boxes import normalize_batch
-from bof.checkpoint import CheckpointWriter, checkpoint_state, restore
 from bof.config import check_paper_setup
 from bof.data.image_folder import PCALighting
-from bof.engine import GradClip, train_one_epoch
-from bof.models.classifiers import SoftTargetClassifier, build_classifier
-from bof.optim import param_groups
-from bof.rerun import finished_run
-from bof.run import (
+from bof.engine.loops import GradClip, train_one_epoch
+from bof.engine.optim import param_groups
+from bof.engine.run_setup import (
     StopSignal,
     autocast_dtype,
     build_dataset,
@@ -43,9 +37,15 @@ from bof.run import (
     resume_path,
     start_run,
 )
+from bof.models.classifiers import SoftTargetClassifier, build_classifier
 from bof.tricks.label_smoothing import softmax_targets
 from bof.tricks.lr_schedule import build_lr_scheduler
 from bof.tricks.mixup import ClassificationMixup, mixup_batch
+from bof.utils import distributed
+from bof.utils.atomic import write_json_atomically
+from bof.utils.boxes import normalize_batch
+from bof.utils.checkpoint import CheckpointWriter, checkpoint_state, restore
+from bof.utils.fingerprint import finished_run
 
 log = logging.getLogger("bof.classify")
 

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
-from bof.published import DARKNET53_CONV74_BYTES, DARKNET53_CONV74_URL
+from bof.utils.published import DARKNET53_CONV74_BYTES, DARKNET53_CONV74_URL
 
 log = logging.getLogger("bof.config")
 # a wheel ships conf/ inside the package (bof/conf); an editable install and a source tree read conf/ at

@@ -5,7 +5,7 @@ evaluate, checkpoint) -> final metrics. Each trick of the bag of freebies is bui
 group (None when off) and handed to the one place where it acts: augmentation, mixup and random shapes
 to the data loaders, label smoothing to the criterion, the LR schedule to the scheduler.
 
-``run_job`` is the Hydra job (behind the light entry point :mod:`bof.launch`); ``train(cfg)`` runs one
+``run_job`` is the Hydra job (behind the light entry point :mod:`bof.cli.train`); ``train(cfg)`` runs one
 job (detection here, backbone pretraining in :mod:`bof.classify`) and is the only place that reads the
 whole config: every component is built by ``hydra.utils.instantiate`` from its own group, so config keys
 are constructor arguments.
@@ -26,19 +26,15 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bof import distributed, launch
-from bof.atomic import write_json_atomically
-from bof.checkpoint import CheckpointWriter, check_finite, checkpoint_state, restore
 from bof.classify import train_classifier
 from bof.config import check_backbone, check_config, check_paper_setup
 from bof.data.loader import build_data_loader
-from bof.detector import build_model
-from bof.engine import GradClip, evaluate, train_one_epoch
-from bof.evaluators import build_evaluator
-from bof.optim import param_groups
-from bof.reporting import RunLog, hparams, log_evaluation, open_writer, preview, start_hparams
-from bof.rerun import finished_run
-from bof.run import (
+from bof.engine.build_model import build_model
+from bof.engine.evaluator import build_evaluator
+from bof.engine.loops import GradClip, evaluate, train_one_epoch
+from bof.engine.optim import param_groups
+from bof.engine.run_log import RunLog, hparams, log_evaluation, open_writer, preview, start_hparams
+from bof.engine.run_setup import (
     StopSignal,
     Tricks,
     autocast_dtype,
@@ -53,7 +49,11 @@ from bof.run import (
 from bof.tricks.augment import Resize
 from bof.tricks.lr_schedule import build_lr_scheduler
 from bof.tricks.random_shapes import FixedShape
-from bof.visualize import save_png
+from bof.utils import distributed
+from bof.utils.atomic import write_json_atomically
+from bof.utils.checkpoint import CheckpointWriter, check_finite, checkpoint_state, restore
+from bof.utils.drawing import save_png
+from bof.utils.fingerprint import finished_run
 
 log = logging.getLogger("bof.train")
 
@@ -62,8 +62,8 @@ def train(cfg: DictConfig) -> dict:
     """Runs the configured job and returns its final metrics (also written to metrics.json).
 
     ``trainer.resume=auto`` returns the metrics of a run directory that already finished without
-    training again (:func:`bof.rerun.finished_run`), and continues one that was interrupted (what a rerun
-    of a sweep needs)."""
+    training again (:func:`bof.utils.fingerprint.finished_run`), and continues one that was interrupted
+    (what a rerun of a sweep needs)."""
     check_backbone(cfg)
     return train_classifier(cfg) if cfg.get("task", "detect") == "classify" else train_detector(cfg)
 
@@ -223,7 +223,7 @@ def build_data_loaders(
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """The Hydra job (:func:`bof.launch.main` calls it): trains in this process, or with
+    """The Hydra job (:func:`bof.cli.train.main` calls it): trains in this process, or with
     ``trainer.devices=N`` (and no outer launcher such as torchrun) in N processes of one group. They
     share this job's one output directory: the config is resolved here, so
     ${hydra:runtime.output_dir} is fixed before any process starts."""
@@ -276,5 +276,7 @@ def train_process(resolved: dict) -> dict:
     return train(OmegaConf.create(resolved))
 
 
-if __name__ == "__main__":  # python -m bof.train: the same as bof-train
-    launch.main()
+if __name__ == "__main__":  # python -m bof.train: the same as bof-train (its entry point, not an import edge)
+    from bof.cli.train import main
+
+    main()

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bof.boxes import clip_boxes
 from bof.data.bad_samples import BadSampleError, check_policy
 from bof.data.decode import MAX_IMAGE_PIXELS, decode_rgb, read_size
 from bof.evaluation.coco_eval import load_coco
+from bof.utils.boxes import clip_boxes
 
 logger = logging.getLogger(__name__)
 PREPARE_HINT = "see scripts/prepare_coco.sh to download and lay out COCO 2017"

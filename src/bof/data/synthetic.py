@@ -31,10 +31,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from bof.atomic import write_text_atomically
 from bof.data.coco import COCODetection
 from bof.data.synthetic_render import JPEG_QUALITY, SYNTHETIC_CLASSES, annotation_xml, render_synthetic_image
 from bof.data.voc import VOCDetection
+from bof.utils.atomic import write_text_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bof.boxes import clip_boxes, voc_to_xyxy
 from bof.data.bad_samples import BadSampleError, check_policy
 from bof.data.decode import MAX_IMAGE_PIXELS, decode_rgb, read_size
+from bof.utils.boxes import clip_boxes, voc_to_xyxy
 
 logger = logging.getLogger(__name__)
 MAX_PIXELS_PER_SIDE = 1e5  # a coordinate beyond this is a corrupt annotation, not a photo

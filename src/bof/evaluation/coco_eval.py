@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bof.atomic import write_text_atomically
+from bof.utils.atomic import write_text_atomically
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bof.atomic import write_text_atomically
+from bof.utils.atomic import write_text_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet50, resnet101
 
-from bof.checkpoint import load_checkpoint
 from bof.models.darknet import Darknet53, is_darknet_weights, load_darknet_weights
-from bof.published import DARKNET53_CONV74_URL
+from bof.utils.checkpoint import load_checkpoint
+from bof.utils.published import DARKNET53_CONV74_URL
 
 # ResNet module name in the classifier -> its name in the C4 Faster R-CNN (backbone is a Sequential)
 C4_NAMES = {"conv1": "detector.backbone.0", "bn1": "detector.backbone.1", "layer1": "detector.backbone.4",
@@ -39,8 +39,8 @@ class Darknet53Classifier(nn.Module):
 
 
 class SoftTargetClassifier(nn.Module):
-    """A classifier behind the detectors' interface, so that one loop (:mod:`bof.engine`) trains both: in
-    training ``model(images, targets)`` -> ``{"loss": cross-entropy against soft targets [B, K]}``
+    """A classifier behind the detectors' interface, so that one loop (:mod:`bof.engine.loops`) trains
+    both: in training ``model(images, targets)`` -> ``{"loss": cross-entropy against soft targets [B, K]}``
     (smoothed and mixed, :mod:`bof.classify`); in eval ``model(images)`` -> logits [B, K]."""
 
     def __init__(self, net: nn.Module):

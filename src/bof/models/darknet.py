@@ -78,7 +78,7 @@ class Darknet53(nn.Module):
 
 
 # darknet's own weight files (darknet53.conv.74 is the ImageNet-pretrained Darknet-53 its authors publish:
-# bof.published)
+# bof.utils.published)
 
 
 def read_darknet_weights(path: str | Path) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 from torchvision.ops import box_iou
 from torchvision.transforms import v2
 
-from bof.boxes import IMAGENET_MEAN, as_tv_tensors, plain_tensors, resize_image, resize_square
+from bof.utils.boxes import IMAGENET_MEAN, as_tv_tensors, plain_tensors, resize_image, resize_square
 
 PER_BOX_FIELDS = ("labels", "difficult", "weights")
 # GluonCV's imresize draws one of cv2's five interpolations (np.random.randint(0, 5)); the two torchvision

@@ -14,20 +14,20 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from bof.atomic import write_json_atomically
-from bof.cli import parse_key_values, setup_logging
+from bof.cli.args import parse_key_values, setup_logging
 from bof.config import auto_workers
 from bof.data.loader import build_data_loader
-from bof.detector import load_trained
-from bof.engine import evaluate
-from bof.evaluators import build_evaluator
-from bof.reporting import COCO_STATS, METRIC_NAMES
-from bof.rerun import fingerprint
-from bof.run import autocast_dtype, build_dataset, pick_device
+from bof.engine.build_model import load_trained
+from bof.engine.evaluator import build_evaluator
+from bof.engine.loops import evaluate
+from bof.engine.run_log import COCO_STATS, METRIC_NAMES
+from bof.engine.run_setup import autocast_dtype, build_dataset, pick_device
 from bof.tricks.augment import Resize
 from bof.tricks.random_shapes import FixedShape
+from bof.utils.atomic import write_json_atomically
+from bof.utils.fingerprint import fingerprint
 
-log = logging.getLogger("bof.evaluate")
+log = logging.getLogger("bof.cli.evaluate")
 USAGE = __doc__.strip()
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bof.atomic import write_atomically
-from bof.rerun import differences, warn_if_changed
+from bof.utils.atomic import write_atomically
+from bof.utils.fingerprint import differences, warn_if_changed
 
-log = logging.getLogger("bof.checkpoint")
+log = logging.getLogger("bof.utils.checkpoint")
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:

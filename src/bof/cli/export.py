@@ -31,11 +31,11 @@ from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
-from bof.boxes import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
-from bof.cli import parse_key_values, setup_logging
-from bof.detector import load_trained
+from bof.cli.args import parse_key_values, setup_logging
+from bof.engine.build_model import load_trained
+from bof.utils.boxes import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 
-log = logging.getLogger("bof.export")
+log = logging.getLogger("bof.cli.export")
 USAGE = __doc__.strip()
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 

@@ -18,15 +18,15 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from bof import distributed
 from bof.config import check_config, validate_trainer
 from bof.tricks.label_smoothing import LabelSmoothing
 from bof.tricks.lr_schedule import CosineSchedule, StepSchedule
 from bof.tricks.mixup import DetectionMixup
 from bof.tricks.random_shapes import RandomShapes
 from bof.tricks.syncbn import SyncBatchNorm
+from bof.utils import distributed
 
-log = logging.getLogger("bof.run")
+log = logging.getLogger("bof.engine.run_setup")
 
 
 def start_run(cfg: DictConfig):
@@ -46,7 +46,7 @@ def start_run(cfg: DictConfig):
                 device, torch.cuda.get_device_name(device))  # fmt: skip
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(".*.tmp"):  # a write killed before its rename (bof.atomic)
+        for stale in out_dir.glob(".*.tmp"):  # a write killed before its rename (bof.utils.atomic)
             stale.unlink(missing_ok=True)
             log.warning("removed %s, left by a write that was killed", stale)
     if trainer.batch_size % world_size:

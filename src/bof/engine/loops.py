@@ -12,9 +12,9 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from bof import distributed
-from bof.boxes import normalize_batch
-from bof.visualize import draw_detections
+from bof.utils import distributed
+from bof.utils.boxes import normalize_batch
+from bof.utils.drawing import draw_detections
 
 log = logging.getLogger(__name__)
 

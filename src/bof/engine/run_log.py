@@ -13,10 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from bof.engine.run_setup import Tricks
 from bof.evaluation.coco_eval import STAT_NAMES as COCO_STATS
-from bof.rerun import fingerprint
-from bof.run import Tricks
-from bof.visualize import draw_training_samples, lr_curve_figure
+from bof.utils.drawing import draw_training_samples, lr_curve_figure
+from bof.utils.fingerprint import fingerprint
 
 log = logging.getLogger("bof.train")
 METRIC_NAMES = {"voc07": "VOC07 mAP", "area": "VOC area mAP", "coco": "COCO AP@[.5:.95]"}
@@ -202,7 +202,7 @@ class RunLog:
                 "dropped_from_evaluation": val_metrics.get("dropped_images", 0),
             },
             "nonfinite_steps_skipped": self.nonfinite_skipped,
-            "fingerprint": fingerprint(self.resolved),  # what a rerun compares (bof.rerun)
+            "fingerprint": fingerprint(self.resolved),  # what a rerun compares (bof.utils.fingerprint)
             "config": self.resolved,
         }
         if metrics["map"] is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bof import distributed
+from bof.utils import distributed
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bof.checkpoint import load_checkpoint
 from bof.models.classifiers import load_backbone
 from bof.models.yolov3 import YOLOv3Detector
 from bof.tricks.label_smoothing import LabelSmoothing
+from bof.utils.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,15 @@ from torchvision.io import ImageReadMode, decode_image, write_jpeg
 from torchvision.ops import box_convert
 from tqdm import tqdm
 
-from bof.atomic import write_text_atomically
-from bof.cli import parse_key_values, setup_logging
-from bof.detector import load_trained
-from bof.engine import prepare_batch
-from bof.run import autocast_dtype, pick_device
+from bof.cli.args import parse_key_values, setup_logging
+from bof.engine.build_model import load_trained
+from bof.engine.loops import prepare_batch
+from bof.engine.run_setup import autocast_dtype, pick_device
 from bof.tricks.augment import Resize
-from bof.visualize import draw_detections
+from bof.utils.atomic import write_text_atomically
+from bof.utils.drawing import draw_detections
 
-log = logging.getLogger("bof.predict")
+log = logging.getLogger("bof.cli.predict")
 USAGE = __doc__.strip()
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 

@@ -15,7 +15,7 @@ from bof.config import CONFIG_DIR, other_checkout
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     if warning := other_checkout():
-        logging.getLogger("bof.launch").warning(warning)
+        logging.getLogger("bof.cli.train").warning(warning)
     # deferred on purpose (startup time): the one import of bof not at the top of a module
     return importlib.import_module("bof.train").run_job(cfg)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bof.boxes import voc_to_xyxy, xyxy_to_voc
 from bof.data.coco import COCODetection
 from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
 from bof.evaluation.coco_eval import COCOEvaluator
 from bof.evaluation.voc_eval import VOCEvaluator
 from bof.evaluation.voc_results import DEFAULT_PREFIX, read_result_files
+from bof.utils.boxes import voc_to_xyxy, xyxy_to_voc
 
 
 def build_evaluator(dataset, use_07_metric: bool = True):
@@ -58,7 +58,7 @@ class VOCDatasetEvaluator:
 
 
 def clip_voc_boxes(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ground truth as training sees it (:func:`bof.boxes.clip_boxes`): VOC boxes clipped to the image,
+    """Ground truth as training sees it (:func:`bof.utils.boxes.clip_boxes`): VOC boxes clipped to the image,
     those left without area dropped. -> (clipped boxes, kept mask)."""
     xyxy = voc_to_xyxy(boxes)
     xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, width)
