@@ -21,6 +21,7 @@ import argparse
 import itertools
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -31,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bof.config import CONFIG_DIR, validate_trainer
 from bof.engine.loops import GradClip, prepare_batch, train_step
 from bof.engine.optim import param_groups
-from bof.engine.run_setup import autocast_dtype, build_tricks, pick_device
+from bof.engine.run_setup import Run, autocast_dtype, build_tricks, pick_device
 from bof.train import build_data_loaders, build_model
 
 
@@ -94,7 +95,7 @@ def main(argv=None) -> dict:
     needed = batch * (args.iters + args.warmup) * 2
     subset = Subset(train_set, [i % len(train_set) for i in range(needed)])
     tricks = build_tricks(cfg)
-    train_loader, _ = build_data_loaders(cfg, trainer, subset, subset, tricks)
+    train_loader, _ = build_data_loaders(cfg, Run(trainer, Path("."), device), subset, subset, tricks)
     model = build_model(cfg, len(train_set.class_names), device, trainer.channels_last, tricks.smoothing)
     optimizer = instantiate(cfg.optimizer, _partial_=True)(param_groups(model, cfg.optimizer.weight_decay))
     model.train()
@@ -143,7 +144,8 @@ def main(argv=None) -> dict:
     # (d): the main process iterating a loader without workers is exactly one worker's work
     single_trainer = trainer
     single_trainer.num_workers = 0
-    pipeline_loader, _ = build_data_loaders(cfg, single_trainer, subset, subset, tricks)
+    single_run = Run(single_trainer, Path("."), device)
+    pipeline_loader, _ = build_data_loaders(cfg, single_run, subset, subset, tricks)
     pipeline_stream = itertools.cycle(pipeline_loader)
     per_worker = batch / timed(lambda: next(pipeline_stream), args.iters, 1, torch.device("cpu"))
 

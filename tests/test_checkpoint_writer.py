@@ -45,7 +45,7 @@ def test_a_signal_stops_after_the_epoch_with_its_checkpoint_and_the_run_resumes(
     real = bof.train.train_one_epoch
 
     def signalled(*args, **kwargs):
-        if args[6] == 0:  # during the first epoch, as SLURM's --signal=USR1 would
+        if args[4] == 0:  # the epoch: during the first one, as SLURM's --signal=USR1 would
             os.kill(os.getpid(), signal.SIGUSR1)
         return real(*args, **kwargs)
 

@@ -14,7 +14,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from bof.config import TrainerConfig
 from bof.engine.loops import train_one_epoch
+from bof.engine.optim import Optimization
+from bof.engine.run_setup import Run
 from bof.train import train, train_process
 from bof.utils import distributed
 from bof.utils.checkpoint import rng_state, set_rng_state
@@ -47,8 +50,10 @@ def nan_process(out: str) -> None:
     generator = torch.Generator().manual_seed(rank)
     batches = [(torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8, generator=generator),
                 torch.tensor([0, 1])) for _ in range(4)]  # fmt: skip
-    metrics = train_one_epoch(ddp, batches, optimizer, schedule, torch.amp.GradScaler("cpu", enabled=False),
-                              torch.device("cpu"), 0, show_progress=False, skip_nonfinite=True)  # fmt: skip
+    trainer = TrainerConfig(progress=False, skip_nonfinite=True)
+    run = Run(trainer, Path(out).parent, torch.device("cpu"), rank, world_size=2)
+    optimization = Optimization(optimizer, schedule, torch.amp.GradScaler("cpu", enabled=False))
+    metrics = train_one_epoch(ddp, batches, optimization, run, 0)
     weights = distributed.all_gather_objects([p.detach().clone() for p in model.parameters()])
     equal = all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
     result = {"skipped": metrics["nonfinite_skipped"], "equal": equal, "loss": metrics["loss"],

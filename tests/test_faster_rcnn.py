@@ -11,6 +11,7 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 from bof.engine.run_setup import build_tricks
 from bof.models.faster_rcnn import SMOOTH_L1_BETA, FasterRCNNDetector
 from bof.train import build_data_loaders, build_model, train
+from tests.helpers import cpu_run
 
 
 def parameters(module):
@@ -87,7 +88,7 @@ def test_smoothing_on_builds_the_softmax_rule_and_syncbn_trainable_bn(make_cfg):
 
 def first_batch(cfg):
     train_set = instantiate(cfg.data.train)
-    loader, _ = build_data_loaders(cfg, cfg.trainer, train_set, train_set, build_tricks(cfg))
+    loader, _ = build_data_loaders(cfg, cpu_run(cfg), train_set, train_set, build_tricks(cfg))
     loader.batch_sampler.set_epoch(0)
     keys = next(iter(loader.batch_sampler))
     return [train_set[k.index][0] for k in keys], next(iter(loader))[0]

@@ -3,6 +3,7 @@ the ``meta`` device, where any ``.item()``, ``nonzero`` or boolean-mask indexing
 copies the loss terms to the host once every ``log_interval`` iterations, for detection and for
 classification (counted: every Python-level route from a tensor to a host value is wrapped)."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,7 +11,10 @@ import pytest
 import torch
 
 from bof.classify import SoftTargets
+from bof.config import TrainerConfig
 from bof.engine.loops import train_one_epoch
+from bof.engine.optim import Optimization
+from bof.engine.run_setup import Run
 from bof.models.classifiers import Darknet53Classifier, SoftTargetClassifier
 from bof.models.yolo_loss import YOLOv3Loss
 from bof.models.yolov3 import YOLOv3, YOLOv3Detector, YOLOv3PostProcess
@@ -69,8 +73,8 @@ def run_epoch(model, batches, monkeypatch, **kwargs) -> tuple[dict, dict]:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     transfers = HostTransfers(monkeypatch)
-    metrics = train_one_epoch(model, batches, optimizer, schedule, scaler, torch.device("cpu"), 0,
-                              show_progress=False, log_interval=4, **kwargs)  # fmt: skip
+    run = Run(TrainerConfig(progress=False, log_interval=4), Path("."), torch.device("cpu"))
+    metrics = train_one_epoch(model, batches, Optimization(optimizer, schedule, scaler), run, 0, **kwargs)
     monkeypatch.undo()
     return transfers.calls, metrics
 

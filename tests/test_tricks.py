@@ -15,13 +15,14 @@ from bof.train import build_data_loaders, build_model, train
 from bof.tricks.label_smoothing import LabelSmoothing, sigmoid_targets
 from bof.tricks.lr_schedule import StepSchedule
 from bof.tricks.random_shapes import RandomShapes
+from tests.helpers import cpu_run
 from tests.test_train_e2e import scalar_tags
 
 
 def first_batch(cfg):
     tricks = build_tricks(cfg)
     train_set = instantiate(cfg.data.train)
-    loader, _ = build_data_loaders(cfg, cfg.trainer, train_set, train_set, tricks)
+    loader, _ = build_data_loaders(cfg, cpu_run(cfg), train_set, train_set, tricks)
     loader.batch_sampler.set_epoch(0)
     return next(iter(loader))
 

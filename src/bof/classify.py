@@ -11,12 +11,9 @@ and data parallelism as for detection. Top-1 and top-5 accuracy go to TensorBoar
 from __future__ import annotations
 
 import logging
-import time
-from functools import partial
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
@@ -24,27 +21,16 @@ from torchvision.transforms import v2
 
 from bof.config import check_paper_setup
 from bof.data.image_folder import PCALighting
-from bof.engine.loops import GradClip, train_one_epoch
-from bof.engine.optim import param_groups
-from bof.engine.run_setup import (
-    StopSignal,
-    autocast_dtype,
-    build_dataset,
-    build_tricks,
-    compiled,
-    data_parallel,
-    end_of_epoch,
-    resume_path,
-    start_run,
-)
+from bof.engine.epochs import Epochs, RunCounts
+from bof.engine.loops import train_one_epoch
+from bof.engine.optim import build_optimization
+from bof.engine.run_setup import build_dataset, build_tricks, compiled, data_parallel, resume_path, start_run
 from bof.models.classifiers import SoftTargetClassifier, build_classifier
 from bof.tricks.label_smoothing import softmax_targets
-from bof.tricks.lr_schedule import build_lr_scheduler
 from bof.tricks.mixup import ClassificationMixup, mixup_batch
 from bof.utils import distributed
-from bof.utils.atomic import write_json_atomically
 from bof.utils.boxes import normalize_batch
-from bof.utils.checkpoint import CheckpointWriter, checkpoint_state, restore
+from bof.utils.checkpoint import restore
 from bof.utils.fingerprint import finished_run
 
 log = logging.getLogger("bof.classify")
@@ -88,12 +74,12 @@ class SoftTargets:
 
 
 def train_classifier(cfg: DictConfig) -> dict:
-    trainer, out_dir, device, rank, world_size, local_rank = start_run(cfg)
+    run = start_run(cfg)
+    trainer, out_dir = run.trainer, run.out_dir
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if (done := finished_run(trainer, resolved, out_dir)) is not None:
         return done
-    check_paper_setup(cfg.get("paper_setup"), world_size, trainer.batch_size // world_size)
-    main_process = rank == 0
+    check_paper_setup(cfg.get("paper_setup"), run.world_size, run.batch_per_process)
     tricks = build_tricks(cfg)
     if tricks.mixup is not None and not isinstance(tricks.mixup, ClassificationMixup):
         raise ValueError("task=classify takes mixup=classification or mixup=off, not detection mixup")
@@ -103,31 +89,25 @@ def train_classifier(cfg: DictConfig) -> dict:
     train_set, val_set = build_dataset(cfg.data.train), build_dataset(cfg.data.val)
     train_set.transform, val_set.transform = train_tf, eval_tf
     num_classes = len(train_set.classes)
-    batch = trainer.batch_size // world_size
-    sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    train_loader = DataLoader(
-        train_set, batch, sampler=sampler, num_workers=trainer.num_workers, drop_last=True
+    sampler = DistributedSampler(
+        train_set, run.world_size, run.rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
-    val_loader = DataLoader(
-        torch.utils.data.Subset(val_set, range(rank, len(val_set), world_size)), batch,
-        num_workers=min(trainer.num_workers, 2),
-    )  # fmt: skip
+    train_loader = DataLoader(
+        train_set, run.batch_per_process, sampler=sampler, num_workers=trainer.num_workers, drop_last=True
+    )
+    val_shard = torch.utils.data.Subset(val_set, range(run.rank, len(val_set), run.world_size))
+    val_loader = DataLoader(val_shard, run.batch_per_process, num_workers=min(trainer.num_workers, 2))
 
     # model: the detector's backbone with a classification head (behind the detectors' interface);
     # syncbn before DDP
-    on_cuda = device.type == "cuda"
-    amp, channels_last = autocast_dtype(trainer.amp, device), trainer.channels_last and on_cuda
-    classifier = SoftTargetClassifier(build_classifier(cfg.model.net, num_classes)).to(device)
-    if channels_last:
+    classifier = SoftTargetClassifier(build_classifier(cfg.model.net, num_classes)).to(run.device)
+    if run.channels_last:
         classifier = classifier.to(memory_format=torch.channels_last)
-    model, model_without_ddp = data_parallel(classifier, tricks.syncbn, device, world_size, local_rank)
-    model = compiled(model, trainer.compile, device)
-    optimizer = instantiate(cfg.optimizer, _partial_=True)(
-        param_groups(model, cfg.optimizer.weight_decay, trainer.no_wd)
-    )
-    lr_scheduler = build_lr_scheduler(optimizer, tricks.lr_schedule, len(train_loader), trainer.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # bf16 needs no scaling
-    soft_targets = SoftTargets(num_classes, tricks, cfg.seed, rank, trainer.epochs)
+    model, model_without_ddp = data_parallel(classifier, tricks.syncbn, run.device, run.world_size,
+                                             run.local_rank)  # fmt: skip
+    model = compiled(model, trainer.compile, run.device)
+    optimization = build_optimization(cfg, model, run, tricks.lr_schedule, len(train_loader))
+    soft_targets = SoftTargets(num_classes, tricks, cfg.seed, run.rank, trainer.epochs)
     log.info(
         "task=classify: %s, %d classes, %d train / %d val images, %d iterations/epoch | %s | smoothing %s",
         type(classifier.net).__name__, num_classes, len(train_set), len(val_set), len(train_loader),
@@ -137,49 +117,42 @@ def train_classifier(cfg: DictConfig) -> dict:
         return {"dry_run": True, "num_classes": num_classes, "iters_per_epoch": len(train_loader)}
 
     # the checkpoint holds the classifier itself (backbone + head), what model.backbone_checkpoint reads
-    checkpoint_path = resume_path(trainer.resume, out_dir)
-    start_epoch, best_top1, _ = restore(
-        checkpoint_path, classifier.net, optimizer, lr_scheduler, scaler, resolved
+    start_epoch, best_top1, counts = restore(
+        resume_path(trainer.resume, out_dir), classifier.net, *optimization, resolved
     )
+    counts = RunCounts(counts, run.world_size)
+    epochs = Epochs(run, classifier.net, optimization, resolved, counts, "top1", start_epoch, best_top1)
+    writer = SummaryWriter(str(out_dir / "tensorboard")) if run.main_process else None
+    train_metrics = {}
 
-    writer = SummaryWriter(str(out_dir / "tensorboard")) if main_process else None
-    started, metrics, loss_value = time.perf_counter(), {}, float("nan")
-    saver, stop = CheckpointWriter(), StopSignal()
-    try:  # the pending checkpoint is written and the signal handlers restored however the loop ends
-        for epoch in range(start_epoch, trainer.epochs):
-            sampler.set_epoch(epoch)
-            soft_targets.set_epoch(epoch)
-            train_metrics = train_one_epoch(  # the detection loop: every trainer key means the same
-                model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer, amp=amp,
-                channels_last=channels_last, grad_clip=GradClip.of(trainer),
-                show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
-                log_interval=trainer.log_interval, max_skipped_steps=trainer.max_skipped_steps,
-                batch_transform=soft_targets,
-            )  # fmt: skip
-            loss_value = train_metrics.get("loss", float("nan"))
-            metrics = accuracy(model_without_ddp, val_loader, device)
-            log.info("epoch %d/%d: loss %.3f | top-1 %.4f top-5 %.4f", epoch + 1, trainer.epochs, loss_value,
-                     metrics["top1"], metrics["top5"])  # fmt: skip
-            if main_process:
-                writer.add_scalar("val/top1", metrics["top1"], epoch + 1)
-                writer.add_scalar("val/top5", metrics["top5"], epoch + 1)
-                best_top1 = max(best_top1, metrics["top1"])
-                state = checkpoint_state(
-                    classifier.net, optimizer, lr_scheduler, scaler, epoch, best_top1, resolved
-                )
-                if metrics["top1"] >= best_top1:
-                    saver.save(state, out_dir / "best.pt")
-            last = partial(saver.save, state, out_dir / "last.pt") if main_process else None
-            end_of_epoch(trainer, epoch, stop, last)
-    finally:
-        stop.release()
-        saver.wait()
-    result = {**metrics, "best_top1": best_top1, "train_loss": loss_value, "task": "classify",
-              "world_size": world_size, "batch_per_process": trainer.batch_size // world_size,
-              "wall_time_s": time.perf_counter() - started, "config": resolved}  # fmt: skip
-    if main_process:
+    def train_epoch(epoch: int) -> None:
+        sampler.set_epoch(epoch)
+        soft_targets.set_epoch(epoch)
+        # the detection loop: every trainer key means the same
+        train_metrics.update(train_one_epoch(model, train_loader, optimization, run, epoch, writer,
+                                             batch_transform=soft_targets))  # fmt: skip
+        counts.add_epoch(train_metrics)
+        log.info("epoch %d/%d: loss %.3f, %.1f images/s", epoch + 1, trainer.epochs,
+                 train_metrics.get("loss", float("nan")), train_metrics["images_per_s"])  # fmt: skip
+
+    def validate(epoch: int) -> dict:
+        metrics = accuracy(model_without_ddp, val_loader, run.device)
+        log.info("epoch %d/%d: top-1 %.4f top-5 %.4f", epoch + 1, trainer.epochs, metrics["top1"],
+                 metrics["top5"])  # fmt: skip
+        if writer is not None:
+            writer.add_scalar("val/top1", metrics["top1"], epoch + 1)
+            writer.add_scalar("val/top5", metrics["top5"], epoch + 1)
+        return metrics
+
+    metrics = epochs.run_all(train_epoch, validate)
+    result = {**metrics, "best_top1": epochs.best, "train_loss": train_metrics.get("loss", float("nan")),
+              "task": "classify", "world_size": run.world_size, "batch_per_process": run.batch_per_process,
+              "wall_time_s": counts.wall_time_s, "images_per_s": counts.mean_images_per_s,
+              "nonfinite_steps_skipped": counts.nonfinite_skipped, "config": resolved}  # fmt: skip
+    if writer is not None:
         writer.close()
-        write_json_atomically(out_dir / "metrics.json", result)
+    epochs.finish(result)
+    if run.main_process:
         log.info("final top-1 %.4f, top-5 %.4f; backbone checkpoint %s", metrics.get("top1", float("nan")),
                  metrics.get("top5", float("nan")), out_dir / "last.pt")  # fmt: skip
     return result

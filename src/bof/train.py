@@ -17,41 +17,36 @@ import json
 import logging
 import os
 import traceback
-from functools import partial
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bof.classify import train_classifier
 from bof.config import check_backbone, check_config, check_paper_setup
 from bof.data.loader import build_data_loader
 from bof.engine.build_model import build_model
+from bof.engine.epochs import Epochs, RunCounts
 from bof.engine.evaluator import build_evaluator
-from bof.engine.loops import GradClip, evaluate, train_one_epoch
-from bof.engine.optim import param_groups
+from bof.engine.loops import evaluate, train_one_epoch
+from bof.engine.optim import build_optimization
 from bof.engine.run_log import RunLog, hparams, log_evaluation, open_writer, preview, start_hparams
 from bof.engine.run_setup import (
-    StopSignal,
+    Run,
     Tricks,
-    autocast_dtype,
     build_dataset,
     build_tricks,
     compiled,
     data_parallel,
-    end_of_epoch,
     resume_path,
     start_run,
 )
 from bof.tricks.augment import Resize
-from bof.tricks.lr_schedule import build_lr_scheduler
 from bof.tricks.random_shapes import FixedShape
 from bof.utils import distributed
 from bof.utils.atomic import write_json_atomically
-from bof.utils.checkpoint import CheckpointWriter, check_finite, checkpoint_state, restore
+from bof.utils.checkpoint import restore
 from bof.utils.drawing import save_png
 from bof.utils.fingerprint import finished_run
 
@@ -71,21 +66,19 @@ def train(cfg: DictConfig) -> dict:
 def train_detector(cfg: DictConfig) -> dict:
     """The detection recipe (``task=detect``)."""
     # seed, device, and the process group the environment describes (one process: rank 0 of 1)
-    trainer, out_dir, device, rank, world_size, local_rank = start_run(cfg)
+    run = start_run(cfg)
+    trainer, out_dir = run.trainer, run.out_dir
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if (done := finished_run(trainer, resolved, out_dir)) is not None:
         return done
-    check_paper_setup(cfg.get("paper_setup"), world_size, trainer.batch_size // world_size)
-    on_cuda = device.type == "cuda"  # mixed precision and NHWC are CUDA-only (no-ops on the CPU)
-    amp, channels_last = autocast_dtype(trainer.amp, device), trainer.channels_last and on_cuda
-    main_process = rank == 0  # the only one that writes files
+    check_paper_setup(cfg.get("paper_setup"), run.world_size, run.batch_per_process)
     tricks = build_tricks(cfg)
 
     # data: the same VOC-layout loader for Pascal VOC and the built-in synthetic set; augmentation,
     # mixup and random shapes act here (in the batch sampler and the workers)
     train_set, val_set = build_dataset(cfg.data.train), build_dataset(cfg.data.val)
     class_names = list(train_set.class_names)
-    train_loader, val_loader = build_data_loaders(cfg, trainer, train_set, val_set, tricks, rank, world_size)
+    train_loader, val_loader = build_data_loaders(cfg, run, train_set, val_set, tricks)
     iters_per_epoch = len(train_loader)
     if iters_per_epoch == 0:
         raise ValueError(
@@ -93,25 +86,20 @@ def train_detector(cfg: DictConfig) -> dict:
         )
 
     # the detector (label smoothing acts in its class targets); sync BN, DDP
-    model = build_model(
-        cfg, len(class_names), device, channels_last, tricks.smoothing, trainable_bn=tricks.syncbn is not None
-    )
+    model = build_model(cfg, len(class_names), run.device, run.channels_last, tricks.smoothing,
+                        trainable_bn=tricks.syncbn is not None)  # fmt: skip
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model, model_without_ddp = data_parallel(model, tricks.syncbn, device, world_size, local_rank)
-    model = compiled(model, trainer.compile, device)
+    model, model_without_ddp = data_parallel(model, tricks.syncbn, run.device, run.world_size, run.local_rank)
+    model = compiled(model, trainer.compile, run.device)
+    # optimizer, per-iteration LR schedule (warmup, then step or cosine), gradient scaler
+    optimization = build_optimization(cfg, model, run, tricks.lr_schedule, iters_per_epoch)
 
-    # optimizer and per-iteration LR schedule (warmup, then step or cosine)
-    # _partial_: Hydra would wrap the param-group dicts (holding tensors) into DictConfigs
-    optimizer = instantiate(cfg.optimizer, _partial_=True)(
-        param_groups(model, cfg.optimizer.weight_decay, trainer.no_wd)
-    )
-    lr_scheduler = build_lr_scheduler(optimizer, tricks.lr_schedule, iters_per_epoch, trainer.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # bf16 needs no scaling
-
-    run_log = RunLog(cfg, resolved, world_size, trainer.batch_size // world_size, num_params)
-    run_log.plan(device, train_set, val_set, iters_per_epoch, tricks.describe(trainer.epochs))
-    if main_process:
-        samples, lr_figure = preview(train_loader, class_names, trainer, tricks, optimizer, iters_per_epoch)
+    run_log = RunLog(cfg, resolved, run.world_size, run.batch_per_process, num_params)
+    run_log.plan(run.device, train_set, val_set, iters_per_epoch, tricks.describe(trainer.epochs))
+    if run.main_process:
+        samples, lr_figure = preview(
+            train_loader, class_names, trainer, tricks, optimization.optimizer, iters_per_epoch
+        )
         save_png(samples, out_dir / "train_samples.png")
         lr_figure.savefig(out_dir / "lr_schedule.png")
     if trainer.dry_run:
@@ -122,102 +110,72 @@ def train_detector(cfg: DictConfig) -> dict:
                 "train_images": len(train_set), "val_images": len(val_set)}  # fmt: skip
 
     start_epoch, best_map, counts = restore(
-        resume_path(trainer.resume, out_dir), model_without_ddp, optimizer, lr_scheduler, scaler, resolved
+        resume_path(trainer.resume, out_dir), model_without_ddp, *optimization, resolved
     )
     writer = None
-    if main_process:
+    if run.main_process:
         writer = open_writer(out_dir, resolved, tricks.describe(trainer.epochs), samples, lr_figure,
                              first_step=start_epoch * iters_per_epoch)  # fmt: skip
-        start_hparams(writer, hparams(cfg, world_size, trainer.batch_size // world_size))
-    run_log.start(train_set, val_set, counts)
+        start_hparams(writer, hparams(cfg, run.world_size, run.batch_per_process))
+    run_log.start(train_set, val_set, RunCounts(counts, run.world_size))
+    epochs = Epochs(run, model_without_ddp, optimization, resolved, run_log.counts, "map", start_epoch,
+                    best_map, class_names)  # fmt: skip
 
-    def state(epoch: int) -> dict:  # built only when a checkpoint is written
-        return checkpoint_state(
-            model_without_ddp,
-            optimizer,
-            lr_scheduler,
-            scaler,
-            epoch,
-            best_map,
-            resolved,
-            class_names,
-            run_log.counts(),
-        )
+    def train_epoch(epoch: int) -> None:
+        train_loader.batch_sampler.set_epoch(epoch)
+        train_metrics = train_one_epoch(model, train_loader, optimization, run, epoch, writer)
+        run_log.epoch(epoch, trainer.epochs, train_metrics)
 
-    def validate(epoch: int) -> dict:  # every process a shard, gathered in evaluate; best.pt on a new best
-        nonlocal best_map
-        metrics, evaluator, drawn = evaluate(
-            model_without_ddp, val_loader, build_evaluator(val_set, trainer.voc07_metric), device,
-            class_names, channels_last, amp, trainer.num_images_logged, trainer.progress and main_process,
+    evaluated = {}
+
+    def validate(epoch: int) -> dict:  # every process a shard, gathered in evaluate
+        metrics, evaluated["evaluator"], drawn = evaluate(
+            model_without_ddp, val_loader, build_evaluator(val_set, trainer.voc07_metric), run.device,
+            class_names, run.channels_last, run.amp, trainer.num_images_logged,
+            trainer.progress and run.main_process,
         )  # fmt: skip
-        if main_process:
+        if run.main_process:
             log_evaluation(writer, metrics, drawn, epoch)
-        if metrics["map"] > best_map:
-            best_map = metrics["map"]
-            if main_process:
-                evaluator.write_results(out_dir / "results")
-                saver.save(state(epoch), out_dir / "best.pt")
         return metrics
 
-    val_metrics, saver, stop = {}, CheckpointWriter(), StopSignal()
-    try:  # the pending checkpoint is written and the signal handlers restored however the loop ends
-        for epoch in range(start_epoch, trainer.epochs):
-            train_loader.batch_sampler.set_epoch(epoch)
-            train_metrics = train_one_epoch(
-                model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, writer,
-                amp=amp, channels_last=channels_last, grad_clip=GradClip.of(trainer),
-                show_progress=trainer.progress and main_process, skip_nonfinite=trainer.skip_nonfinite,
-                log_interval=trainer.log_interval, max_skipped_steps=trainer.max_skipped_steps,
-            )  # fmt: skip
-            run_log.epoch(epoch, trainer.epochs, train_metrics)
-            check_finite(model_without_ddp, optimizer, epoch, out_dir / "last.pt")  # same on every rank
-            if (epoch + 1) % trainer.eval_interval == 0 or epoch + 1 == trainer.epochs:
-                val_metrics = validate(epoch)
-            last = partial(saver.save, state(epoch), out_dir / "last.pt") if main_process else None
-            end_of_epoch(trainer, epoch, stop, last)
-        if not val_metrics:  # no epoch left (stopped after its last checkpoint): the final model's numbers
-            val_metrics = validate(trainer.epochs - 1)
-    finally:
-        stop.release()
-        saver.wait()
+    def write_results(epoch: int) -> None:  # the official result files of the best evaluation
+        evaluated["evaluator"].write_results(out_dir / "results")
 
-    metrics = run_log.final(val_metrics, best_map, writer)
-    if main_process:
-        write_json_atomically(out_dir / "metrics.json", metrics)
-        (out_dir / "failed.json").unlink(missing_ok=True)  # an earlier failure of this job, now trained
+    val_metrics = epochs.run_all(train_epoch, validate, on_best=write_results)
+    metrics = run_log.final(val_metrics, epochs.best, writer)
+    epochs.finish(metrics)
+    if run.main_process:
         run_log.where(out_dir)
     return metrics
 
 
-def build_data_loaders(
-    cfg: DictConfig, trainer, train_set, val_set, tricks: Tricks, rank: int = 0, world_size: int = 1
-):
+def build_data_loaders(cfg: DictConfig, run: Run, train_set, val_set, tricks: Tricks):
     """Training loader (shuffled, augmented, mixed, one input size per batch) and validation loader
     (fixed size, resize only, in order); this process's share of the global batch and of the images."""
     train_loader = build_data_loader(
         train_set,
         tricks.augment,
-        trainer.batch_size // world_size,
+        run.batch_per_process,
         tricks.random_shapes or FixedShape(cfg.model.train_size),
         shuffle=True,
         seed=cfg.seed,
-        num_workers=trainer.num_workers,
+        num_workers=run.trainer.num_workers,
         mixup=tricks.mixup,
-        epochs=trainer.epochs,
-        rank=rank,
-        world_size=world_size,
+        epochs=run.trainer.epochs,
+        rank=run.rank,
+        world_size=run.world_size,
     )
     val_loader = build_data_loader(
         val_set,
         Resize(),
-        trainer.batch_size // world_size,
+        run.batch_per_process,
         FixedShape(cfg.model.val_size),
         shuffle=False,
         seed=cfg.seed,
-        num_workers=min(trainer.num_workers, 2),
+        num_workers=min(run.trainer.num_workers, 2),
         drop_last=False,
-        rank=rank,
-        world_size=world_size,
+        rank=run.rank,
+        world_size=run.world_size,
     )
     return train_loader, val_loader
 

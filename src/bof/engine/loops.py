@@ -12,6 +12,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from bof.engine.optim import Optimization
+from bof.engine.run_setup import Run
 from bof.utils import distributed
 from bof.utils.boxes import normalize_batch
 from bof.utils.drawing import draw_detections
@@ -98,20 +100,11 @@ def train_step(
 def train_one_epoch(
     model,
     data_loader,
-    optimizer,
-    lr_scheduler,
-    scaler,
-    device: torch.device,
+    optimization: Optimization,
+    run: Run,
     epoch: int,
     writer: SummaryWriter | None = None,
-    amp: torch.dtype | None = None,
-    channels_last: bool = False,
-    grad_clip: GradClip = NO_CLIP,
-    show_progress: bool = True,
-    skip_nonfinite: bool = False,
     batch_transform=None,
-    log_interval: int = 20,
-    max_skipped_steps: int = 50,
 ) -> dict:
     """One pass over ``data_loader``; the LR scheduler steps every iteration. ``batch_transform(images,
     targets) -> (images, targets)`` acts on the device batch before the step (task=classify: label
@@ -121,23 +114,33 @@ def train_one_epoch(
     (and at the end): TensorBoard still gets every iteration, and a non-finite loss, never applied to
     the weights, is reported (or, ``skip_nonfinite=false``, raised) at that point, naming its iteration.
 
+    Every ``trainer`` key means the same for both recipes: ``amp`` and ``channels_last`` (on CUDA),
+    ``grad_clip``/``grad_clip_value``, ``skip_nonfinite``, ``max_skipped_steps``, ``log_interval``,
+    ``progress`` (rank 0 only).
+
     Returns the mean of each loss term over the applied steps and the images/s."""
+    trainer, (optimizer, lr_scheduler, scaler) = run.trainer, optimization
+    grad_clip, log_interval = GradClip.of(trainer), trainer.log_interval
     model.train()
-    log_ = _StepLog(model, epoch, len(data_loader), writer, skip_nonfinite, max_skipped_steps)
+    log_ = _StepLog(model, epoch, len(data_loader), writer, trainer.skip_nonfinite, trainer.max_skipped_steps)
     num_images, start = 0, time.perf_counter()
     progress = tqdm(
-        data_loader, desc=f"epoch {epoch}", leave=False, disable=not show_progress, dynamic_ncols=True
+        data_loader,
+        desc=f"epoch {epoch}",
+        leave=False,
+        disable=not (trainer.progress and run.main_process),
+        dynamic_ncols=True,
     )
     bad_samples = 0
     for i, (images, targets) in enumerate(progress):
         if isinstance(targets, list):  # detection: data.on_bad_sample=skip replacements
             bad_samples += sum(t.get("skipped", 0) for t in targets)
-        images, targets = prepare_batch(images, targets, device, channels_last)
+        images, targets = prepare_batch(images, targets, run.device, run.channels_last)
         if batch_transform is not None:
             images, targets = batch_transform(images, targets)
         input_size = tuple(images.shape[-2:]) if torch.is_tensor(images) else tuple(images[0].shape[-2:])
         lr = optimizer.param_groups[0]["lr"]
-        names, values = train_step(model, images, targets, optimizer, scaler, amp, grad_clip)
+        names, values = train_step(model, images, targets, optimizer, scaler, run.amp, grad_clip)
         lr_scheduler.step()
         num_images += len(images)
         log_.add(i, lr, input_size[0], names, values)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from bof.engine.epochs import RunCounts
 from bof.engine.run_setup import Tricks
 from bof.evaluation.coco_eval import STAT_NAMES as COCO_STATS
 from bof.utils.drawing import draw_training_samples, lr_curve_figure
@@ -130,8 +130,7 @@ class RunLog:
     ):
         self.cfg, self.resolved, self.num_params = cfg, resolved, num_params
         self.world_size, self.batch_per_process = world_size, batch_per_process
-        self.images_per_s, self.train_metrics, self.started = [], {}, time.perf_counter()
-        self.bad_at_load = self.bad_in_training = self.nonfinite_skipped = 0
+        self.train_metrics, self.counts, self.bad_at_load = {}, RunCounts(world_size=world_size), 0
 
     def plan(self, device, train_set, val_set, iters_per_epoch: int, tricks: list[str]) -> None:
         log.info("config:\n%s", OmegaConf.to_yaml(self.resolved))
@@ -143,36 +142,21 @@ class RunLog:
         )  # fmt: skip
         log.info("tricks:\n  %s", "\n  ".join(tricks))
 
-    def start(self, train_set, val_set, counts: dict | None = None) -> None:
-        """Training starts (``counts``: :meth:`counts` of the checkpoint it resumes, carried over)."""
-        counts = counts or {}
-        self.started = time.perf_counter() - counts.get("wall_time_s", 0.0)
-        self.bad_in_training = counts.get("replaced_in_training", 0)
-        self.nonfinite_skipped = counts.get("nonfinite_steps_skipped", 0)
-        self.images_per_s = list(counts.get("images_per_s", []))
+    def start(self, train_set, val_set, counts: RunCounts) -> None:
+        """Training starts (``counts``: those of the checkpoint it resumes, carried over)."""
+        self.counts = counts
         self.bad_at_load = len(getattr(train_set, "skipped", [])) + len(getattr(val_set, "skipped", []))
 
-    def counts(self) -> dict:
-        """What a checkpoint carries to a resumed run: wall time, skips and speeds so far."""
-        return {
-            "wall_time_s": time.perf_counter() - self.started,
-            "replaced_in_training": self.bad_in_training,
-            "nonfinite_steps_skipped": self.nonfinite_skipped,
-            "images_per_s": list(self.images_per_s),
-        }
-
     def epoch(self, epoch: int, epochs: int, train_metrics: dict) -> None:
-        train_metrics["images_per_s"] *= self.world_size  # every process trains on as many images
+        self.counts.add_epoch(train_metrics)
         self.train_metrics = train_metrics
-        self.images_per_s.append(train_metrics["images_per_s"])
-        self.bad_in_training += train_metrics["bad_samples"]
-        self.nonfinite_skipped += train_metrics["nonfinite_skipped"]
-        bad = self.bad_at_load or self.bad_in_training
+        replaced = self.counts.replaced_in_training
+        bad = self.bad_at_load or replaced
         log.info(
             "epoch %d/%d: loss %.3f, %.1f images/s%s", epoch + 1, epochs,
             train_metrics.get("loss", float("nan")),  # nan: every step of the epoch was skipped
             train_metrics["images_per_s"],
-            f", {self.bad_at_load} bad samples left out at load, {self.bad_in_training} replaced in training"
+            f", {self.bad_at_load} bad samples left out at load, {replaced} replaced in training"
             if bad else "",
         )  # fmt: skip
 
@@ -191,17 +175,17 @@ class RunLog:
             **{name: val_metrics[name] for name in COCO_STATS if name in val_metrics},  # the 12 COCO numbers
             "train_loss": self.train_metrics.get("loss"),
             "num_params": self.num_params,
-            "wall_time_s": time.perf_counter() - self.started,
-            "images_per_s": float(np.mean(self.images_per_s)) if self.images_per_s else None,
+            "wall_time_s": self.counts.wall_time_s,
+            "images_per_s": self.counts.mean_images_per_s,
             "epochs": self.cfg.trainer.epochs,
             "world_size": self.world_size,  # data-parallel processes and the batch of each (sync BN's)
             "batch_per_process": self.batch_per_process,
             "bad_samples": {
                 "skipped_at_load": self.bad_at_load,
-                "replaced_in_training": self.bad_in_training,
+                "replaced_in_training": self.counts.replaced_in_training,
                 "dropped_from_evaluation": val_metrics.get("dropped_images", 0),
             },
-            "nonfinite_steps_skipped": self.nonfinite_skipped,
+            "nonfinite_steps_skipped": self.counts.nonfinite_skipped,
             "fingerprint": fingerprint(self.resolved),  # what a rerun compares (bof.utils.fingerprint)
             "config": self.resolved,
         }

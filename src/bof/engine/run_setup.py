@@ -1,14 +1,13 @@
-"""Run set-up: seed, device, the process group, the run directory, the data-parallel model and the tricks
-of a run; shared by detection (bof.train) and backbone pretraining (bof.classify)."""
+"""Run set-up: seed, device, the process group, the run directory (one :class:`Run`), the data-parallel
+model and the tricks of a run; shared by detection (bof.train) and backbone pretraining (bof.classify)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
-import signal
-import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,7 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from bof.config import check_config, validate_trainer
+from bof.config import TrainerConfig, check_config, validate_trainer
 from bof.tricks.label_smoothing import LabelSmoothing
 from bof.tricks.lr_schedule import CosineSchedule, StepSchedule
 from bof.tricks.mixup import DetectionMixup
@@ -29,9 +28,39 @@ from bof.utils import distributed
 log = logging.getLogger("bof.engine.run_setup")
 
 
-def start_run(cfg: DictConfig):
+@dataclass(frozen=True)
+class Run:
+    """Where and how this process trains: the validated ``trainer`` config, the run directory, the device
+    and this process's place in the group."""
+
+    trainer: TrainerConfig
+    out_dir: Path
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main_process(self) -> bool:
+        """Rank 0: the only process that writes files."""
+        return self.rank == 0
+
+    @property
+    def batch_per_process(self) -> int:
+        return self.trainer.batch_size // self.world_size
+
+    @property
+    def amp(self) -> torch.dtype | None:
+        return autocast_dtype(self.trainer.amp, self.device)
+
+    @property
+    def channels_last(self) -> bool:  # NHWC is CUDA-only (a no-op on the CPU)
+        return self.trainer.channels_last and self.device.type == "cuda"
+
+
+def start_run(cfg: DictConfig) -> Run:
     """Checks ``trainer``, seeds, picks the device and joins the process group the environment describes;
-    rank 0 creates the run directory. -> (trainer, out_dir, device, rank, world_size, local_rank)."""
+    rank 0 creates the run directory."""
     trainer = validate_trainer(cfg.trainer)
     out_dir = Path(trainer.output_dir)
     seed_everything(cfg.seed, trainer.deterministic)
@@ -55,7 +84,7 @@ def start_run(cfg: DictConfig):
             f"{world_size} processes: pass a multiple of {world_size} (and scale optimizer.lr with it), or "
             f"run on fewer processes (trainer.devices)"
         )
-    return trainer, out_dir, device, rank, world_size, local_rank
+    return Run(trainer, out_dir, device, rank, world_size, local_rank)
 
 
 def autocast_dtype(amp, device: torch.device) -> torch.dtype | None:
@@ -110,45 +139,6 @@ def compiled(model, enabled: bool, device: torch.device):
         if hasattr(dynamo, limit):
             setattr(dynamo, limit, max(getattr(dynamo, limit), 64))
     return torch.compile(model)
-
-
-class StopSignal:
-    """SIGTERM (a scheduler stopping or pre-empting the job) and SIGUSR1 (SLURM's ``--signal``, sent before
-    the time limit) ask the run to stop at the end of the current epoch, after writing last.pt, so that
-    ``trainer.resume=true`` (or a sweep's ``auto``) continues it. Rank 0's request stops every rank."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self):
-        self.received: int | None = None
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread only
-            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-
-    def release(self) -> None:
-        """The handlers from before the run, back (a process that trains twice, a test runner)."""
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signum
-        log.warning("received %s: stopping after this epoch's checkpoint", signal.Signals(signum).name)
-
-    def requested(self) -> bool:
-        return bool(distributed.from_rank0(self.received is not None))
-
-
-def end_of_epoch(trainer, epoch: int, stop: StopSignal, save_last: Callable[[], None] | None) -> None:
-    """``save_last()`` (rank 0's last.pt; None on the other ranks) after every
-    ``trainer.checkpoint_interval`` epochs, after the last one, and when a signal asks the run to stop,
-    which it then does (SystemExit)."""
-    stopping = stop.requested()
-    due = stopping or (epoch + 1) % trainer.checkpoint_interval == 0 or epoch + 1 == trainer.epochs
-    if due and save_last is not None:
-        save_last()
-    if stopping:
-        raise SystemExit(f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true")
 
 
 class Tricks(NamedTuple):
