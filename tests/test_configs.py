@@ -19,8 +19,8 @@ from bof.models.classifiers import build_classifier
 from bof.train import train
 from tests.test_voc_dataset import make_devkit
 
-# the groups of conf/train.yaml's defaults; sweep, row and scale are appended (+), see test_sweeps.py
-APPENDED = ("hydra", "sweep", "row", "scale", "debug")  # appended with +group=...: tested on their own
+# the groups of conf/train.yaml's defaults; sweep and scale are appended (+), see test_sweeps.py
+APPENDED = ("hydra", "sweep", "scale", "debug")  # appended with +group=...: tested on their own
 GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name not in APPENDED)
 
 

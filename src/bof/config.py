@@ -1,6 +1,7 @@
-"""The configuration: where it lives (``conf/``), the run-directory resolver it uses, the schema of the
-scalars no constructor guards (``trainer.*``: a typo or a wrong type fails loudly), and the start-up
-checks that need the whole config (the required backbone, the paper's data parallelism)."""
+"""The configuration: where it lives (``conf/``), the resolvers that name run and sweep-job
+directories, the schema of the scalars no constructor guards (``trainer.*``: a typo or a wrong type fails
+loudly), and the start-up checks that need the whole config (the required backbone, the paper's data
+parallelism)."""
 
 from __future__ import annotations
 
@@ -236,5 +237,13 @@ def typed_choices() -> dict:
     }
 
 
+def row_name(experiment: str) -> str:
+    """A paper table's row, named by its experiment file: ``table2/no_aug`` -> ``no_aug``. The table
+    sweeps name each job's folder with it (``multirun/table2/no_aug/seed0``, conf/sweep/), and bof-report
+    reads it back from the folder."""
+    return str(experiment).rsplit("/", 1)[-1]
+
+
 OmegaConf.register_new_resolver("bof_run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("bof_row", row_name, replace=True)
 OmegaConf.register_new_resolver("bof_choices", typed_choices, replace=True)

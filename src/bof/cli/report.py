@@ -1,8 +1,10 @@
 """``bof-report <sweep dir>``: a sweep's runs as a table (Markdown on stdout, CSV beside).
 
-A table sweep (``+sweep=tableN``) has ``<sweep dir>/<row>/seed<k>/metrics.json`` (or ``failed.json``);
-each run's config says its row's label, order, the paper's number and which row is the baseline. Any
-other multirun (``bof-train -m optimizer.lr=0.001,0.002 seed=0,1``) has Hydra's numbered job directories:
+A table sweep (``+sweep=tableN``) has ``<sweep dir>/<row>/seed<k>/metrics.json`` (or ``failed.json``),
+``<row>`` named by the row's experiment file (``experiment=table2/no_aug`` -> ``no_aug``); the sweep's
+list of experiments, in the ``multirun.yaml`` Hydra writes, is the table's order and says which rows were
+launched, and each run's config says its row's label, the paper's number and which row is the baseline.
+Any other multirun (``bof-train -m optimizer.lr=0.001,0.002 seed=0,1``) has Hydra's numbered job directories:
 one row per combination of the overrides that vary (seeds pooled), the first row as the baseline. Per
 row: the metric (VOC mAP or COCO AP, in %) as mean +- std over seeds ("n=1" for one run), the delta
 against the baseline row and against the row above, the paper's number, and the status (failed,
@@ -23,7 +25,7 @@ from pathlib import Path
 import matplotlib
 import yaml
 
-from bof.config import CONFIG_DIR
+from bof.config import CONFIG_DIR, row_name
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -38,33 +40,49 @@ def collect(sweep_dir: Path) -> list[dict]:
         return _rows(adhoc_runs(sweep_dir))
     rows = _rows(runs)
     seen = {r["name"]: r for r in rows}
-    for meta, seeds in planned_rows(sweep_dir):  # rows the sweep was launched with
-        row = seen.get(meta["name"])
-        if row is None:
-            row = seen[meta["name"]] = _empty_row(meta["name"], None)
-            row.update({k: meta[k] for k in ("label", "order", "paper") if k in meta})
+    table, launched, seeds = sweep_plan(sweep_dir)
+    for experiment in launched:  # rows the sweep was launched with, started or not
+        name = row_name(experiment)
+        row = seen.get(name)
+        if row is None:  # never started: its label and paper number from its experiment file
+            row = seen[name] = _empty_row(name, None)
+            meta = (_read_yaml(CONFIG_DIR / "experiment" / f"{experiment}.yaml") or {}).get("row") or {}
+            row.update({k: meta[k] for k in ("label", "paper") if k in meta})
             rows.append(row)
-        row["never_started"] = sum(not (sweep_dir / meta["name"] / f"seed{s}").is_dir() for s in seeds)
+        row["never_started"] = sum(not (sweep_dir / name / f"seed{s}").is_dir() for s in seeds)
+    position = {}
+    for i, experiment in enumerate(table):
+        position.setdefault(row_name(experiment), i)
+    for row in rows:  # the sweep's list is the table's order (rows it does not list come last)
+        row["order"] = position.get(row["name"], row["order"])
     return sorted(rows, key=lambda r: (r["order"], r["name"]))
 
 
-def planned_rows(sweep_dir: Path) -> list[tuple[dict, list[str]]]:
-    """(row block of the experiment file, seeds) of each ``+row`` a table sweep was launched with, from
-    the ``multirun.yaml`` Hydra writes at its start; [] when there is none."""
-    launched = _read_yaml(sweep_dir / "multirun.yaml") or {}
-    hydra = launched.get("hydra") or {}
-    params = dict((hydra.get("sweeper") or {}).get("params") or {})
+def sweep_plan(sweep_dir: Path) -> tuple[list[str], list[str], list[str]]:
+    """(the table's rows: the experiments its sweep file lists, in order; the rows launched: those or the
+    command line's ``experiment=...``; the seeds launched) from the ``multirun.yaml`` Hydra writes at a
+    sweep's start. Without one, a job's ``.hydra/hydra.yaml`` still gives the table's order (not what
+    was launched); ``([], [], [])`` for neither."""
+    launched = _read_yaml(sweep_dir / "multirun.yaml")
+    hydra = (launched or {}).get("hydra") or {}
+    if launched is None:  # a job's own copy of the sweep's config
+        jobs = sorted(sweep_dir.glob("*/seed*/.hydra/hydra.yaml"))
+        hydra = next((h for h in ((_read_yaml(j) or {}).get("hydra") for j in jobs) if h), {})
+    params = {k: str(v) for k, v in ((hydra.get("sweeper") or {}).get("params") or {}).items()}
+    table = _split(params.get("experiment"))
+    if launched is None:
+        return table, [], []
     for override in (hydra.get("overrides") or {}).get("task") or []:  # the command line wins
         key, _, value = str(override).lstrip("+").partition("=")
-        if key in ("row", "seed"):
-            params["+row" if key == "row" else key] = value
-    planned = []
-    for alias in str(params.get("+row") or "").split(","):
-        experiment = CONFIG_DIR / "experiment" / f"{alias.strip().replace('-', '/', 1)}.yaml"
-        meta = (_read_yaml(experiment) or {}).get("row")
-        if meta and meta.get("name"):
-            planned.append((meta, [s.strip() for s in str(params.get("seed", "0")).split(",")]))
-    return planned
+        if key in ("experiment", "seed"):
+            params[key] = value
+    rows = _split(params.get("experiment"))
+    return table + [r for r in rows if r not in table], rows, _split(params.get("seed", "0"))
+
+
+def _split(values: str | None) -> list[str]:
+    """``table2/no_aug,table2/baseline`` (a sweep's comma-separated values) -> their list."""
+    return [v.strip() for v in str(values or "").split(",") if v.strip()]
 
 
 def adhoc_runs(sweep_dir: Path) -> list[tuple[str, Path, int]]:
@@ -94,7 +112,7 @@ def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
         # a run without results still has its row's label and paper number, in the config Hydra saved
         config = (metrics or {}).get("config") or _read_yaml(seed_dir / ".hydra" / "config.yaml") or {}
         meta = config.get("row") or {}
-        row.update({k: meta[k] for k in ("label", "order", "paper") if k in meta})
+        row.update({k: meta[k] for k in ("label", "order", "paper") if k in meta})  # order: older runs
         if metrics is not None:
             row["metric"] = metrics.get("metric")
             # the table's base names its baseline row (older runs flagged it with baseline: true)

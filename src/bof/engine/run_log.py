@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from bof.config import row_name
 from bof.engine.epochs import RunCounts
 from bof.engine.run_setup import Tricks
 from bof.evaluation.coco_eval import STAT_NAMES as COCO_STATS
@@ -46,10 +47,11 @@ def hparams(cfg: DictConfig, world_size: int = 1, batch_per_process: int | None 
         node = cfg.get(group)
         return typed.get(group) or ("off" if node is None else node["_target_"].rsplit(".", 1)[-1])
 
-    row = cfg.get("row") or {}
+    experiment = typed.get("experiment")
+    row = row_name(experiment) if cfg.get("row") and experiment else "-"  # table2/no_aug: no_aug
     return {
-        "row": row.get("name", "-"), "seed": cfg.seed, "model": typed.get("model") or cfg.model.name,
-        "data": typed.get("data") or cfg.data.name, "experiment": typed.get("experiment") or "-",
+        "row": row, "seed": cfg.seed, "model": typed.get("model") or cfg.model.name,
+        "data": typed.get("data") or cfg.data.name, "experiment": experiment or "-",
         "lr": cfg.optimizer.lr, "epochs": cfg.trainer.epochs, "batch": cfg.trainer.batch_size,
         "width": cfg.model.net.get("width", 1.0), "world_size": world_size,
         "batch_per_process": batch_per_process or cfg.trainer.batch_size,
