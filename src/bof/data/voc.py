@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bof.data.bad_samples import BadSampleError, check_policy
-from bof.data.decode import MAX_IMAGE_PIXELS, decode_rgb, read_size
+from bof.data.decode import MAX_IMAGE_PIXELS, check_pixel_limit, decode_rgb, read_size
 from bof.utils.boxes import clip_boxes, voc_to_xyxy
 
 logger = logging.getLogger(__name__)
@@ -157,6 +157,8 @@ class VOCDetection(Dataset):
     ``image_id`` str and ``orig_size`` (h, w).
     """
 
+    check = staticmethod(check_pixel_limit)  # the arguments start-up checks before anything is read
+
     def __init__(
         self,
         root: str | os.PathLike,
@@ -167,6 +169,7 @@ class VOCDetection(Dataset):
         max_image_pixels: int = MAX_IMAGE_PIXELS,
         check_images: bool = False,
     ):
+        self.check(max_image_pixels)
         self.root, self.max_image_pixels, self.check_images = Path(root), max_image_pixels, check_images
         self.on_bad_sample = check_policy(on_bad_sample)
         self.skipped: list[str] = []  # the problems of the images left out at load time
