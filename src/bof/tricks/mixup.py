@@ -27,6 +27,7 @@ import math
 import numpy as np
 import torch
 
+from bof.utils.boxes import box_weights
 from bof.utils.checks import count, fraction, positive, require
 
 
@@ -117,13 +118,6 @@ def mixup_targets(target1: dict, target2: dict, lam: float, canvas_size: tuple[i
     mixed["weights"] = torch.cat([box_weights(target1) * lam, box_weights(target2) * (1.0 - lam)])
     mixed["orig_size"] = canvas_size
     return mixed
-
-
-def box_weights(target: dict) -> torch.Tensor:
-    """The target's per-box loss weights [N] (1 where none were set)."""
-    weights = target.get("weights")
-    boxes = target["boxes"]
-    return weights.float() if weights is not None else torch.ones(len(boxes), device=boxes.device)
 
 
 def mixup_detection(image1, target1, image2, target2, lam: float) -> tuple[torch.Tensor, dict]:
