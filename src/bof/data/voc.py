@@ -137,6 +137,23 @@ def _missing(path: Path, what: str) -> FileNotFoundError:
     return FileNotFoundError(f"{what} not found: {path} ({PREPARE_HINT})")
 
 
+def read_image_set(year_path: str | os.PathLike, split: str) -> list[str]:
+    """The image ids of ``<year_path>/ImageSets/Main/<split>.txt``, the first token of each line
+    (Main/<split>.txt has ids only, per-class lists add a +-1 flag). A missing file, an empty set, an id
+    listed twice or an id that is a path raises, naming the file."""
+    split_file = Path(year_path) / "ImageSets" / "Main" / f"{split}.txt"
+    if not split_file.is_file():
+        raise _missing(split_file, "VOC image-set file")
+    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"{split_file}: empty image set")
+    if twice := sorted(i for i, n in Counter(ids).items() if n > 1):
+        raise ValueError(f"{split_file}: image ids listed more than once: {twice[:5]}")
+    if paths := [i for i in ids if "/" in i or "\\" in i or i.startswith(".")]:
+        raise ValueError(f"{split_file}: image ids are file names in the data root, not paths: {paths[:3]}")
+    return ids
+
+
 class VOCDetection(Dataset):
     """Pascal VOC detection dataset over one or more ``(year_dir, split)`` image sets.
 
@@ -187,22 +204,10 @@ class VOCDetection(Dataset):
             year_path = self.root / year
             if not year_path.is_dir():
                 raise _missing(year_path, "VOC year folder")
-            split_file = year_path / "ImageSets" / "Main" / f"{split}.txt"
-            if not split_file.is_file():
-                raise _missing(split_file, "VOC image-set file")
+            ids = read_image_set(year_path, split)
             if year not in self.year_dirs:
                 self.year_dirs.append(year)
             y = self.year_dirs.index(year)
-            # First token of each line: Main/<split>.txt has ids only, per-class lists add a +-1 flag.
-            ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
-            if not ids:
-                raise ValueError(f"{split_file}: empty image set")
-            if twice := sorted(i for i, n in Counter(ids).items() if n > 1):
-                raise ValueError(f"{split_file}: image ids listed more than once: {twice[:5]}")
-            if paths := [i for i in ids if "/" in i or "\\" in i or i.startswith(".")]:
-                raise ValueError(
-                    f"{split_file}: image ids are file names in the data root, not paths: {paths[:3]}"
-                )
             for image_id in ids:
                 try:
                     ann = self._load_annotation(year_path, image_id, index, skip_empty)
