@@ -4,19 +4,24 @@ problem; with skip a warning, a count, and training goes on. Plus non-finite los
 import json
 import logging
 import re
+import sys
+from collections import defaultdict
+from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, InstantiationException
 
-from bof.config import CONFIG_DIR
+import bof
+from bof.config import CONFIG_DIR, VALUE_RULES
 from bof.data.bad_samples import BadSampleError
 from bof.data.coco import COCODetection
 from bof.data.loader import KeyedDataset, SampleKey
 from bof.data.voc import VOCDetection
-from bof.train import train
+from bof.train import run_job, train
 from bof.tricks.augment import Resize
+from bof.tricks.label_smoothing import LabelSmoothing
 from bof.utils.boxes import clip_boxes
 from tests.test_voc_dataset import make_devkit
 
@@ -192,7 +197,7 @@ def test_nonfinite_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(make
     ("override", "message"),
     [
         ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a number > 0"),
-        ("mixup=beta15", "mixup.alpha and mixup.beta must be > 0"),
+        ("mixup=beta15", "mixup.alpha=0: must be a number > 0"),
         ("trainer.batch_size=0", "trainer.batch_size must be >= 1"),
         ("trainer.epochs=0", "trainer.epochs must be >= 1"),
     ],
@@ -232,13 +237,54 @@ def test_sizes_that_cannot_work_fail_in_the_dry_run_naming_the_key(make_cfg, ove
         (["optimizer.lr=abc"], "optimizer.lr='abc': must be a number > 0"),
         (["optimizer.momentum=1.5"], "optimizer.momentum=1.5: must be a number in [0, 1)"),
         (["lr_schedule.warmup_epochs=-1"], "lr_schedule.warmup_epochs=-1: must be a number of epochs >= 0"),
-        (["smoothing=on", "smoothing.epsilon=2"], "smoothing.epsilon=2: must be a number in [0, 1)"),
+        (["smoothing=on", "smoothing.epsilon=2"], "smoothing.epsilon=2: must be a number in [0, 0.5)"),
         (["mixup=beta15", "mixup.max_off_fraction=2"], "mixup.max_off_fraction=2: must be a fraction"),
         (["augment=yolo", "augment.max_expand=0.5"], "augment.max_expand=0.5: must be a canvas side ratio"),
         (["model.net.width=0"], "model.net.width=0: must be a channel multiplier > 0"),
         (["data.max_image_pixels=1.5"], "data.max_image_pixels=1.5: must be a whole number of pixels"),
+        (["model.net.objectness_prior=1"], "model.net.objectness_prior=1: must be in (0, 1)"),
+        (["augment=none", "augment.interpolation=cubic"], "augment.interpolation='cubic': must be one of"),
+        (["augment=yolo", "+augment.jitter=1"], "augment: YOLOAugment.__init__() got an unexpected keyword"),
     ],
 )
 def test_values_out_of_range_fail_in_the_dry_run_naming_the_key(make_cfg, overrides, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
         train(make_cfg(*overrides, "trainer.dry_run=true"))
+
+
+def test_a_key_has_one_rule_in_its_constructor_which_start_up_applies(make_cfg, tmp_path):
+    """smoothing.epsilon was [0, 1) at start-up and [0, 0.5) in LabelSmoothing: 0.6 passed the one and
+    failed the other. Now each key has one rule, in the constructor that takes it (or its ``check``), and
+    start-up applies that rule before anything is read or generated."""
+    message = "smoothing.epsilon=0.6: must be a number in [0, 0.5)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        LabelSmoothing(epsilon=0.6)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train(make_cfg("smoothing=on", "smoothing.epsilon=0.6", "trainer.dry_run=true"))
+    assert LabelSmoothing(epsilon=0.49).epsilon == 0.49  # the rule's edge, the same both ways
+    empty_cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=re.escape("data.max_image_pixels=0: must be")):
+        train(make_cfg("data.max_image_pixels=0", f"data.root={empty_cache}", "trainer.dry_run=true"))
+    assert not empty_cache.exists()  # refused before the synthetic set was generated
+    # one rule per key (mixup.alpha: two classes, one rule), none of them in the start-up table, which
+    # keeps only what no constructor takes
+    rules, rule = defaultdict(set), re.compile(r'require\(\s*"([\w.]+)", \w+, (.+?), "([^"]*)"')
+    for path in Path(bof.__file__).parent.rglob("*.py"):
+        for key, test, expected in rule.findall(path.read_text()):
+            rules[key].add((test, expected))
+    assert len(rules) > 10 and all(len(r) == 1 for r in rules.values()), rules
+    assert not set(rules) & set(VALUE_RULES), set(rules) & set(VALUE_RULES)
+
+
+def test_the_config_is_checked_once_per_job(make_cfg, monkeypatch):
+    """One start-up pass per job (it used to run in run_job and again when the tricks were built)."""
+    calls = []
+
+    def counted(check):
+        return lambda cfg: calls.append(check(cfg))
+
+    for module in [m for name, m in sys.modules.items() if name.startswith("bof")]:
+        if hasattr(module, "check_config"):
+            monkeypatch.setattr(module, "check_config", counted(module.check_config))
+    assert run_job(make_cfg("trainer.dry_run=true")) is None  # a dry run has no mAP
+    assert len(calls) == 1

@@ -1,7 +1,8 @@
 """The configuration: where it lives (``conf/``), the resolvers that name run and sweep-job
 directories, the schema of the scalars no constructor guards (``trainer.*``: a typo or a wrong type fails
 loudly), and the start-up checks that need the whole config (the required backbone, the paper's data
-parallelism)."""
+parallelism) or that no bof constructor owns (the optimizer's values). Every other key is checked by the
+constructor that takes it (:mod:`bof.utils.checks`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
+from bof.utils.checks import nonnegative, positive, require
 from bof.utils.published import DARKNET53_CONV74_BYTES, DARKNET53_CONV74_URL
 
 log = logging.getLogger("bof.config")
@@ -165,47 +167,26 @@ def check_input_sizes(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={size}: YOLOv3 takes square inputs of a multiple of 32 (e.g. {fits})")
 
 
-def _fraction(v) -> bool:
-    return 0 <= v <= 1
-
-
-# key: (test, what the value must be). Keys absent or null (another model, a trick that is off, a default
-# left to the code) are not checked; trainer.* is checked by TrainerConfig, the sizes above.
+# key: (test, what the value must be), for the keys no bof constructor takes: the optimizer is torch's
+# (built after the data; its own checks allow lr = 0 and momentum >= 1). Keys absent or null are not
+# checked; trainer.* is checked by TrainerConfig, the sizes above, every other key by its constructor.
 VALUE_RULES = {
-    "optimizer.lr": (lambda v: v > 0, "a number > 0"),
+    "optimizer.lr": (positive, "a number > 0"),
     "optimizer.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "optimizer.weight_decay": (lambda v: v >= 0, "a number >= 0"),
-    "lr_schedule.warmup_epochs": (lambda v: v >= 0, "a number of epochs >= 0"),
-    "lr_schedule.warmup_iters": (lambda v: v >= 0 and v == int(v), "a whole number of iterations >= 0"),
-    "lr_schedule.warmup_start": (_fraction, "a factor of lr in [0, 1]"),
-    "lr_schedule.gamma": (lambda v: 0 < v <= 1, "a decay factor in (0, 1]"),
-    "smoothing.epsilon": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "mixup.off_last_epochs": (lambda v: v >= 0 and v == int(v), "a whole number of epochs >= 0"),
-    "mixup.max_off_fraction": (_fraction, "a fraction in [0, 1]"),
-    "augment.brightness_delta": (lambda v: v >= 0, "a number of grey levels >= 0"),
-    "augment.hue_degrees": (lambda v: 0 <= v <= 180, "degrees in [0, 180]"),
-    "augment.color_p": (_fraction, "a probability in [0, 1]"),
-    "augment.expand_p": (_fraction, "a probability in [0, 1]"),
-    "augment.max_expand": (lambda v: v >= 1, "a canvas side ratio >= 1"),
-    "augment.crop_min_scale": (lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
-    "model.net.width": (lambda v: v > 0, "a channel multiplier > 0 (1.0: the paper's YOLOv3)"),
-    "data.max_image_pixels": (lambda v: v > 0 and v == int(v), "a whole number of pixels > 0"),
+    "optimizer.weight_decay": (nonnegative, "a number >= 0"),
 }
 
 
 def check_values(cfg: DictConfig) -> None:
-    """Types and ranges of the values every config group holds (:data:`VALUE_RULES`): a wrong one names
-    its key and what it must be, at start-up, the dry run included."""
+    """Types and ranges of the values in :data:`VALUE_RULES`: a wrong one names its key and what it must
+    be, at start-up, the dry run included."""
     for key, (ok, expected) in VALUE_RULES.items():
-        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-            raise ValueError(f"{key}={value!r}: must be {expected}")
+        require(key, OmegaConf.select(cfg, key, default=None, throw_on_missing=False), ok, expected, True)
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Everything checkable before anything is built."""
+    """What needs the whole config or no constructor owns, checked once per job at start-up (by
+    ``bof.engine.run_setup.build_tricks``, which also builds or checks every group)."""
     check_values(cfg)
     check_random_shapes(cfg)
     check_input_sizes(cfg)

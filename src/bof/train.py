@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bof.classify import train_classifier
-from bof.config import check_backbone, check_config, check_paper_setup
+from bof.config import check_backbone, check_paper_setup
 from bof.data.loader import build_data_loader
 from bof.engine.build_model import build_model
 from bof.engine.epochs import Epochs, RunCounts
@@ -187,9 +187,9 @@ def run_job(cfg: DictConfig) -> float | None:
     ${hydra:runtime.output_dir} is fixed before any process starts."""
     try:
         check_backbone(cfg)
-        check_config(cfg)
         devices = cfg.trainer.get("devices", 1)
         if devices > 1 and not distributed.launched_externally():
+            build_tricks(cfg)  # the start-up checks before the config is resolved; each process repeats them
             distributed.check_local_gpus(cfg.trainer.device, devices)
             resolved = OmegaConf.to_container(cfg, resolve=True)
             distributed.spawn(train_process, devices, resolved)

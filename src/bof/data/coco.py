@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bof.data.bad_samples import BadSampleError, check_policy
-from bof.data.decode import MAX_IMAGE_PIXELS, decode_rgb, read_size
+from bof.data.decode import MAX_IMAGE_PIXELS, check_pixel_limit, decode_rgb, read_size
 from bof.evaluation.coco_eval import load_coco
 from bof.utils.boxes import clip_boxes
 
@@ -57,6 +57,8 @@ class COCODetection(Dataset):
     ``annotation_file`` / ``image_dir`` override the official layout under ``root`` (the synthetic COCO
     set points at its own)."""
 
+    check = staticmethod(check_pixel_limit)  # the arguments start-up checks before anything is read
+
     def __init__(
         self,
         root: str | os.PathLike,
@@ -69,6 +71,7 @@ class COCODetection(Dataset):
         max_image_pixels: int = MAX_IMAGE_PIXELS,
         check_images: bool = False,
     ):
+        self.check(max_image_pixels)
         self.root, self.split, self.train, self.eval_backend = Path(root), split, train, eval_backend
         self.max_image_pixels = max_image_pixels
         self.on_bad_sample = check_policy(on_bad_sample)

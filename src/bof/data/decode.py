@@ -11,8 +11,16 @@ import torchvision
 from PIL import Image
 
 from bof.data.bad_samples import BadSampleError
+from bof.utils.checks import require, whole
 
 MAX_IMAGE_PIXELS = 100_000_000  # data.max_image_pixels' default: larger images are refused from the header
+
+
+def check_pixel_limit(max_image_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """``data.max_image_pixels``, which every data set takes: checked by its constructor and, as its
+    ``check``, at start-up before anything is read or generated (bof.engine.run_setup)."""
+    limit = lambda v: v > 0 and whole(v)
+    require("data.max_image_pixels", max_image_pixels, limit, "a whole number of pixels > 0")
 
 
 def read_size(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:

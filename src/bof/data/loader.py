@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler
 
 from bof.data.bad_samples import BadSampleError, substitute_index
-from bof.tricks.mixup import box_weights, mixup_detection
+from bof.tricks.mixup import mixup_detection
+from bof.utils.boxes import box_weights
 
 log = logging.getLogger(__name__)
 

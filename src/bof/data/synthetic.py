@@ -236,6 +236,10 @@ def synthetic_coco(
     )  # fmt: skip
 
 
+# start-up checks their data sets' arguments before anything is generated (bof.engine.run_setup)
+synthetic_voc.check, synthetic_coco.check = VOCDetection.check, COCODetection.check
+
+
 def voc_as_coco(voc: VOCDetection) -> dict:
     """A VOCDetection's annotations as a COCO instances dict (VOC 1-based inclusive boxes -> xywh)."""
     images, annotations = [], []

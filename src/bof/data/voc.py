@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bof.data.bad_samples import BadSampleError, check_policy
-from bof.data.decode import MAX_IMAGE_PIXELS, decode_rgb, read_size
+from bof.data.decode import MAX_IMAGE_PIXELS, check_pixel_limit, decode_rgb, read_size
 from bof.utils.boxes import clip_boxes, voc_to_xyxy
 
 logger = logging.getLogger(__name__)
@@ -137,6 +137,23 @@ def _missing(path: Path, what: str) -> FileNotFoundError:
     return FileNotFoundError(f"{what} not found: {path} ({PREPARE_HINT})")
 
 
+def read_image_set(year_path: str | os.PathLike, split: str) -> list[str]:
+    """The image ids of ``<year_path>/ImageSets/Main/<split>.txt``, the first token of each line
+    (Main/<split>.txt has ids only, per-class lists add a +-1 flag). A missing file, an empty set, an id
+    listed twice or an id that is a path raises, naming the file."""
+    split_file = Path(year_path) / "ImageSets" / "Main" / f"{split}.txt"
+    if not split_file.is_file():
+        raise _missing(split_file, "VOC image-set file")
+    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"{split_file}: empty image set")
+    if twice := sorted(i for i, n in Counter(ids).items() if n > 1):
+        raise ValueError(f"{split_file}: image ids listed more than once: {twice[:5]}")
+    if paths := [i for i in ids if "/" in i or "\\" in i or i.startswith(".")]:
+        raise ValueError(f"{split_file}: image ids are file names in the data root, not paths: {paths[:3]}")
+    return ids
+
+
 class VOCDetection(Dataset):
     """Pascal VOC detection dataset over one or more ``(year_dir, split)`` image sets.
 
@@ -157,6 +174,8 @@ class VOCDetection(Dataset):
     ``image_id`` str and ``orig_size`` (h, w).
     """
 
+    check = staticmethod(check_pixel_limit)  # the arguments start-up checks before anything is read
+
     def __init__(
         self,
         root: str | os.PathLike,
@@ -167,6 +186,7 @@ class VOCDetection(Dataset):
         max_image_pixels: int = MAX_IMAGE_PIXELS,
         check_images: bool = False,
     ):
+        self.check(max_image_pixels)
         self.root, self.max_image_pixels, self.check_images = Path(root), max_image_pixels, check_images
         self.on_bad_sample = check_policy(on_bad_sample)
         self.skipped: list[str] = []  # the problems of the images left out at load time
@@ -184,22 +204,10 @@ class VOCDetection(Dataset):
             year_path = self.root / year
             if not year_path.is_dir():
                 raise _missing(year_path, "VOC year folder")
-            split_file = year_path / "ImageSets" / "Main" / f"{split}.txt"
-            if not split_file.is_file():
-                raise _missing(split_file, "VOC image-set file")
+            ids = read_image_set(year_path, split)
             if year not in self.year_dirs:
                 self.year_dirs.append(year)
             y = self.year_dirs.index(year)
-            # First token of each line: Main/<split>.txt has ids only, per-class lists add a +-1 flag.
-            ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
-            if not ids:
-                raise ValueError(f"{split_file}: empty image set")
-            if twice := sorted(i for i, n in Counter(ids).items() if n > 1):
-                raise ValueError(f"{split_file}: image ids listed more than once: {twice[:5]}")
-            if paths := [i for i in ids if "/" in i or "\\" in i or i.startswith(".")]:
-                raise ValueError(
-                    f"{split_file}: image ids are file names in the data root, not paths: {paths[:3]}"
-                )
             for image_id in ids:
                 try:
                     ann = self._load_annotation(year_path, image_id, index, skip_empty)

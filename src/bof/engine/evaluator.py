@@ -9,13 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bof.data.coco import COCODetection
-from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
+from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml, read_image_set
 from bof.evaluation.coco_eval import COCOEvaluator
 from bof.evaluation.voc_eval import VOCEvaluator
 from bof.evaluation.voc_results import DEFAULT_PREFIX, read_result_files
-from bof.utils.boxes import voc_to_xyxy, xyxy_to_voc
+from bof.utils.boxes import clip_boxes, voc_to_xyxy, xyxy_to_voc
 
 
 def build_evaluator(dataset, use_07_metric: bool = True):
@@ -37,10 +38,12 @@ class VOCDatasetEvaluator:
     def __init__(self, dataset: VOCDetection, use_07_metric: bool = True):
         self.use_07_metric = use_07_metric
         self.voc = VOCEvaluator(dataset.class_names, use_07_metric=use_07_metric)
-        for index in range(len(dataset)):
+        for index, image_id in enumerate(dataset.image_ids):  # ground truth as training sees it: clipped
             ann = dataset.get_annotation(index)
-            boxes, keep = clip_voc_boxes(ann.boxes, ann.height, ann.width)
-            self.voc.add_ground_truth(dataset.image_ids[index], boxes, ann.labels[keep], ann.difficult[keep])
+            gt = {"boxes": voc_to_xyxy(ann.boxes), "labels": ann.labels, "difficult": ann.difficult}
+            gt = clip_boxes({k: torch.from_numpy(v) for k, v in gt.items()}, ann.height, ann.width)
+            boxes, labels, difficult = (gt[k].numpy() for k in ("boxes", "labels", "difficult"))
+            self.voc.add_ground_truth(image_id, xyxy_to_voc(boxes), labels, difficult)
 
     def add_detections(self, image_id: str, boxes, scores, labels) -> None:
         self.voc.add_detections(image_id, xyxy_to_voc(boxes), scores, labels)
@@ -55,24 +58,6 @@ class VOCDatasetEvaluator:
     def write_results(self, out_dir) -> list[Path]:
         """The official per-class result files ``comp4_det_test_<class>.txt``."""
         return self.voc.write_result_files(out_dir)
-
-
-def clip_voc_boxes(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ground truth as training sees it (:func:`bof.utils.boxes.clip_boxes`): VOC boxes clipped to the image,
-    those left without area dropped. -> (clipped boxes, kept mask)."""
-    xyxy = voc_to_xyxy(boxes)
-    xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, width)
-    xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, height)
-    keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-    return xyxy_to_voc(xyxy[keep]), keep
-
-
-def read_image_set(voc_root: str | os.PathLike, split: str) -> list[str]:
-    """Image ids of ``<voc_root>/ImageSets/Main/<split>.txt`` (first token of each non-empty line)."""
-    path = Path(voc_root) / "ImageSets" / "Main" / f"{split}.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"VOC image-set file not found: {path}")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
 def add_voc_ground_truth(evaluator: VOCEvaluator, voc_root: str | os.PathLike, split: str) -> list[str]:

@@ -3,9 +3,11 @@ model and the tricks of a run; shared by detection (bof.train) and backbone pret
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from bof.config import TrainerConfig, check_config, validate_trainer
 from bof.tricks.label_smoothing import LabelSmoothing
@@ -163,15 +165,50 @@ class Tricks(NamedTuple):
 
 
 def build_tricks(cfg: DictConfig) -> Tricks:
+    """The job's one start-up pass over its config, before any data is read (the dry run included):
+    :func:`bof.config.check_config` (what needs the whole config or no constructor owns), the arguments
+    of what is costly to build checked by its class's ``check``, and the tricks built, each constructor
+    checking its own arguments (:mod:`bof.utils.checks`). A wrong value fails naming its config key.
+    One pass per process: a ``trainer.devices=N`` job's launching process also runs it, before it
+    resolves the config for the N processes it starts."""
     check_config(cfg)
-    return Tricks(
-        augment=instantiate(cfg.augment),
-        mixup=instantiate(cfg.mixup) if cfg.mixup is not None else None,
-        smoothing=instantiate(cfg.smoothing) if cfg.smoothing is not None else None,
-        lr_schedule=instantiate(cfg.lr_schedule),
-        random_shapes=instantiate(cfg.random_shapes) if cfg.random_shapes is not None else None,
-        syncbn=instantiate(cfg.syncbn) if cfg.syncbn is not None else None,
-    )
+    for key in ("model.net", "data.train", "data.val"):
+        check_arguments(cfg, key)
+    return Tricks(*(built(cfg, key) for key in Tricks._fields))
+
+
+def built(cfg: DictConfig, key: str):
+    """``instantiate(cfg[key])`` (None for a trick that is off), its constructor's error naming the key."""
+    try:
+        return instantiate(cfg[key])
+    except InstantiationException as error:  # Hydra's wrapper around the constructor's own error
+        if (named := naming(key, error.__cause__)) is None:
+            raise
+        raise named from None
+
+
+def check_arguments(cfg: DictConfig, key: str) -> None:
+    """The constructor's rules for the group at ``key`` without building it (a network, a data set): the
+    ``check`` of the class or function its ``_target_`` names, given the arguments it takes."""
+    node = OmegaConf.select(cfg, key, default=None)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    check = getattr(get_object(node._target_), "check", None)
+    if check is None:
+        return
+    try:
+        check(**{name: node[name] for name in inspect.signature(check).parameters if name in node})
+    except (ValueError, TypeError) as error:
+        raise naming(key, error) from None
+
+
+def naming(key: str, error: BaseException | None) -> Exception | None:
+    """A constructor's ValueError or TypeError, naming config key ``key``'s group where it does not
+    already; None for any other error."""
+    if not isinstance(error, (ValueError, TypeError)):
+        return None
+    group = key.split(".")[0]
+    return error if re.search(rf"\b{group}[.:=]", str(error)) else type(error)(f"{key}: {error}")
 
 
 def resume_path(resume, out_dir: Path) -> Path | None:

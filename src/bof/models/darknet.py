@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bof.utils.checks import positive, require
+
 STAGE_BLOCKS = (1, 2, 8, 8, 4)
 STAGE_CHANNELS = (64, 128, 256, 512, 1024)
 
@@ -54,6 +56,7 @@ class Darknet53(nn.Module):
 
     def __init__(self, width: float = 1.0):
         super().__init__()
+        self.check(width)
         self.width = width
         self.stem = ConvBNLeaky(3, scaled(32, width), 3)
         stages, in_channels = [], scaled(32, width)
@@ -67,6 +70,10 @@ class Darknet53(nn.Module):
             in_channels = out
         self.stages = nn.ModuleList(stages)
         self.out_channels = tuple(scaled(c, width) for c in STAGE_CHANNELS[2:])
+
+    @staticmethod
+    def check(width: float = 1.0) -> None:
+        require("model.net.width", width, positive, "a channel multiplier > 0 (1.0: the paper's YOLOv3)")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.stem(x)

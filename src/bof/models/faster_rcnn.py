@@ -8,7 +8,7 @@ The model resizes inside (torchvision's GeneralizedRCNNTransform: shorter side `
 most ``max_size``; 600/1000 on VOC, 800/1333 on COCO), so the data loader hands it images at their own
 size, already normalised (image_mean 0, image_std 1 here). Boxes come back in the input frame.
 
-Trick-aware losses (the model computes its own, ``computes_loss = True``):
+Trick-aware losses (the model computes its own):
 
 * label smoothing: the RoI classifier's softmax cross-entropy with ``label_smoothing=eps`` (K + 1 classes);
 * mixup: each ground-truth box's weight (``targets[i]["weights"]``) multiplies the RoI classification and
@@ -44,7 +44,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from bof.tricks.mixup import box_weights
+from bof.utils.boxes import box_weights
 
 ALL_DETECTIONS = 1 << 30  # detections_per_image None: torchvision's slice keep[:n] keeps them all
 RESNETS = {50: (resnet50, ResNet50_Weights.IMAGENET1K_V1), 101: (resnet101, ResNet101_Weights.IMAGENET1K_V1)}
@@ -181,8 +181,6 @@ class FasterRCNNDetector(nn.Module):
     RoI box loss's smooth-L1 beta, ``box_score_thresh`` / ``box_nms`` / ``detections_per_image`` the
     detections kept (None: all of them).
     """
-
-    computes_loss = True
 
     def __init__(
         self,

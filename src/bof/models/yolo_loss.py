@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from bof.models.yolov3 import YOLOV3_ANCHORS, YOLOV3_STRIDES, decode_boxes
 from bof.tricks.label_smoothing import sigmoid_targets
-from bof.tricks.mixup import box_weights
+from bof.utils.boxes import box_weights
 
 
 def pairwise_iou_batched(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

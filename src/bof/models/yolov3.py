@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from bof.models.darknet import ConvBNLeaky, Darknet53, scaled
+from bof.utils.checks import require
 
 # darknet yolov3.cfg anchors in input pixels, finest scale first; they are not rescaled with the input size.
 YOLOV3_ANCHORS = (
@@ -66,6 +67,7 @@ class YOLOv3(nn.Module):
         objectness_prior: float | None = None,
     ):
         super().__init__()
+        self.check(width, objectness_prior)
         self.num_classes, self.num_anchors = num_classes, num_anchors
         outputs = num_anchors * (5 + num_classes)
         self.backbone = Darknet53(width)
@@ -80,9 +82,14 @@ class YOLOv3(nn.Module):
         if objectness_prior is not None:
             self._init_objectness(objectness_prior)
 
+    @staticmethod
+    def check(width: float = 1.0, objectness_prior: float | None = None) -> None:
+        """The constructor's checks without building the net: start-up runs them before any data is read."""
+        Darknet53.check(width)
+        probability = lambda v: 0 < v < 1  # logit(p) is finite
+        require("model.net.objectness_prior", objectness_prior, probability, "in (0, 1)", optional=True)
+
     def _init_objectness(self, prior: float) -> None:
-        if not 0.0 < prior < 1.0:
-            raise ValueError(f"model.net.objectness_prior must be in (0, 1), got {prior}")
         for block in (self.block3, self.block4, self.block5):
             with torch.no_grad():
                 bias = block.head[-1].bias.view(self.num_anchors, 5 + self.num_classes)

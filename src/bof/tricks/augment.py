@@ -21,6 +21,7 @@ from torchvision.ops import box_iou
 from torchvision.transforms import v2
 
 from bof.utils.boxes import IMAGENET_MEAN, as_tv_tensors, plain_tensors, resize_image, resize_square
+from bof.utils.checks import fraction, nonnegative, require
 
 PER_BOX_FIELDS = ("labels", "difficult", "weights")
 # GluonCV's imresize draws one of cv2's five interpolations (np.random.randint(0, 5)); the two torchvision
@@ -192,7 +193,7 @@ class Resize:
     def __init__(self, interpolation: str = "auto"):
         if interpolation not in (*INTERPOLATIONS, "auto"):
             raise ValueError(
-                f"interpolation must be one of {(*INTERPOLATIONS, 'auto')}, got {interpolation!r}"
+                f"augment.interpolation={interpolation!r}: must be one of {(*INTERPOLATIONS, 'auto')}"
             )
         self.interpolation = interpolation
 
@@ -226,6 +227,12 @@ class YOLOAugment:
         crop_trials: int = 50,
         flip_p: float = 0.5,
     ):
+        require("augment.brightness_delta", brightness_delta, nonnegative, "a number of grey levels >= 0")
+        require("augment.hue_degrees", hue_degrees, lambda v: 0 <= v <= 180, "degrees in [0, 180]")
+        require("augment.color_p", color_p, fraction, "a probability in [0, 1]")
+        require("augment.expand_p", expand_p, fraction, "a probability in [0, 1]")
+        require("augment.max_expand", max_expand, lambda v: v >= 1, "a canvas side ratio >= 1")
+        require("augment.crop_min_scale", crop_min_scale, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
         self.color = dict(
             brightness_delta=brightness_delta, contrast=tuple(contrast), saturation=tuple(saturation),
             hue_degrees=hue_degrees, p=color_p,

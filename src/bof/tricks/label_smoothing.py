@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bof.utils.checks import require
+
 SOFTMAX_EPSILON = 0.01
 SIGMOID_MAX_EPSILON = 1.0 / 40
 
@@ -23,8 +25,9 @@ class LabelSmoothing:
     """``epsilon``: None picks each head's paper rule; a number overrides both rules."""
 
     def __init__(self, epsilon: float | None = None):
-        if epsilon is not None and not 0.0 <= epsilon < 0.5:
-            raise ValueError(f"smoothing.epsilon must be in [0, 0.5), got {epsilon}")
+        # [0, 0.5), not [0, 1) (the start-up rule this replaces): one epsilon overrides both heads, and a
+        # sigmoid head's positive target 1 - eps must stay above its negatives' eps (at 0.5 they are equal)
+        require("smoothing.epsilon", epsilon, lambda v: 0 <= v < 0.5, "a number in [0, 0.5)", optional=True)
         self.epsilon = epsilon
 
     def sigmoid_epsilon(self, num_classes: int) -> float:

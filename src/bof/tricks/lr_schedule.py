@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import torch
 
+from bof.utils.checks import count, fraction, nonnegative, require
+
 
 class Warmup:
     """The linear warmup both schedules start with: ``warmup_iters`` iterations if set, else
@@ -30,6 +32,9 @@ class Warmup:
     def __init__(
         self, warmup_epochs: float = 0.0, warmup_iters: int | None = None, warmup_start: float = 0.0
     ):
+        require("lr_schedule.warmup_epochs", warmup_epochs, nonnegative, "a number of epochs >= 0")
+        require("lr_schedule.warmup_iters", warmup_iters, count, "a whole number of iterations >= 0", True)
+        require("lr_schedule.warmup_start", warmup_start, fraction, "a factor of lr in [0, 1]")
         self.warmup_epochs, self.warmup_iters, self.warmup_start = warmup_epochs, warmup_iters, warmup_start
 
     def warmup_length(self, iters_per_epoch: int) -> float:
@@ -62,6 +67,7 @@ class StepSchedule(Warmup):
         warmup_start: float = 0.0,
     ):
         super().__init__(warmup_epochs, warmup_iters, warmup_start)
+        require("lr_schedule.gamma", gamma, lambda v: 0 < v <= 1, "a decay factor in (0, 1]")
         self.milestones, self.gamma, self.reference_epochs = sorted(milestones), gamma, reference_epochs
 
     def milestone_epochs(self, epochs: int) -> list[int]:

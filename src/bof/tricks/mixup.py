@@ -27,6 +27,9 @@ import math
 import numpy as np
 import torch
 
+from bof.utils.boxes import box_weights
+from bof.utils.checks import count, fraction, positive, require
+
 
 class MixupSwitchOff:
     """Mixup is on for every epoch except the last ``off_epochs(epochs)``: ``off_last_epochs`` (the
@@ -34,6 +37,8 @@ class MixupSwitchOff:
     the same last 10% of the run the paper used (a 20-epoch run mixes for 18 epochs instead of never)."""
 
     def __init__(self, off_last_epochs: int, max_off_fraction: float):
+        require("mixup.off_last_epochs", off_last_epochs, count, "a whole number of epochs >= 0")
+        require("mixup.max_off_fraction", max_off_fraction, fraction, "a fraction in [0, 1]")
         self.off_last_epochs, self.max_off_fraction = off_last_epochs, max_off_fraction
 
     def off_epochs(self, epochs: int) -> int:
@@ -56,10 +61,10 @@ class DetectionMixup(MixupSwitchOff):
         off_last_epochs: int = 20,
         max_off_fraction: float = 0.1,
     ):
-        if fixed_lambda is None and (alpha <= 0 or beta <= 0):
-            raise ValueError(f"mixup.alpha and mixup.beta must be > 0, got {alpha}, {beta}")
-        if fixed_lambda is not None and not 0.0 <= fixed_lambda <= 1.0:
-            raise ValueError(f"mixup.fixed_lambda must be in [0, 1], got {fixed_lambda}")
+        if fixed_lambda is None:  # Beta(alpha, beta) is drawn only without a fixed lambda
+            require("mixup.alpha", alpha, positive, "a number > 0")
+            require("mixup.beta", beta, positive, "a number > 0")
+        require("mixup.fixed_lambda", fixed_lambda, fraction, "a number in [0, 1]", optional=True)
         super().__init__(off_last_epochs, max_off_fraction)
         self.alpha, self.beta, self.fixed_lambda = alpha, beta, fixed_lambda
 
@@ -115,13 +120,6 @@ def mixup_targets(target1: dict, target2: dict, lam: float, canvas_size: tuple[i
     return mixed
 
 
-def box_weights(target: dict) -> torch.Tensor:
-    """The target's per-box loss weights [N] (1 where none were set)."""
-    weights = target.get("weights")
-    boxes = target["boxes"]
-    return weights.float() if weights is not None else torch.ones(len(boxes), device=boxes.device)
-
-
 def mixup_detection(image1, target1, image2, target2, lam: float) -> tuple[torch.Tensor, dict]:
     """The whole mix of two samples; returns the uint8 canvas and the merged target."""
     canvas = mixup_images(image1, image2, lam)
@@ -134,8 +132,7 @@ class ClassificationMixup(MixupSwitchOff):
     permuted batch. Active in every epoch except the last ``off_epochs(epochs)``, as detection mixup."""
 
     def __init__(self, alpha: float = 0.2, off_last_epochs: int = 0, max_off_fraction: float = 0.1):
-        if alpha <= 0:
-            raise ValueError(f"mixup.alpha must be > 0, got {alpha}")
+        require("mixup.alpha", alpha, positive, "a number > 0")
         super().__init__(off_last_epochs, max_off_fraction)
         self.alpha = alpha
 

@@ -106,6 +106,13 @@ def xyxy_to_voc(boxes):
     return out
 
 
+def box_weights(target: dict) -> torch.Tensor:
+    """The target's per-box loss weights [N] (1 where none were set; mixup sets lam and 1 - lam)."""
+    weights = target.get("weights")
+    boxes = target["boxes"]
+    return weights.float() if weights is not None else torch.ones(len(boxes), device=boxes.device)
+
+
 def clip_boxes(target: dict, height: int, width: int) -> dict:  # target tensors: torch
     """Boxes [N, 4] xyxy clipped to the image; boxes left without area are dropped with their per-box
     fields (``labels``, ``difficult``). The same rule for VOC and COCO."""
