@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-tables test-all lint tensorboard bench ablation-demo clean
+.PHONY: help install train test-unit test test-tables test-all lint tensorboard bench ablation-demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,7 +24,10 @@ install: $(STAMP)  ## create .venv and install bof (editable) with its dependenc
 train: $(STAMP)  ## train the default config (narrow YOLOv3, synthetic data, CPU) and print its VOC07 mAP
 	$(VENV)/bin/bof-train $(ARGS)
 
-test: $(STAMP)  ## run the fast test suite
+test-unit: $(STAMP)  ## the quick tier for contributors: tests/unit, the package's parts one by one
+	$(PY) -m pytest -q tests/unit -m "not slow and not tables" $(ARGS)
+
+test: $(STAMP)  ## the README's test command: tests/unit and tests/e2e, all but the full-scale tables and the slow demo
 	$(PY) -m pytest -q -m "not slow and not tables" $(ARGS)
 
 test-tables: $(STAMP)  ## every row of Tables 1-6 at full scale: one iteration each on generated data (~15 min)

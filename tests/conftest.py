@@ -1,35 +1,24 @@
-"""Shared fixtures: the real configs composed with tiny, fast overrides."""
+"""Fixtures only (the values and functions they use live in tests/helpers)."""
 
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+import torch
 
-from bof.config import CONFIG_DIR
+from tests.helpers import config_maker
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"  # real VOC XML and a golden COCO case (README there)
 
-# a YOLOv3 of width 1/16 on 16 synthetic 64-96 px images: a training epoch takes about a second
-TINY_YOLO = ["model.net.width=0.0625", "model.train_size=64", "model.val_size=64"]
-TINY_FASTER_RCNN = [
-    "model.net.min_size=64",
-    "model.net.max_size=96",
-    "model.net.rois_per_image=16",
-    "model.net.pretrained_backbone=false",  # no internet in tests
-]
-TINY = [
-    *TINY_YOLO,
-    "++data.generator.num_train=16",
-    "++data.generator.num_val=8",
-    "++data.generator.num_test=4",
-    "++data.generator.image_size=[64,96]",
-    "trainer.epochs=2",
-    "trainer.batch_size=4",
-    "trainer.eval_interval=1",
-    "trainer.num_workers=0",
-    "trainer.progress=false",
-    "trainer.num_images_logged=2",
-]
+@pytest.fixture(autouse=True)
+def restore_global_rng_states():
+    """Every test leaves Python's, NumPy's and torch's global random states as it found them, so that no
+    test's outcome depends on which tests ran before it."""
+    python, numpy, cpu = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    yield
+    random.setstate(python)
+    np.random.set_state(numpy)
+    torch.random.set_rng_state(cpu)
 
 
 @pytest.fixture(scope="session")
@@ -42,25 +31,3 @@ def cache_dir(tmp_path_factory) -> Path:
 def make_cfg(tmp_path, cache_dir):
     """compose("train", TINY + overrides) writing into a fresh run directory."""
     return config_maker(tmp_path, cache_dir)
-
-
-def config_maker(tmp_path: Path, cache_dir: Path):
-    """make_cfg's function, for fixtures of a wider scope."""
-
-    def make(*overrides: str, output_dir: Path | None = None):
-        tiny = TINY
-        own_sizes = ("model=faster_rcnn", "experiment=faster_rcnn", "experiment=resnet")
-        if any(o.startswith(own_sizes) for o in overrides):
-            tiny = [o for o in TINY if o not in TINY_YOLO] + TINY_FASTER_RCNN
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose(
-                "train",
-                overrides=[
-                    *tiny,
-                    f"data.root={cache_dir}",
-                    f"trainer.output_dir={output_dir or tmp_path / 'run'}",
-                    *overrides,
-                ],
-            )
-
-    return make

@@ -5,7 +5,7 @@ resized to S = the run's model.val_size, as bof-eval feeds them) and returns box
 pixels, clipped) and scores [B, N, K] (sigmoid(objectness) x sigmoid(class)): normalisation, the network
 and the box decoding inside, the batch size free. The last step, the per-class NMS, is left to the
 runtime that has one (``bof.models.yolov3.YOLOv3PostProcess.select`` is the reference: the exported
-outputs through it give the PyTorch model's detections, tests/test_beyond_training.py).
+outputs through it give the PyTorch model's detections, tests/e2e/test_beyond_training.py).
 
 Faster R-CNN, TorchScript (torchvision's scriptable detector; its ONNX path needs the legacy exporter
 and fixed image sizes, so it is not offered): a list of uint8 images [3, H_i, W_i] of any sizes in, per

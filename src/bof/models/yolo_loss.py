@@ -46,7 +46,7 @@ class YOLOv3Loss(nn.Module):
     optionally ``weights`` [G_i] (mixup lambda per box).
     input_size: (H, W) of the batch in pixels.
 
-    Free of host synchronisation (tests/test_host_sync.py runs it on the ``meta`` device): no shape
+    Free of host synchronisation (tests/e2e/test_host_sync.py runs it on the ``meta`` device): no shape
     depends on the data. Every box is scored at every scale and masked where it is not that scale's
     positive, instead of selecting the positives with boolean indexing.
     """

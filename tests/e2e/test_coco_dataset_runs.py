@@ -1,0 +1,26 @@
+"""The COCO loader on the real val2014 annotations of the fixture, and data=synthetic_coco end to end."""
+
+import json
+
+from bof.train import train
+
+
+def test_data_synthetic_coco_trains_and_evaluates_with_cocoeval(make_cfg, tmp_path):
+    metrics = train(make_cfg("data=synthetic_coco"))
+    assert metrics["metric"] == "coco" and 0.0 <= metrics["AP"] <= 1.0 and "AR100" in metrics
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(saved) >= {
+        "AP",
+        "AP50",
+        "AP75",
+        "APs",
+        "APm",
+        "APl",
+        "AR1",
+        "AR10",
+        "AR100",
+        "ARs",
+        "ARm",
+        "ARl",
+    }
+    assert (tmp_path / "run" / "results" / "coco_results.json").is_file()

@@ -1,0 +1,150 @@
+"""End to end: train(cfg) on tiny synthetic data, dry run, resume, the CLI."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import bof.train
+from bof.config import check_paper_setup
+from bof.train import train
+from tests.helpers import scalar_tags
+
+
+def test_train_writes_metrics_checkpoints_results_and_tensorboard(make_cfg, tmp_path):
+    metrics = train(make_cfg())
+    run = tmp_path / "run"
+    assert 0.0 <= metrics["map"] <= 1.0 and set(metrics["ap"]) == {
+        "circle",
+        "square",
+        "triangle",
+        "cross",
+        "diamond",
+        "ring",
+    }
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["map"] == metrics["map"] and saved["num_params"] == metrics["num_params"] > 0
+    assert (
+        saved["config"]["trainer"]["epochs"] == 2 and saved["images_per_s"] > 0 and saved["wall_time_s"] > 0
+    )
+    for name in ("last.pt", "best.pt"):
+        checkpoint = torch.load(run / name, weights_only=True)
+        assert {"model", "optimizer", "lr_scheduler", "scaler", "epoch", "rng", "config"} <= set(checkpoint)
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in (run / "results").iterdir())[0].startswith("comp4_det_test_")
+
+    events = scalar_tags(run)
+    tags = events.Tags()
+    for tag in (
+        "train/lr",
+        "train/loss",
+        "train/loss_obj",
+        "train/loss_xy",
+        "train/loss_wh",
+        "train/loss_cls",
+        "train/input_size",
+        "val/mAP",
+    ):
+        assert tag in tags["scalars"], tag
+    assert any(t.startswith("val/AP/") for t in tags["scalars"])
+    assert len(events.Scalars("train/lr")) == 8  # 2 epochs x 4 iterations, logged every iteration
+    assert {e.value for e in events.Scalars("train/input_size")} == {64}
+    assert any(t.startswith("val/detections/") for t in tags["images"])
+
+
+def test_dry_run_builds_everything_and_trains_nothing(make_cfg, tmp_path):
+    result = train(make_cfg("trainer.dry_run=true"))
+    assert result == {
+        "dry_run": True,
+        "num_params": result["num_params"],
+        "iters_per_epoch": 4,
+        "train_images": 16,
+        "val_images": 8,
+    }
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_resumed_run_ends_with_the_same_weights(make_cfg, tmp_path, monkeypatch):
+    uninterrupted = tmp_path / "a"
+    train(make_cfg("trainer.epochs=3", output_dir=uninterrupted))
+
+    real_train_one_epoch = bof.train.train_one_epoch
+    calls = []
+
+    def stop_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated stop")
+        return real_train_one_epoch(*args, **kwargs)
+
+    interrupted = tmp_path / "b"
+    monkeypatch.setattr(bof.train, "train_one_epoch", stop_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_cfg("trainer.epochs=3", output_dir=interrupted))
+    assert torch.load(interrupted / "last.pt", weights_only=True)["epoch"] == 0
+    monkeypatch.setattr(bof.train, "train_one_epoch", real_train_one_epoch)
+    train(make_cfg("trainer.epochs=3", "trainer.resume=true", output_dir=interrupted))
+
+    a = torch.load(uninterrupted / "last.pt", weights_only=True)
+    b = torch.load(interrupted / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["lr_scheduler"]["last_epoch"] == b["lr_scheduler"]["last_epoch"] == 12
+
+
+def test_resume_without_checkpoint_names_the_path(make_cfg, tmp_path):
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        train(make_cfg("trainer.resume=true"))
+
+
+def test_unknown_trainer_key_fails_loudly(make_cfg):
+    with pytest.raises(Exception, match="epoch"):
+        train(make_cfg("+trainer.epoch=3"))
+
+
+def test_cli_help_lists_the_config_groups():
+    out = subprocess.run(
+        [sys.executable, "-m", "bof.train", "--help"], capture_output=True, text=True, check=True
+    )
+    for group in ("data:", "model:", "optimizer:", "lr_schedule:", "experiment:"):
+        assert group in out.stdout, group
+    assert "synthetic" in out.stdout and "voc" in out.stdout
+
+
+def test_cli_run_writes_one_run_directory(tmp_path, cache_dir):
+    from tests.helpers import TINY
+
+    run_dir = tmp_path / "cli-run"
+    env = dict(os.environ, BOF_CACHE_DIR=str(cache_dir))
+    overrides = [o for o in TINY if not o.startswith("trainer.epochs")] + [
+        "trainer.epochs=1",
+        f"hydra.run.dir={run_dir}",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "bof.train", *overrides], env=env, check=True, capture_output=True, text=True
+    )
+    # the last words: where the run is and the one command that serves its TensorBoard
+    printed = done.stdout + done.stderr
+    assert f"run directory: {run_dir}" in printed
+    tensorboard = printed.rsplit("its TensorBoard: ", 1)[1].split()
+    assert Path(tensorboard[0]).name == "tensorboard" and Path(tensorboard[0]).is_file()
+    assert tensorboard[1:] == ["--logdir", str(run_dir / "tensorboard")]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and (run_dir / "train.log").read_text().count("final VOC07 mAP") == 1
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_a_run_off_the_papers_data_parallelism_says_so(caplog):
+    setup = OmegaConf.create({"world_size": 8, "batch_per_process": 8})
+    with caplog.at_level(logging.WARNING, logger="bof"):
+        check_paper_setup(setup, 8, 8)
+        assert not caplog.records  # the paper's 8 x 8: nothing to say
+        check_paper_setup(setup, 2, 32)
+    assert "2 process(es) x 32 images; the paper's setup is 8 x 8" in caplog.text

@@ -1,0 +1,137 @@
+"""What the tests share, imported from here only (never from conftest.py or from another test file):
+the repository's paths, the tiny configs every run test composes, and small readers of a run's output.
+Files generated in the formats users bring live in :mod:`tests.helpers.generated`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from bof.config import CONFIG_DIR, validate_trainer
+from bof.engine.run_setup import Run
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
+FIXTURES = REPO / "tests" / "fixtures"  # real VOC XML and a golden COCO case (README there)
+
+# a YOLOv3 of width 1/16 on 16 synthetic 64-96 px images: a training epoch takes about a second
+TINY_YOLO = ["model.net.width=0.0625", "model.train_size=64", "model.val_size=64"]
+TINY_FASTER_RCNN = [
+    "model.net.min_size=64",
+    "model.net.max_size=96",
+    "model.net.rois_per_image=16",
+    "model.net.pretrained_backbone=false",  # no internet in tests
+]
+TINY = [
+    *TINY_YOLO,
+    "++data.generator.num_train=16",
+    "++data.generator.num_val=8",
+    "++data.generator.num_test=4",
+    "++data.generator.image_size=[64,96]",
+    "trainer.epochs=2",
+    "trainer.batch_size=4",
+    "trainer.eval_interval=1",
+    "trainer.num_workers=0",
+    "trainer.progress=false",
+    "trainer.num_images_logged=2",
+]
+# runs whose weights two process counts must move alike (tests/e2e/e2e/test_distributed.py)
+DETERMINISTIC = ["augment=none", "augment.interpolation=bilinear", "mixup=off", "syncbn=on",
+                 "trainer.epochs=2", "trainer.grad_clip=null"]  # fmt: skip
+
+
+def config_maker(tmp_path: Path, cache_dir: Path):
+    """compose("train", TINY + overrides) writing into ``tmp_path / "run"`` (or ``output_dir``), with the
+    synthetic data cached in ``cache_dir``: the ``make_cfg`` fixture's function, for any fixture scope."""
+
+    def make(*overrides: str, output_dir: Path | None = None):
+        tiny = TINY
+        own_sizes = ("model=faster_rcnn", "experiment=faster_rcnn", "experiment=resnet")
+        if any(o.startswith(own_sizes) for o in overrides):
+            tiny = [o for o in TINY if o not in TINY_YOLO] + TINY_FASTER_RCNN
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose(
+                "train",
+                overrides=[
+                    *tiny,
+                    f"data.root={cache_dir}",
+                    f"trainer.output_dir={output_dir or tmp_path / 'run'}",
+                    *overrides,
+                ],
+            )
+
+    return make
+
+
+def cpu_run(cfg, output_dir: Path | None = None) -> Run:
+    """The :class:`Run` of a single CPU process for a composed config (what ``start_run`` would give)."""
+    return Run(validate_trainer(cfg.trainer), Path(output_dir or cfg.trainer.output_dir), torch.device("cpu"))
+
+
+def scalar_tags(run_dir: Path) -> EventAccumulator:
+    """A run's TensorBoard events, loaded."""
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def assert_weights_moved_alike(cfg, run: Path, other: Path) -> None:
+    """The final weights of two runs moved the same way from cfg's initial ones, within 1% of the
+    distance moved (float reordering of a sum over 1 or 2 processes: tests/e2e/e2e/test_distributed.py)."""
+    torch.manual_seed(cfg.seed)
+    initial = instantiate(cfg.model.net, num_classes=6).state_dict()
+    final = [torch.load(d / "last.pt", weights_only=True)["model"] for d in (run, other)]
+    moved = 0
+    for key, start in initial.items():
+        if start.is_floating_point():
+            key = f"net.{key}"  # the network inside the YOLOv3Detector
+            delta_one, delta_two = final[0][key] - start, final[1][key] - start
+            # + 1e-6: a few float32 ulps of weights of magnitude ~1 (BN scales) that barely moved
+            assert (delta_one - delta_two).abs().max() <= 1e-2 * delta_one.abs().max() + 1e-6, key
+            moved += bool(delta_one.abs().max() > 0)
+    assert moved > 100  # the comparison is not between untrained copies
+
+
+OFF = {"augment": "yolo", "mixup": "off", "smoothing": "off", "lr_schedule": "step", "random_shapes": "off",
+       "syncbn": "off"}  # fmt: skip
+ALL_YOLO = {"augment": "yolo", "mixup": "beta15", "smoothing": "on", "lr_schedule": "cosine",
+            "random_shapes": "on", "syncbn": "on"}  # fmt: skip
+ALL_RCNN = {**OFF, "augment": "rcnn", "mixup": "beta15", "smoothing": "on", "lr_schedule": "cosine"}
+RCNN = {**OFF, "augment": "rcnn"}
+# every row of the paper (docs/tables.md), in its table's order (the sweeps', conf/sweep/) -> the tricks it
+# names; Tables 2-3 stack one trick per row
+PAPER_ROWS = {
+    "table1/fixed05": {**OFF, "mixup": "fixed05"},
+    "table1/beta1": {**OFF, "mixup": "beta1"},
+    "table1/beta15": {**OFF, "mixup": "beta15"},
+    "table2/no_aug": {**OFF, "augment": "none"},
+    "table2/baseline": OFF,
+    "table2/syncbn": {**OFF, "syncbn": "on"},
+    "table2/random_shapes": {**OFF, "syncbn": "on", "random_shapes": "on"},
+    "table2/cosine": {**OFF, "syncbn": "on", "random_shapes": "on", "lr_schedule": "cosine"},
+    "table2/smoothing": {**ALL_YOLO, "mixup": "off"},
+    "table2/mixup": ALL_YOLO,
+    "table3/no_aug": {**RCNN, "augment": "none"},
+    "table3/baseline": RCNN,
+    "table3/cosine": {**RCNN, "lr_schedule": "cosine"},
+    "table3/smoothing": {**RCNN, "lr_schedule": "cosine", "smoothing": "on"},
+    "table3/mixup": ALL_RCNN,
+    "table4/frcnn_r50-original": RCNN,
+    "table4/frcnn_r50-bof": ALL_RCNN,
+    "table4/frcnn_r101-original": RCNN,
+    "table4/frcnn_r101-bof": ALL_RCNN,
+    "table4/yolov3-original": OFF,
+    "table4/yolov3-bof": ALL_YOLO,
+    "table5/plain-plain": {**ALL_YOLO, "mixup": "off"},
+    "table5/plain-mixup": ALL_YOLO,
+    "table5/mixup-plain": {**ALL_YOLO, "mixup": "off"},
+    "table5/mixup-mixup": ALL_YOLO,
+    "table6/plain-plain": {**ALL_RCNN, "mixup": "off"},
+    "table6/plain-mixup": ALL_RCNN,
+    "table6/mixup-plain": {**ALL_RCNN, "mixup": "off"},
+    "table6/mixup-mixup": ALL_RCNN,
+}

@@ -1,0 +1,180 @@
+"""Faster R-CNN: torchvision's parameter counts, trick-aware losses, training runs, and the free lunch."""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+from bof.engine.run_setup import build_tricks
+from bof.models.faster_rcnn import SMOOTH_L1_BETA, FasterRCNNDetector
+from bof.train import build_data_loaders, build_model
+from tests.helpers import cpu_run
+
+
+def parameters(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_r50_fpn_matches_torchvision_builder():
+    ours = FasterRCNNDetector(num_classes=20, depth=50, design="fpn", trainable_bn=True)
+    reference = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=21)
+    assert parameters(ours) == parameters(reference) == 41_449_656
+
+
+def test_c4_design_has_one_stride_16_map_and_layer4_as_roi_head():
+    model = FasterRCNNDetector(num_classes=20, depth=101, design="c4")
+    features = model.detector.backbone(torch.zeros(1, 3, 64, 96))
+    assert features.shape == (1, 1024, 4, 6)  # stride 16
+    assert model.detector.roi_heads.box_head[0][0].conv1.in_channels == 1024  # layer4 takes the RoIs
+    assert model.detector.roi_heads.box_predictor.cls_score.out_features == 21
+
+
+def batch(weight=1.0):
+    torch.manual_seed(0)
+    images = [torch.randn(3, 64, 80), torch.randn(3, 72, 64)]
+    targets = [
+        {"boxes": torch.tensor([[5.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]),
+         "labels": torch.tensor([0, 2]), "weights": torch.tensor([weight, weight])},
+        {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]]), "labels": torch.tensor([1]),
+         "weights": torch.tensor([weight])},
+    ]  # fmt: skip
+    return images, targets
+
+
+def losses(model, weight=1.0):
+    torch.manual_seed(1)  # the RPN and RoI samplers draw from the global RNG
+    return model(*batch(weight))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return FasterRCNNDetector(num_classes=3, depth=50, design="fpn", min_size=64, max_size=96).train()
+
+
+def test_mixup_weights_scale_the_rpn_and_roi_losses_of_matched_boxes(model):
+    full, half = ({k: v.item() for k, v in losses(model, w).items()} for w in (1.0, 0.5))
+    assert half["loss_box_reg"] == pytest.approx(0.5 * full["loss_box_reg"], rel=1e-5)
+    assert half["loss_rpn_box_reg"] == pytest.approx(0.5 * full["loss_rpn_box_reg"], rel=1e-5)
+    assert half["loss_classifier"] < full["loss_classifier"]  # background RoIs keep weight 1
+    assert half["loss_objectness"] < full["loss_objectness"]
+
+
+def test_label_smoothing_changes_the_roi_classification_loss(model):
+    plain = losses(model)["loss_classifier"]
+    model.detector.roi_heads.label_smoothing = 0.1
+    try:
+        smoothed = losses(model)["loss_classifier"]
+    finally:
+        model.detector.roi_heads.label_smoothing = 0.0
+    assert smoothed != plain
+
+
+def test_smoothing_on_builds_the_softmax_rule_and_syncbn_trainable_bn(make_cfg):
+    cfg = make_cfg("model=faster_rcnn_r50_c4", "smoothing=on")
+    model = build_model(cfg, 6, torch.device("cpu"), smoothing=build_tricks(cfg).smoothing)
+    # docs/fidelity.md "Label smoothing": softmax eps 0.01
+    assert model.detector.roi_heads.label_smoothing == 0.01
+    trainable = build_model(cfg, 6, torch.device("cpu"), trainable_bn=True)
+    norms = {type(m).__name__ for m in trainable.modules() if "BatchNorm" in type(m).__name__}
+    assert norms == {"BatchNorm2d"}
+    assert {type(m).__name__ for m in model.modules() if "BatchNorm" in type(m).__name__} == {
+        "FrozenBatchNorm2d"
+    }
+
+
+def first_batch(cfg):
+    train_set = instantiate(cfg.data.train)
+    loader, _ = build_data_loaders(cfg, cpu_run(cfg), train_set, train_set, build_tricks(cfg))
+    loader.batch_sampler.set_epoch(0)
+    keys = next(iter(loader.batch_sampler))
+    return [train_set[k.index][0] for k in keys], next(iter(loader))[0]
+
+
+def test_images_keep_their_size_and_augment_none_never_flips(make_cfg):
+    raw, images = first_batch(make_cfg("model=faster_rcnn_r50_fpn", "augment=none"))
+    assert isinstance(images, list) and all(torch.equal(a, b) for a, b in zip(raw, images, strict=True))
+    raw, images = first_batch(make_cfg("model=faster_rcnn_r50_fpn", "augment=rcnn", "augment.flip_p=1.0"))
+    assert all(torch.equal(a.flip(-1), b) for a, b in zip(raw, images, strict=True))
+
+
+ALL_TRICKS = ["augment=yolo", "mixup=beta15", "smoothing=on", "lr_schedule=cosine", "syncbn=on"]
+NO_TRICKS = ["augment=none", "mixup=off", "smoothing=off", "lr_schedule=step", "syncbn=off"]
+
+
+@pytest.mark.parametrize("model_option", ["yolov3", "faster_rcnn_r50_fpn"])
+def test_free_lunch_inference_is_unchanged_by_every_trick(make_cfg, model_option):
+    built = []
+    for tricks in (ALL_TRICKS, NO_TRICKS):
+        cfg = make_cfg(
+            f"model={model_option}", *tricks, *(["random_shapes=on"] if model_option == "yolov3" else [])
+        )
+        t = build_tricks(cfg)
+        torch.manual_seed(0)
+        built.append(build_model(cfg, 6, torch.device("cpu"), smoothing=t.smoothing).eval())  # one process
+    on, off = built
+    assert {k: v.shape for k, v in on.state_dict().items()} == {
+        k: v.shape for k, v in off.state_dict().items()
+    }
+    off.load_state_dict(on.state_dict())
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        if model_option == "yolov3":  # the raw head outputs, before any score threshold
+            raw_on, raw_off = on.net(image), off.net(image)
+            assert all(torch.equal(a, b) for a, b in zip(raw_on, raw_off, strict=True))
+        inputs = image if model_option == "yolov3" else list(image)
+        a, b = on(inputs), off(inputs)
+        assert all(torch.equal(a[0][k], b[0][k]) for k in ("boxes", "scores", "labels"))
+
+
+def test_random_shapes_with_faster_rcnn_says_it_is_yolov3s_trick(make_cfg):
+    with pytest.raises(
+        ValueError, match=r"random_shapes=on .* model=faster_rcnn_r50_fpn .* random_shapes=off"
+    ):
+        build_tricks(make_cfg("model=faster_rcnn_r50_fpn", "random_shapes=on"))
+
+
+GLUONCV_C4 = {  # docs/fidelity.md "Faster R-CNN": GluonCV's faster_rcnn_resnet*_v1b_voc / _coco
+    "faster_rcnn_r50_c4": dict(pre=(12000, 6000), post=(2000, 300), rpn_nms=0.7, min_size=16, sampling=2,
+                               beta=1.0, score=1e-4, nms=0.3, keep=100),
+    "faster_rcnn_r101_c4_coco": dict(pre=(12000, 6000), post=(2000, 1000), rpn_nms=0.7, min_size=1,
+                                     sampling=2, beta=1.0, score=0.05, nms=0.5, keep=1 << 30),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(GLUONCV_C4))
+def test_c4_models_take_gluoncvs_proposal_and_detection_values(make_cfg, name):
+    expected = GLUONCV_C4[name]
+    net = instantiate(make_cfg(f"model={name}").model.net, num_classes=3).detector
+    rpn, heads = net.rpn, net.roi_heads
+    assert (rpn._pre_nms_top_n["training"], rpn._pre_nms_top_n["testing"]) == expected["pre"]
+    assert (rpn._post_nms_top_n["training"], rpn._post_nms_top_n["testing"]) == expected["post"]
+    assert (rpn.nms_thresh, rpn.min_size, heads.box_roi_pool.sampling_ratio) == (
+        expected["rpn_nms"],
+        expected["min_size"],
+        expected["sampling"],
+    )
+    assert (heads.box_beta, heads.score_thresh, heads.nms_thresh, heads.detections_per_img) == (
+        expected["beta"],
+        expected["score"],
+        expected["nms"],
+        expected["keep"],
+    )
+
+
+def test_roi_box_beta_and_rpn_min_size_act(model):
+    """rho 1 instead of 1/9 changes the RoI box loss; a minimum proposal side larger than the image
+    leaves no proposal, hence no detection."""
+    heads = model.detector.roi_heads
+    ninth = losses(model)["loss_box_reg"]
+    heads.box_beta = 1.0
+    try:
+        assert losses(model)["loss_box_reg"] < ninth  # smooth L1 with beta 1 is below beta 1/9
+    finally:
+        heads.box_beta = SMOOTH_L1_BETA
+    torch.manual_seed(0)
+    kwargs = dict(num_classes=3, depth=50, design="c4", min_size=64, max_size=96, box_score_thresh=0.0)
+    images = batch()[0]
+    some = FasterRCNNDetector(**kwargs).eval()(images)
+    none = FasterRCNNDetector(**kwargs, rpn_min_size=1000).eval()(images)
+    assert len(some[0]["boxes"]) > 0 and all(len(d["boxes"]) == 0 for d in none)
