@@ -51,9 +51,14 @@ def keyed(cfg, size: int, count: int):
     tricks = build_tricks(cfg)
     train_set = instantiate(cfg.data.train)
     sampler = KeyedBatchSampler(
-        range(len(train_set)), 1, lambda it: size, seed=0, mixup=tricks.mixup,
-        dataset_size=len(train_set), epochs=cfg.trainer.epochs,
-    )  # fmt: skip
+        range(len(train_set)),
+        1,
+        lambda it: size,
+        seed=0,
+        mixup=tricks.mixup,
+        dataset_size=len(train_set),
+        epochs=cfg.trainer.epochs,
+    )
     keys = [batch[0] for batch in sampler][:count]
     dataset = KeyedDataset(train_set, tricks.augment)
     return lambda i: dataset[keys[i % len(keys)]], train_set
@@ -61,24 +66,29 @@ def keyed(cfg, size: int, count: int):
 
 def torchvision_reference(train_set, size: int):
     fill = tuple(round(255 * m) for m in IMAGENET_MEAN)
-    pipeline = v2.Compose([
-        v2.RandomPhotometricDistort(p=0.5),
-        v2.RandomZoomOut(fill={tv_tensors.Image: fill, "others": 0}, side_range=(1.0, 4.0), p=0.5),
-        v2.RandomIoUCrop(),
-        v2.Resize((size, size), antialias=True),
-        v2.RandomHorizontalFlip(0.5),
-        v2.SanitizeBoundingBoxes(labels_getter=lambda inputs: inputs[1]["labels"]),
-    ])  # fmt: skip
+    pipeline = v2.Compose(
+        [
+            v2.RandomPhotometricDistort(p=0.5),
+            v2.RandomZoomOut(fill={tv_tensors.Image: fill, "others": 0}, side_range=(1.0, 4.0), p=0.5),
+            v2.RandomIoUCrop(),
+            v2.Resize((size, size), antialias=True),
+            v2.RandomHorizontalFlip(0.5),
+            v2.SanitizeBoundingBoxes(labels_getter=lambda inputs: inputs[1]["labels"]),
+        ]
+    )
     return lambda i: pipeline(*as_tv_tensors(*train_set[i % len(train_set)]))
 
 
 # photo-sized synthetic images when no data set is named: VOC's 500 x 375 and COCO's 640 x 480
 PHOTO_SETS = {
-    f"synthetic {w} x {h}": [f"++data.generator.image_size=[[{w},{w}],[{h},{h}]]",
-                             "++data.generator.num_train=300", "++data.generator.num_val=10",
-                             "++data.generator.num_test=10"]
+    f"synthetic {w} x {h}": [
+        f"++data.generator.image_size=[[{w},{w}],[{h},{h}]]",
+        "++data.generator.num_train=300",
+        "++data.generator.num_val=10",
+        "++data.generator.num_test=10",
+    ]
     for w, h in ((500, 375), (640, 480))
-}  # fmt: skip
+}
 WARMUP = 10  # images before timing: first decodes, lazy imports, kernel selection
 
 
@@ -114,9 +124,11 @@ def main(argv=None) -> dict[str, dict[str, list[float]]]:
     """-> {data set: {row: images/s of each round}}; prints the median and range of the rounds."""
     args = parse_args(argv)
     named = any(o.startswith("data=") for o in args.overrides)
-    data_sets = {"data set": args.overrides} if named else {
-        name: [*overrides, *args.overrides] for name, overrides in PHOTO_SETS.items()
-    }  # fmt: skip
+    data_sets = (
+        {"data set": args.overrides}
+        if named
+        else {name: [*overrides, *args.overrides] for name, overrides in PHOTO_SETS.items()}
+    )
     torch.set_num_threads(1)  # what a DataLoader worker gets
     results = {}
     for name, overrides in data_sets.items():
@@ -128,8 +140,11 @@ def main(argv=None) -> dict[str, dict[str, list[float]]]:
         results[name] = speeds
     width = max(len(label) for speeds in results.values() for label in speeds)
     names = list(results)
-    print(f"| {'pipeline (1 worker, 1 thread, ' + str(args.size) + ' px)':<{width}} | "
-          + " | ".join(f"{n} (median, min-max of {args.rounds})" for n in names) + " |")  # fmt: skip
+    print(
+        f"| {'pipeline (1 worker, 1 thread, ' + str(args.size) + ' px)':<{width}} | "
+        + " | ".join(f"{n} (median, min-max of {args.rounds})" for n in names)
+        + " |"
+    )
     print(f"|{'-' * (width + 2)}|" + "|".join("-" * (len(n) + 26) for n in names) + "|")
     for label in results[names[0]]:
         cells = []

@@ -33,15 +33,24 @@ def synthetic_coco(images: int, dets_per_image: int, seed: int = 0) -> tuple[dic
         wh = rng.uniform(8, 240, (count, 2))
         cats = rng.integers(1, 81, count)
         for box, cat in zip(np.concatenate([xy, wh], 1).tolist(), cats.tolist(), strict=True):
-            dataset["annotations"].append({
-                "id": len(dataset["annotations"]) + 1, "image_id": image_id, "category_id": cat,
-                "bbox": box, "area": box[2] * box[3], "iscrowd": 0,
-            })  # fmt: skip
+            dataset["annotations"].append(
+                {
+                    "id": len(dataset["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
         jitter = np.concatenate([xy, wh], 1)[rng.integers(0, count, dets_per_image)]
         jitter = jitter + rng.normal(0, 8, jitter.shape)
         jitter[:, 2:] = np.abs(jitter[:, 2:]) + 1
-        labels = np.where(rng.random(dets_per_image) < 0.7, cats[rng.integers(0, count, dets_per_image)],
-                          rng.integers(1, 81, dets_per_image))  # fmt: skip
+        labels = np.where(
+            rng.random(dets_per_image) < 0.7,
+            cats[rng.integers(0, count, dets_per_image)],
+            rng.integers(1, 81, dets_per_image),
+        )
         for box, cat, score in zip(
             jitter.round(2).tolist(), labels.tolist(), rng.random(dets_per_image).tolist(), strict=True
         ):

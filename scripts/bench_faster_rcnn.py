@@ -15,8 +15,12 @@ import torch
 
 from bof.models.faster_rcnn import FasterRCNNDetector
 
-MODELS = {"faster_rcnn_r50_fpn": (50, "fpn"), "faster_rcnn_r101_fpn": (101, "fpn"),
-          "faster_rcnn_r50_c4": (50, "c4"), "faster_rcnn_r101_c4": (101, "c4")}  # fmt: skip
+MODELS = {
+    "faster_rcnn_r50_fpn": (50, "fpn"),
+    "faster_rcnn_r101_fpn": (101, "fpn"),
+    "faster_rcnn_r50_c4": (50, "c4"),
+    "faster_rcnn_r101_c4": (101, "c4"),
+}
 
 
 def step(model, optimizer, image, target) -> None:

@@ -134,11 +134,13 @@ def main(argv=None) -> dict:
     rounds = [
         (timed(bare_step, args.iters, 0, device), timed(full_step, args.iters, 0, device))
         for _ in range(max(args.rounds, 1))
-    ]  # fmt: skip
+    ]
     bare_s, full_s = (statistics.median(r[i] for r in rounds) for i in (0, 1))
     bare, full = batch / bare_s, batch / full_s
-    spread = {k: (batch / max(r[i] for r in rounds), batch / min(r[i] for r in rounds))
-              for i, k in enumerate(("bare", "full"))}  # fmt: skip
+    spread = {
+        k: (batch / max(r[i] for r in rounds), batch / min(r[i] for r in rounds))
+        for i, k in enumerate(("bare", "full"))
+    }
     outside = max(0.0, 1.0 - bare_s / full_s)
 
     # (d): the main process iterating a loader without workers is exactly one worker's work
@@ -169,8 +171,14 @@ def main(argv=None) -> dict:
         rows.append(("peak memory", f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"))
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"| {k:<{width}} | {v} |" for k, v in rows))
-    return {"bare": bare, "full": full, "ratio": full / bare, "per_worker": per_worker, "outside": outside,
-            "spread": spread}  # fmt: skip
+    return {
+        "bare": bare,
+        "full": full,
+        "ratio": full / bare,
+        "per_worker": per_worker,
+        "outside": outside,
+        "spread": spread,
+    }
 
 
 if __name__ == "__main__":

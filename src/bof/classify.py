@@ -38,10 +38,15 @@ log = logging.getLogger("bof.classify")
 
 def imagenet_transforms(size: int) -> tuple[v2.Compose, v2.Compose]:
     """(train, eval) -> uint8 [3, size, size]; normalisation happens on the device, as for detection."""
-    train = v2.Compose([
-        v2.ToImage(), v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
-        v2.ColorJitter(0.4, 0.4, 0.4), PCALighting(0.1),  # GluonCV train_imagenet.py's jitter and lighting
-    ])  # fmt: skip
+    train = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(size, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(0.4, 0.4, 0.4),
+            PCALighting(0.1),  # GluonCV train_imagenet.py's jitter and lighting
+        ]
+    )
     evaluate = v2.Compose([v2.ToImage(), v2.Resize(round(size / 0.875), antialias=True), v2.CenterCrop(size)])
     return train, evaluate
 
@@ -103,16 +108,22 @@ def train_classifier(cfg: DictConfig) -> dict:
     classifier = SoftTargetClassifier(build_classifier(cfg.model.net, num_classes)).to(run.device)
     if run.channels_last:
         classifier = classifier.to(memory_format=torch.channels_last)
-    model, model_without_ddp = data_parallel(classifier, tricks.syncbn, run.device, run.world_size,
-                                             run.local_rank)  # fmt: skip
+    model, model_without_ddp = data_parallel(
+        classifier, tricks.syncbn, run.device, run.world_size, run.local_rank
+    )
     model = compiled(model, trainer.compile, run.device)
     optimization = build_optimization(cfg, model, run, tricks.lr_schedule, len(train_loader))
     soft_targets = SoftTargets(num_classes, tricks, cfg.seed, run.rank, trainer.epochs)
     log.info(
         "task=classify: %s, %d classes, %d train / %d val images, %d iterations/epoch | %s | smoothing %s",
-        type(classifier.net).__name__, num_classes, len(train_set), len(val_set), len(train_loader),
-        "mixup off" if tricks.mixup is None else tricks.mixup.describe(trainer.epochs), soft_targets.epsilon,
-    )  # fmt: skip
+        type(classifier.net).__name__,
+        num_classes,
+        len(train_set),
+        len(val_set),
+        len(train_loader),
+        "mixup off" if tricks.mixup is None else tricks.mixup.describe(trainer.epochs),
+        soft_targets.epsilon,
+    )
     if trainer.dry_run:
         return {"dry_run": True, "num_classes": num_classes, "iters_per_epoch": len(train_loader)}
 
@@ -129,32 +140,53 @@ def train_classifier(cfg: DictConfig) -> dict:
         sampler.set_epoch(epoch)
         soft_targets.set_epoch(epoch)
         # the detection loop: every trainer key means the same
-        train_metrics.update(train_one_epoch(model, train_loader, optimization, run, epoch, writer,
-                                             batch_transform=soft_targets))  # fmt: skip
+        train_metrics.update(
+            train_one_epoch(
+                model, train_loader, optimization, run, epoch, writer, batch_transform=soft_targets
+            )
+        )
         counts.add_epoch(train_metrics)
-        log.info("epoch %d/%d: loss %.3f, %.1f images/s", epoch + 1, trainer.epochs,
-                 train_metrics.get("loss", float("nan")), train_metrics["images_per_s"])  # fmt: skip
+        log.info(
+            "epoch %d/%d: loss %.3f, %.1f images/s",
+            epoch + 1,
+            trainer.epochs,
+            train_metrics.get("loss", float("nan")),
+            train_metrics["images_per_s"],
+        )
 
     def validate(epoch: int) -> dict:
         metrics = accuracy(model_without_ddp, val_loader, run.device)
-        log.info("epoch %d/%d: top-1 %.4f top-5 %.4f", epoch + 1, trainer.epochs, metrics["top1"],
-                 metrics["top5"])  # fmt: skip
+        log.info(
+            "epoch %d/%d: top-1 %.4f top-5 %.4f", epoch + 1, trainer.epochs, metrics["top1"], metrics["top5"]
+        )
         if writer is not None:
             writer.add_scalar("val/top1", metrics["top1"], epoch + 1)
             writer.add_scalar("val/top5", metrics["top5"], epoch + 1)
         return metrics
 
     metrics = epochs.run_all(train_epoch, validate)
-    result = {**metrics, "best_top1": epochs.best, "train_loss": train_metrics.get("loss", float("nan")),
-              "task": "classify", "world_size": run.world_size, "batch_per_process": run.batch_per_process,
-              "wall_time_s": counts.wall_time_s, "images_per_s": counts.mean_images_per_s,
-              "nonfinite_steps_skipped": counts.nonfinite_skipped, "config": resolved}  # fmt: skip
+    result = {
+        **metrics,
+        "best_top1": epochs.best,
+        "train_loss": train_metrics.get("loss", float("nan")),
+        "task": "classify",
+        "world_size": run.world_size,
+        "batch_per_process": run.batch_per_process,
+        "wall_time_s": counts.wall_time_s,
+        "images_per_s": counts.mean_images_per_s,
+        "nonfinite_steps_skipped": counts.nonfinite_skipped,
+        "config": resolved,
+    }
     if writer is not None:
         writer.close()
     epochs.finish(result)
     if run.main_process:
-        log.info("final top-1 %.4f, top-5 %.4f; backbone checkpoint %s", metrics.get("top1", float("nan")),
-                 metrics.get("top5", float("nan")), out_dir / "last.pt")  # fmt: skip
+        log.info(
+            "final top-1 %.4f, top-5 %.4f; backbone checkpoint %s",
+            metrics.get("top1", float("nan")),
+            metrics.get("top5", float("nan")),
+            out_dir / "last.pt",
+        )
     return result
 
 

@@ -159,8 +159,13 @@ def check_input_sizes(cfg: DictConfig) -> None:
     if cfg.model.get("criterion") is None:  # Faster R-CNN: any size, resized inside the model
         return
     sizes = {"model.train_size": cfg.model.train_size, "model.val_size": cfg.model.val_size}
-    sizes |= dict(zip(("model.random_shape_range[0]", "model.random_shape_range[1]"),
-                      cfg.model.get("random_shape_range") or (), strict=False))  # fmt: skip
+    sizes |= dict(
+        zip(
+            ("model.random_shape_range[0]", "model.random_shape_range[1]"),
+            cfg.model.get("random_shape_range") or (),
+            strict=False,
+        )
+    )
     for key, size in sizes.items():
         if not isinstance(size, int) or size < 32 or size % 32:
             fits = max(32, round(size / 32) * 32) if isinstance(size, (int, float)) else 416
@@ -202,8 +207,11 @@ def check_paper_setup(setup, world_size: int, batch_per_process: int) -> None:
             "this run trains on %d process(es) x %d images; the paper's setup is %d x %d (paper_setup): "
             "the global batch and lr are the paper's, but BatchNorm statistics (sync BN's included) come "
             "from another per-process batch, so numbers may differ from the paper's",
-            world_size, batch_per_process, setup.world_size, setup.batch_per_process,
-        )  # fmt: skip
+            world_size,
+            batch_per_process,
+            setup.world_size,
+            setup.batch_per_process,
+        )
 
 
 def typed_choices() -> dict:

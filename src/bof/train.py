@@ -86,8 +86,14 @@ def train_detector(cfg: DictConfig) -> dict:
         )
 
     # the detector (label smoothing acts in its class targets); sync BN, DDP
-    model = build_model(cfg, len(class_names), run.device, run.channels_last, tricks.smoothing,
-                        trainable_bn=tricks.syncbn is not None)  # fmt: skip
+    model = build_model(
+        cfg,
+        len(class_names),
+        run.device,
+        run.channels_last,
+        tricks.smoothing,
+        trainable_bn=tricks.syncbn is not None,
+    )
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model, model_without_ddp = data_parallel(model, tricks.syncbn, run.device, run.world_size, run.local_rank)
     model = compiled(model, trainer.compile, run.device)
@@ -106,20 +112,40 @@ def train_detector(cfg: DictConfig) -> dict:
         log.info(
             "dry run: wrote train_samples.png and lr_schedule.png to %s; exiting before training", out_dir
         )
-        return {"dry_run": True, "num_params": num_params, "iters_per_epoch": iters_per_epoch,
-                "train_images": len(train_set), "val_images": len(val_set)}  # fmt: skip
+        return {
+            "dry_run": True,
+            "num_params": num_params,
+            "iters_per_epoch": iters_per_epoch,
+            "train_images": len(train_set),
+            "val_images": len(val_set),
+        }
 
     start_epoch, best_map, counts = restore(
         resume_path(trainer.resume, out_dir), model_without_ddp, *optimization, resolved
     )
     writer = None
     if run.main_process:
-        writer = open_writer(out_dir, resolved, tricks.describe(trainer.epochs), samples, lr_figure,
-                             first_step=start_epoch * iters_per_epoch)  # fmt: skip
+        writer = open_writer(
+            out_dir,
+            resolved,
+            tricks.describe(trainer.epochs),
+            samples,
+            lr_figure,
+            first_step=start_epoch * iters_per_epoch,
+        )
         start_hparams(writer, hparams(cfg, run.world_size, run.batch_per_process))
     run_log.start(train_set, val_set, RunCounts(counts, run.world_size))
-    epochs = Epochs(run, model_without_ddp, optimization, resolved, run_log.counts, "map", start_epoch,
-                    best_map, class_names)  # fmt: skip
+    epochs = Epochs(
+        run,
+        model_without_ddp,
+        optimization,
+        resolved,
+        run_log.counts,
+        "map",
+        start_epoch,
+        best_map,
+        class_names,
+    )
 
     def train_epoch(epoch: int) -> None:
         train_loader.batch_sampler.set_epoch(epoch)
@@ -130,10 +156,16 @@ def train_detector(cfg: DictConfig) -> dict:
 
     def validate(epoch: int) -> dict:  # every process a shard, gathered in evaluate
         metrics, evaluated["evaluator"], drawn = evaluate(
-            model_without_ddp, val_loader, build_evaluator(val_set, trainer.voc07_metric), run.device,
-            class_names, run.channels_last, run.amp, trainer.num_images_logged,
+            model_without_ddp,
+            val_loader,
+            build_evaluator(val_set, trainer.voc07_metric),
+            run.device,
+            class_names,
+            run.channels_last,
+            run.amp,
+            trainer.num_images_logged,
             trainer.progress and run.main_process,
-        )  # fmt: skip
+        )
         if run.main_process:
             log_evaluation(writer, metrics, drawn, epoch)
         return metrics

@@ -58,8 +58,11 @@ def test_nonfinite_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(make
         train(make_cfg("trainer.epochs=2", "trainer.resume=true"))
     assert (tmp_path / "run" / "last.pt").read_bytes() == good
     calls = iter(range(100))
-    metrics = train(make_cfg("trainer.epochs=2", "trainer.resume=true", "trainer.skip_nonfinite=true",
-                             "trainer.log_interval=3"))  # fmt: skip
+    metrics = train(
+        make_cfg(
+            "trainer.epochs=2", "trainer.resume=true", "trainer.skip_nonfinite=true", "trainer.log_interval=3"
+        )
+    )
     assert metrics["nonfinite_steps_skipped"] == 2  # 4 iterations, every second one poisoned
     weights = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     assert all(w.isfinite().all() for w in weights.values() if w.is_floating_point())

@@ -60,8 +60,16 @@ def test_bof_predict_finds_what_evaluation_found_in_each_image_s_own_pixels(trai
     (tmp_path / "in").mkdir()
     for i in range(3):
         shutil.copy(val_set.image_path(i), tmp_path / "in")
-    predict.main([f"checkpoint={run / 'best.pt'}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}",
-                  "score_thresh=0.001", "batch_size=2", "trainer.device=cpu"])  # fmt: skip
+    predict.main(
+        [
+            f"checkpoint={run / 'best.pt'}",
+            f"input={tmp_path / 'in'}",
+            f"output={tmp_path / 'out'}",
+            "score_thresh=0.001",
+            "batch_size=2",
+            "trainer.device=cpu",
+        ]
+    )
     detections = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == sorted(
         p.name for p in (tmp_path / "in").iterdir()
@@ -79,8 +87,13 @@ def test_bof_predict_finds_what_evaluation_found_in_each_image_s_own_pixels(trai
     ]  # VOC 1-based inclusive -> COCO x, y, w, h
     assert mine and len(mine) == len(theirs)
     for name, score, box in mine:  # each detection has its twin: same class, score and box (rounding)
-        twins = [t for t in theirs if t[0] == name and abs(t[1] - score) < 1e-5
-                 and all(abs(x - y) < 0.2 for x, y in zip(t[2], box, strict=True))]  # fmt: skip
+        twins = [
+            t
+            for t in theirs
+            if t[0] == name
+            and abs(t[1] - score) < 1e-5
+            and all(abs(x - y) < 0.2 for x, y in zip(t[2], box, strict=True))
+        ]
         assert twins, (name, score, box)
         theirs.remove(twins[0])
     assert {"image_id", "category_id", "bbox", "score"} <= set(detections[0])

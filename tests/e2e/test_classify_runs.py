@@ -56,8 +56,13 @@ def test_pretraining_runs_the_detection_loop_with_every_trainer_key(make_cfg, mo
         return real(model, loader, optimization, run, epoch, writer, batch_transform)
 
     monkeypatch.setattr(bof.classify, "train_one_epoch", spy)
-    cfg = make_cfg(*CLS_TINY, "mixup=classification", "smoothing=on", "trainer.grad_clip=0.5",
-                   "trainer.skip_nonfinite=true")  # fmt: skip
+    cfg = make_cfg(
+        *CLS_TINY,
+        "mixup=classification",
+        "smoothing=on",
+        "trainer.grad_clip=0.5",
+        "trainer.skip_nonfinite=true",
+    )
     train(cfg)
     trainer = calls[0]["run"].trainer
     assert len(calls) == 1 and trainer.grad_clip == 0.5 and trainer.skip_nonfinite is True

@@ -45,16 +45,22 @@ def nan_process(out: str) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
     generator = torch.Generator().manual_seed(rank)
-    batches = [(torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8, generator=generator),
-                torch.tensor([0, 1])) for _ in range(4)]  # fmt: skip
+    batches = [
+        (torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8, generator=generator), torch.tensor([0, 1]))
+        for _ in range(4)
+    ]
     trainer = TrainerConfig(progress=False, skip_nonfinite=True)
     run = Run(trainer, Path(out).parent, torch.device("cpu"), rank, world_size=2)
     optimization = Optimization(optimizer, schedule, torch.amp.GradScaler("cpu", enabled=False))
     metrics = train_one_epoch(ddp, batches, optimization, run, 0)
     weights = distributed.all_gather_objects([p.detach().clone() for p in model.parameters()])
     equal = all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
-    result = {"skipped": metrics["nonfinite_skipped"], "equal": equal, "loss": metrics["loss"],
-              "steps": schedule.last_epoch}  # fmt: skip
+    result = {
+        "skipped": metrics["nonfinite_skipped"],
+        "equal": equal,
+        "loss": metrics["loss"],
+        "steps": schedule.last_epoch,
+    }
     Path(f"{out}.{rank}").write_text(json.dumps(result))
 
 
@@ -90,9 +96,12 @@ def slurm_tasks(tmp_path: Path, cache_dir: Path, *extra: str, per_rank=((), ()),
     }
     base |= {
         "SLURM_JOB_ID": str(random.randrange(10**6)),  # the master port derives from it
-        "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "localhost",
-        "SLURM_JOB_NODELIST": "localhost", "OMP_NUM_THREADS": "1",
-    }  # fmt: skip
+        "SLURM_NTASKS": "2",
+        "SLURM_STEP_NUM_TASKS": "2",
+        "SLURM_STEP_NODELIST": "localhost",
+        "SLURM_JOB_NODELIST": "localhost",
+        "OMP_NUM_THREADS": "1",
+    }
     where = [f"hydra.sweep.dir={tmp_path / 'sweep'}"] if multirun else [f"hydra.run.dir={tmp_path / 'run'}"]
     start = time.perf_counter()
     processes = [
@@ -115,7 +124,7 @@ def slurm_tasks(tmp_path: Path, cache_dir: Path, *extra: str, per_rank=((), ()),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for rank in range(2)
     ]
     outputs = [p.communicate(timeout=300)[0] for p in processes]
@@ -149,12 +158,18 @@ def test_a_checkpoint_resumes_on_another_process_count_to_the_uninterrupted_weig
     """2 -> 1 and 1 -> 2 processes, one epoch each side, end where one process running both epochs
     does (within test_distributed's 1% tolerance for a sum over 1 or 2 processes)."""
     # gamma 1: the same lr whatever trainer.epochs, which the step milestones scale with
-    overrides = [*DETERMINISTIC, "optimizer.lr=1e-5", "lr_schedule.warmup_epochs=0", "lr_schedule.gamma=1.0",
-                 "trainer.batch_size=16"]  # fmt: skip
+    overrides = [
+        *DETERMINISTIC,
+        "optimizer.lr=1e-5",
+        "lr_schedule.warmup_epochs=0",
+        "lr_schedule.gamma=1.0",
+        "trainer.batch_size=16",
+    ]
 
     def run(name: str, processes: int, epochs: int):
-        cfg = make_cfg(*overrides, f"trainer.epochs={epochs}", "trainer.resume=auto",
-                       output_dir=tmp_path / name)  # fmt: skip
+        cfg = make_cfg(
+            *overrides, f"trainer.epochs={epochs}", "trainer.resume=auto", output_dir=tmp_path / name
+        )
         if processes == 1:
             train(cfg)
         else:

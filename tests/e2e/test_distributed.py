@@ -66,11 +66,24 @@ def test_syncbn_converts_every_batchnorm_and_keeps_the_weights():
 def test_evaluation_shards_cover_every_image_exactly_once():
     dataset = list(range(11))
     shards = [
-        [key.index for batch in build_data_loader(
-            dataset, Resize(), 2, lambda it: 32, shuffle=False, seed=0, num_workers=0,
-            rank=r, world_size=3, drop_last=False).batch_sampler for key in batch]
+        [
+            key.index
+            for batch in build_data_loader(
+                dataset,
+                Resize(),
+                2,
+                lambda it: 32,
+                shuffle=False,
+                seed=0,
+                num_workers=0,
+                rank=r,
+                world_size=3,
+                drop_last=False,
+            ).batch_sampler
+            for key in batch
+        ]
         for r in range(3)
-    ]  # fmt: skip
+    ]
     assert sorted(i for shard in shards for i in shard) == dataset
 
 
@@ -83,9 +96,12 @@ def test_two_processes_train_like_one_with_the_same_global_batch(make_cfg, tmp_p
     by 1e-7 drifts from itself exactly as much as 2 processes drift from 1 (checked: 16% of the stem's
     movement after 8 steps either way), so the float reordering of a 2-process sum is all it shows."""
     overrides = [
-        *DETERMINISTIC, "optimizer.lr=1e-5", "lr_schedule.warmup_epochs=0", "trainer.batch_size=16",
+        *DETERMINISTIC,
+        "optimizer.lr=1e-5",
+        "lr_schedule.warmup_epochs=0",
+        "trainer.batch_size=16",
         "model.postprocess.score_thresh=0.0",  # detections for every image, to count them
-    ]  # fmt: skip
+    ]
     one = train(make_cfg(*overrides, output_dir=tmp_path / "one"))
     cfg = make_cfg(*overrides, output_dir=tmp_path / "two")
     distributed.spawn(train_process, 2, OmegaConf.to_container(cfg, resolve=True))
@@ -106,9 +122,19 @@ def cli(*args, cwd):
 
 def test_torchrun_processes_share_one_output_directory(tmp_path, cache_dir):
     done = cli(
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "bof.train", *TINY, f"data.root={cache_dir}", "syncbn=on", cwd=tmp_path,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "bof.train",
+        *TINY,
+        f"data.root={cache_dir}",
+        "syncbn=on",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = list((tmp_path / "outputs").iterdir())
     assert len(runs) == 1 and runs[0].name.startswith("torchrun-")
@@ -117,9 +143,17 @@ def test_torchrun_processes_share_one_output_directory(tmp_path, cache_dir):
 
 def test_multirun_of_two_process_jobs_writes_one_directory_per_job(tmp_path, cache_dir):
     done = cli(
-        sys.executable, "-m", "bof.train", "-m", "trainer.devices=2", "seed=0,1", *TINY,
-        f"data.root={cache_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "bof.train",
+        "-m",
+        "trainer.devices=2",
+        "seed=0,1",
+        *TINY,
+        f"data.root={cache_dir}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert jobs == ["0", "1"]

@@ -30,8 +30,13 @@ def test_help_composes_the_config_without_importing_torch():
 
 def test_debug_fast_is_the_tiny_run_with_any_trick(tmp_path, cache_dir):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        overrides = ["+debug=fast", "random_shapes=on", "mixup=beta15", f"data.root={cache_dir}",
-                     f"trainer.output_dir={tmp_path}"]  # fmt: skip
+        overrides = [
+            "+debug=fast",
+            "random_shapes=on",
+            "mixup=beta15",
+            f"data.root={cache_dir}",
+            f"trainer.output_dir={tmp_path}",
+        ]
         cfg = compose("train", overrides=overrides)
     assert cfg.model.net.width == 0.0625 and cfg.trainer.epochs == 2 and cfg.data.generator.num_train == 16
     metrics = train(cfg)

@@ -18,8 +18,18 @@ def test_each_family_trains_and_evaluates_on_synthetic_data(make_cfg, tmp_path, 
 def test_random_shapes_with_faster_rcnn_is_refused_before_the_processes_start(tmp_path):
     """bof-train checks it first: a multi-process job resolves the whole config before it spawns."""
     done = subprocess.run(
-        [sys.executable, "-m", "bof.train", "experiment=table3/mixup", "random_shapes=on",
-         "trainer.devices=2", "trainer.device=cpu", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bof.train",
+            "experiment=table3/mixup",
+            "random_shapes=on",
+            "trainer.devices=2",
+            "trainer.device=cpu",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0 and "model=faster_rcnn_r50_c4 does not have" in done.stderr

@@ -48,8 +48,12 @@ def test_the_yolov3_training_step_runs_on_the_meta_device():
     losses = model(images, targets)
     losses["loss"].backward()
     assert losses["loss"].device.type == "meta" and set(losses) == {
-        "loss", "loss_obj", "loss_xy", "loss_wh", "loss_cls"
-    }  # fmt: skip
+        "loss",
+        "loss_obj",
+        "loss_xy",
+        "loss_wh",
+        "loss_cls",
+    }
     assert all(p.grad is not None for p in model.parameters())
 
 
@@ -83,10 +87,12 @@ def run_epoch(model, batches, monkeypatch, **kwargs) -> tuple[dict, dict]:
 def test_a_detection_epoch_copies_the_loss_to_the_host_once_per_log_interval(monkeypatch, smoothing):
     generator = torch.Generator().manual_seed(0)
     batches = [
-        (torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=generator),
-         [boxes(2 + i % 3, seed=i), boxes(i % 2, seed=i + 100)])
+        (
+            torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=generator),
+            [boxes(2 + i % 3, seed=i), boxes(i % 2, seed=i + 100)],
+        )
         for i in range(8)
-    ]  # fmt: skip
+    ]
     calls, metrics = run_epoch(detector(smoothing=smoothing), batches, monkeypatch)
     assert calls == {**dict.fromkeys(HOST_VALUES, 0), "tolist": 2}  # 8 iterations, log_interval 4
     assert np.isfinite(metrics["loss"]) and metrics["nonfinite_skipped"] == 0

@@ -29,10 +29,24 @@ def test_resume_auto_skips_a_finished_run_and_continues_an_interrupted_one(make_
 
 def sweep(tmp_path, cache_dir, lrs: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bof.train", "-m", *TINY, f"data.root={cache_dir}", "trainer.epochs=1",
-         f"optimizer.lr={lrs}", "trainer.resume=auto", f"hydra.sweep.dir={tmp_path}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bof.train",
+            "-m",
+            *TINY,
+            f"data.root={cache_dir}",
+            "trainer.epochs=1",
+            f"optimizer.lr={lrs}",
+            "trainer.resume=auto",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_a_failing_job_is_recorded_the_sweep_goes_on_and_exits_non_zero_at_its_end(tmp_path, cache_dir):

@@ -105,8 +105,12 @@ def test_validation_boxes_are_clipped_to_the_image_as_training_boxes_are(tmp_pat
     dataset = devkit_with_ids(tmp_path, ["000001"])  # the dog's box runs to x = 400 in a 100 px image
     evaluator = VOCDatasetEvaluator(dataset)
     # a perfect detector sees the dog as training showed it: clipped to the image
-    evaluator.add_detections("000001", torch.tensor([[59.0, 9.0, 100.0, 50.0]]), torch.tensor([0.9]),
-                             torch.tensor([VOC_CLASSES.index("dog")]))  # fmt: skip
+    evaluator.add_detections(
+        "000001",
+        torch.tensor([[59.0, 9.0, 100.0, 50.0]]),
+        torch.tensor([0.9]),
+        torch.tensor([VOC_CLASSES.index("dog")]),
+    )
     assert evaluator.compute()["ap"]["dog"] == pytest.approx(1.0)
     assert np.isnan(evaluator.compute()["ap"]["cat"])
 

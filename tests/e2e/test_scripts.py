@@ -45,9 +45,20 @@ def test_bench_train_reports_the_four_measurements(cache_dir):
 
 def test_bench_train_runs_faster_rcnn(cache_dir):
     result = load("bench_train").main(
-        ["--iters", "1", "--rounds", "1", "--warmup", "0", *[o for o in TINY if not o.startswith("model.")],
-         "model=faster_rcnn_r50_c4", *TINY_FASTER_RCNN, f"data.root={cache_dir}", "trainer.device=cpu"]
-    )  # fmt: skip
+        [
+            "--iters",
+            "1",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            *[o for o in TINY if not o.startswith("model.")],
+            "model=faster_rcnn_r50_c4",
+            *TINY_FASTER_RCNN,
+            f"data.root={cache_dir}",
+            "trainer.device=cpu",
+        ]
+    )
     assert result["full"] > 0 and result["bare"] > 0
 
 

@@ -137,17 +137,20 @@ def launch(tmp_path: Path, monkeypatch, *overrides: str, job=None) -> Path:
     quiet = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # leave pytest's logging alone
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         returns = GlobalHydra.instance().hydra.multirun(
-            config_name="train", task_function=job or (lambda cfg: None), overrides=[*overrides, *quiet],
+            config_name="train",
+            task_function=job or (lambda cfg: None),
+            overrides=[*overrides, *quiet],
             with_log_configuration=False,
-        )  # fmt: skip
+        )
     for ran in returns[0]:
         assert ran.return_value is None  # raises a job's exception
     return tmp_path / "multirun"
 
 
 @pytest.mark.parametrize("table", TABLES)
-def test_each_job_of_a_sweep_lands_in_multirun_table_row_seed(table, tmp_path, monkeypatch,
-                                                              hydra_restore_singletons):  # fmt: skip
+def test_each_job_of_a_sweep_lands_in_multirun_table_row_seed(
+    table, tmp_path, monkeypatch, hydra_restore_singletons
+):
     """Where `bof-train -m +sweep=tableN seed=0,1` puts each job: multirun/tableN/<row>/seed<k>, <row>
     being the row's experiment file; with +scale=mini (anywhere) multirun/tableN-mini; a sweep of some
     rows (`experiment=tableN/<row>,...`) runs just those, in the same folders."""
@@ -196,10 +199,23 @@ def hparams_of(run: Path) -> dict:
 
 def sweep(tmp_path, cache_dir, *rows):
     return subprocess.run(
-        [sys.executable, "-m", "bof.train", "-m", "+sweep=table2", "+scale=mini",
-         f"experiment={','.join(rows)}", *TINY, f"data.root={cache_dir}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bof.train",
+            "-m",
+            "+sweep=table2",
+            "+scale=mini",
+            f"experiment={','.join(rows)}",
+            *TINY,
+            f"data.root={cache_dir}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_a_two_row_sweep_runs_reports_and_reruns_without_training_again(tmp_path, cache_dir, capsys):
@@ -286,13 +302,23 @@ def test_report_flags_unreadable_results_keeps_labels_and_lists_rows_that_never_
     done and seed 1 never started, mixup's metrics.json empty (a full disk) for seed 0 and unfinished
     for seed 1, cosine never started at all."""
     some = "experiment=table2/baseline,table2/mixup,table2/cosine"  # a sweep of some of the table's rows
-    launched = {"hydra": {"sweeper": {"params": {"experiment": ",".join(rows_of("table2")), "seed": "0"}},
-                          "overrides": {"task": ["+sweep=table2", "seed=0,1", some]}}}  # fmt: skip
+    launched = {
+        "hydra": {
+            "sweeper": {"params": {"experiment": ",".join(rows_of("table2")), "seed": "0"}},
+            "overrides": {"task": ["+sweep=table2", "seed=0,1", some]},
+        }
+    }
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(launched))
     mixup = {"label": "+ mixup", "paper": 83.68}
-    for name, seed, content in (("baseline", 0, {"map": 0.5, "ap": {}, "config": {"row": {
-            "label": "baseline", "baseline_row": "baseline"}}}), ("mixup", 0, ""),
-            ("mixup", 1, None)):  # fmt: skip
+    for name, seed, content in (
+        (
+            "baseline",
+            0,
+            {"map": 0.5, "ap": {}, "config": {"row": {"label": "baseline", "baseline_row": "baseline"}}},
+        ),
+        ("mixup", 0, ""),
+        ("mixup", 1, None),
+    ):
         run = tmp_path / name / f"seed{seed}"
         (run / ".hydra").mkdir(parents=True)
         (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"row": mixup if name == "mixup" else {}}))
@@ -314,8 +340,12 @@ def test_report_orders_rows_as_the_sweep_lists_them(tmp_path, monkeypatch, hydra
     maps = {"table2/no_aug": 0.6, "table2/baseline": 0.7, "table2/mixup": 0.8}
 
     def job(cfg):  # a finished run: its metrics.json and config, as training writes them
-        result = {"map": maps.get(HydraConfig.get().runtime.choices.experiment), "metric": "voc07", "ap": {},
-                  "config": {"row": OmegaConf.to_container(cfg.row)}}  # fmt: skip
+        result = {
+            "map": maps.get(HydraConfig.get().runtime.choices.experiment),
+            "metric": "voc07",
+            "ap": {},
+            "config": {"row": OmegaConf.to_container(cfg.row)},
+        }
         (Path(HydraConfig.get().runtime.output_dir) / "metrics.json").write_text(json.dumps(result))
 
     launched = "experiment=table2/mixup,table2/cosine,table2/baseline,table2/no_aug"

@@ -41,13 +41,17 @@ pytestmark = pytest.mark.tables
 # what the logged description says for each choice (Tricks.describe)
 SAYS = {
     "augment": {"yolo": "yolo augmentation", "rcnn": "flip + resize", "none": "resize ("},
-    "mixup": {"off": "off", "beta15": "mixup Beta(1.5, 1.5)", "beta1": "mixup Beta(1.0, 1.0)",
-              "fixed05": "mixup lambda=0.5"},
+    "mixup": {
+        "off": "off",
+        "beta15": "mixup Beta(1.5, 1.5)",
+        "beta1": "mixup Beta(1.0, 1.0)",
+        "fixed05": "mixup lambda=0.5",
+    },
     "smoothing": {"off": "off", "on": "label smoothing"},
     "lr_schedule": {"step": "step lr", "cosine": "cosine lr"},
     "random_shapes": {"off": "off", "on": "random shapes 320..608"},
     "syncbn": {"off": "off", "on": "synchronized BatchNorm"},
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +91,18 @@ def test_row_runs_at_full_scale(row, assets, run_dir, monkeypatch, caplog):
     coco = table in ("table4", "table5", "table6")
     epochs = 2 if PAPER_ROWS[row]["mixup"] != "off" else 1
     overrides = [
-        f"+sweep={table}", f"experiment={row}", f"data.root={assets['coco' if coco else 'voc']}",
-        "trainer.devices=1", f"trainer.epochs={epochs}", f"trainer.eval_interval={epochs}",
-        f"trainer.batch_size={2 if yolo else 1}", "trainer.num_workers=0", "trainer.progress=false",
+        f"+sweep={table}",
+        f"experiment={row}",
+        f"data.root={assets['coco' if coco else 'voc']}",
+        "trainer.devices=1",
+        f"trainer.epochs={epochs}",
+        f"trainer.eval_interval={epochs}",
+        f"trainer.batch_size={2 if yolo else 1}",
+        "trainer.num_workers=0",
+        "trainer.progress=false",
         "trainer.num_images_logged=1",
         f"trainer.output_dir={run_dir}",
-    ]  # fmt: skip
+    ]
     if table in ("table5", "table6"):
         net = "darknet" if table == "table5" else "resnet101"
         overrides += [f"backbones.{kind}={assets[f'{net}_{kind}']}" for kind in ("plain", "mixup")]
@@ -138,10 +148,16 @@ def test_backbone_pretraining_recipe_runs_at_full_scale(experiment, tmp_path, ru
     """Tables 5-6's ImageNet recipes: the full-size classifier at 224 px, one iteration on an ImageFolder
     tree, through the same training loop; its checkpoint is what backbones.plain/mixup take."""
     overrides = [
-        f"experiment={experiment}", f"data.root={make_imagenet(tmp_path)}", "trainer.devices=1",
-        "trainer.epochs=1", "trainer.batch_size=2", "trainer.num_workers=0", "trainer.progress=false",
-        f"trainer.output_dir={run_dir}", "mixup=classification",
-    ]  # fmt: skip
+        f"experiment={experiment}",
+        f"data.root={make_imagenet(tmp_path)}",
+        "trainer.devices=1",
+        "trainer.epochs=1",
+        "trainer.batch_size=2",
+        "trainer.num_workers=0",
+        "trainer.progress=false",
+        f"trainer.output_dir={run_dir}",
+        "mixup=classification",
+    ]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     assert (cfg.optimizer.lr, cfg.lr_schedule.warmup_epochs, cfg.smoothing.epsilon) == (0.4, 5, 0.1)

@@ -14,9 +14,13 @@ from tests.helpers import scalar_tags
 
 def test_random_shapes_on_changes_train_input_size_in_tensorboard(make_cfg, tmp_path):
     cfg = make_cfg(
-        "random_shapes=on", "random_shapes.min_size=64", "random_shapes.max_size=128",
-        "random_shapes.interval=2", "trainer.epochs=3", "trainer.eval_interval=3",
-    )  # fmt: skip
+        "random_shapes=on",
+        "random_shapes.min_size=64",
+        "random_shapes.max_size=128",
+        "random_shapes.interval=2",
+        "trainer.epochs=3",
+        "trainer.eval_interval=3",
+    )
     train(cfg)
     sizes = [int(e.value) for e in scalar_tags(tmp_path / "run").Scalars("train/input_size")]
     assert sizes == [RandomShapes(64, 128, 32, 2, seed=0)(i) for i in range(12)]
@@ -27,8 +31,13 @@ def test_cosine_changes_the_train_lr_curve_in_tensorboard(make_cfg, tmp_path):
     curves = {}
     for name in ("step", "cosine"):
         run = tmp_path / name
-        cfg = make_cfg(f"lr_schedule={name}", "lr_schedule.warmup_epochs=1", "trainer.epochs=3",
-                       "trainer.eval_interval=3", output_dir=run)  # fmt: skip
+        cfg = make_cfg(
+            f"lr_schedule={name}",
+            "lr_schedule.warmup_epochs=1",
+            "trainer.epochs=3",
+            "trainer.eval_interval=3",
+            output_dir=run,
+        )
         train(cfg)
         curves[name] = [e.value for e in scalar_tags(run).Scalars("train/lr")]
     base = cfg.optimizer.lr
@@ -64,8 +73,14 @@ def test_training_start_logs_samples_and_lr_plan_to_tensorboard(make_cfg, tmp_pa
 def test_all_tricks_together_train_end_to_end(make_cfg):
     metrics = train(
         make_cfg(
-            "augment=yolo", "mixup=beta15", "smoothing=on", "lr_schedule=cosine", "random_shapes=on",
-            "random_shapes.min_size=64", "random_shapes.max_size=128", "random_shapes.interval=1",
+            "augment=yolo",
+            "mixup=beta15",
+            "smoothing=on",
+            "lr_schedule=cosine",
+            "random_shapes=on",
+            "random_shapes.min_size=64",
+            "random_shapes.max_size=128",
+            "random_shapes.interval=1",
         )
-    )  # fmt: skip
+    )
     assert metrics["train_loss"] > 0 and 0.0 <= metrics["map"] <= 1.0

@@ -40,8 +40,14 @@ TINY = [
     "trainer.num_images_logged=2",
 ]
 # runs whose weights two process counts must move alike (tests/e2e/e2e/test_distributed.py)
-DETERMINISTIC = ["augment=none", "augment.interpolation=bilinear", "mixup=off", "syncbn=on",
-                 "trainer.epochs=2", "trainer.grad_clip=null"]  # fmt: skip
+DETERMINISTIC = [
+    "augment=none",
+    "augment.interpolation=bilinear",
+    "mixup=off",
+    "syncbn=on",
+    "trainer.epochs=2",
+    "trainer.grad_clip=null",
+]
 
 
 def config_maker(tmp_path: Path, cache_dir: Path):
@@ -96,10 +102,22 @@ def assert_weights_moved_alike(cfg, run: Path, other: Path) -> None:
     assert moved > 100  # the comparison is not between untrained copies
 
 
-OFF = {"augment": "yolo", "mixup": "off", "smoothing": "off", "lr_schedule": "step", "random_shapes": "off",
-       "syncbn": "off"}  # fmt: skip
-ALL_YOLO = {"augment": "yolo", "mixup": "beta15", "smoothing": "on", "lr_schedule": "cosine",
-            "random_shapes": "on", "syncbn": "on"}  # fmt: skip
+OFF = {
+    "augment": "yolo",
+    "mixup": "off",
+    "smoothing": "off",
+    "lr_schedule": "step",
+    "random_shapes": "off",
+    "syncbn": "off",
+}
+ALL_YOLO = {
+    "augment": "yolo",
+    "mixup": "beta15",
+    "smoothing": "on",
+    "lr_schedule": "cosine",
+    "random_shapes": "on",
+    "syncbn": "on",
+}
 ALL_RCNN = {**OFF, "augment": "rcnn", "mixup": "beta15", "smoothing": "on", "lr_schedule": "cosine"}
 RCNN = {**OFF, "augment": "rcnn"}
 # every row of the paper (docs/tables.md), in its table's order (the sweeps', conf/sweep/) -> the tricks it

@@ -91,10 +91,16 @@ def make_coco(root: Path, images_per_split: int = 2, width: int = 640, height: i
             for x1, y1, x2, y2 in _objects(rng, width, height, 3):
                 w, h = float(x2 - x1), float(y2 - y1)
                 category = categories[int(rng.integers(len(categories)))]["id"]
-                annotations.append({
-                    "id": annotation_id, "image_id": image_id, "category_id": category,
-                    "bbox": [float(x1), float(y1), w, h], "area": w * h, "iscrowd": 0,
-                })  # fmt: skip
+                annotations.append(
+                    {
+                        "id": annotation_id,
+                        "image_id": image_id,
+                        "category_id": category,
+                        "bbox": [float(x1), float(y1), w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
                 annotation_id += 1
         (coco / "annotations" / f"instances_{split}.json").write_text(
             json.dumps({"images": images, "annotations": annotations, "categories": categories})

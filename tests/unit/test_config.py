@@ -45,10 +45,11 @@ def coco_root(tmp_path_factory) -> Path:
         Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(root / split / "1.jpg")
         instances = {
             "images": [{"id": 1, "file_name": "1.jpg", "width": 64, "height": 48}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [4, 5, 30, 20], "area": 600,
-                             "iscrowd": 0}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 3, "bbox": [4, 5, 30, 20], "area": 600, "iscrowd": 0}
+            ],
             "categories": [{"id": 3, "name": "car"}],
-        }  # fmt: skip
+        }
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(instances))
     return root
 
@@ -91,14 +92,22 @@ def test_every_experiment_takes_every_lr_schedule(make_cfg, experiment, schedule
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_builds(make_cfg, devkit, coco_root, image_folder_root, group, option):
-    roots = {"voc": devkit, "yolov3_voc": devkit, "faster_rcnn_r50_voc": devkit, "coco": coco_root,
-             "yolov3_coco": coco_root, "faster_rcnn_r50_coco": coco_root, "faster_rcnn_r101_coco": coco_root,
-             "imagenet": image_folder_root}  # fmt: skip
+    roots = {
+        "voc": devkit,
+        "yolov3_voc": devkit,
+        "faster_rcnn_r50_voc": devkit,
+        "coco": coco_root,
+        "yolov3_coco": coco_root,
+        "faster_rcnn_r50_coco": coco_root,
+        "faster_rcnn_r101_coco": coco_root,
+        "imagenet": image_folder_root,
+    }
     roots |= {"darknet53_imagenet": image_folder_root, "resnet101_imagenet": image_folder_root}
     cfg = make_cfg(
-        f"{group}={option}", f"++data.root={roots[option]}" if option in roots else "seed=0",
+        f"{group}={option}",
+        f"++data.root={roots[option]}" if option in roots else "seed=0",
         *FROM_SCRATCH.get(option, []),
-    )  # fmt: skip
+    )
     if cfg.task == "classify" or option in CLASSIFICATION_DATA:  # ImageFolder + the backbone's classifier
         train_set = instantiate(cfg.data.train)
         classifier = build_classifier(cfg.model.net, len(train_set.classes))

@@ -29,5 +29,6 @@ def parse_key_values(argv: list[str], own: dict[str, object], usage: str) -> tup
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
-                        stream=sys.stderr)  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s", stream=sys.stderr
+    )

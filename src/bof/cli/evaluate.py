@@ -39,22 +39,38 @@ def evaluate_checkpoint(checkpoint: str, overrides: list[str], output: str | Non
     val_set = build_dataset(cfg.data.val)
     class_names = list(val_set.class_names)
     loader = build_data_loader(
-        val_set, Resize(), cfg.trainer.batch_size, FixedShape(cfg.model.val_size), shuffle=False,
-        seed=cfg.seed, num_workers=min(auto_workers(1), 2), drop_last=False,
-    )  # fmt: skip
+        val_set,
+        Resize(),
+        cfg.trainer.batch_size,
+        FixedShape(cfg.model.val_size),
+        shuffle=False,
+        seed=cfg.seed,
+        num_workers=min(auto_workers(1), 2),
+        drop_last=False,
+    )
     metrics, evaluator, _ = evaluate(
-        model, loader, build_evaluator(val_set, cfg.trainer.voc07_metric), device, class_names,
-        amp=autocast_dtype(cfg.trainer.amp, device), show_progress=cfg.trainer.progress,
-    )  # fmt: skip
+        model,
+        loader,
+        build_evaluator(val_set, cfg.trainer.voc07_metric),
+        device,
+        class_names,
+        amp=autocast_dtype(cfg.trainer.amp, device),
+        show_progress=cfg.trainer.progress,
+    )
     out_dir = Path(output) if output else Path(checkpoint).parent / "eval"
     evaluator.write_results(out_dir / "results")
     resolved = OmegaConf.to_container(cfg, resolve=True)
     result = {
-        "map": metrics["map"], "ap": metrics["ap"], "metric": metrics["metric"],
+        "map": metrics["map"],
+        "ap": metrics["ap"],
+        "metric": metrics["metric"],
         **{name: metrics[name] for name in COCO_STATS if name in metrics},
-        "checkpoint": str(checkpoint), "epochs": stored.get("epoch", -1) + 1,
-        "val_images": len(val_set), "fingerprint": fingerprint(resolved), "config": resolved,
-    }  # fmt: skip
+        "checkpoint": str(checkpoint),
+        "epochs": stored.get("epoch", -1) + 1,
+        "val_images": len(val_set),
+        "fingerprint": fingerprint(resolved),
+        "config": resolved,
+    }
     write_json_atomically(out_dir / "eval.json", result)
     print(ap_table(result, class_names))
     log.info("wrote %s and the result files in %s", out_dir / "eval.json", out_dir / "results")
@@ -71,8 +87,9 @@ def ap_table(result: dict, class_names: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
-    own, overrides = parse_key_values(sys.argv[1:] if argv is None else argv,
-                                      {"checkpoint": ..., "output": None}, USAGE)  # fmt: skip
+    own, overrides = parse_key_values(
+        sys.argv[1:] if argv is None else argv, {"checkpoint": ..., "output": None}, USAGE
+    )
     with torch.inference_mode():
         evaluate_checkpoint(own["checkpoint"], overrides, own["output"])
 

@@ -90,12 +90,24 @@ def export(checkpoint: str, fmt: str, output: str | None, overrides: list[str]) 
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracer notes
         if fmt == "onnx":
             batch = torch.export.Dim("batch")
-            torch.onnx.export(graph, (example,), str(path), dynamo=True, input_names=["images"],
-                              output_names=["boxes", "scores"], dynamic_shapes=({0: batch},))  # fmt: skip
+            torch.onnx.export(
+                graph,
+                (example,),
+                str(path),
+                dynamo=True,
+                input_names=["images"],
+                output_names=["boxes", "scores"],
+                dynamic_shapes=({0: batch},),
+            )
         else:
             torch.jit.save(torch.jit.trace(graph, (example,)), str(path))
-    log.info("wrote %s: uint8 images [B, 3, %d, %d] -> boxes [B, N, 4], scores [B, N, %d]", path, size, size,
-             model.criterion.num_classes)  # fmt: skip
+    log.info(
+        "wrote %s: uint8 images [B, 3, %d, %d] -> boxes [B, N, 4], scores [B, N, %d]",
+        path,
+        size,
+        size,
+        model.criterion.num_classes,
+    )
     return path
 
 

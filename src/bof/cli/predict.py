@@ -47,8 +47,14 @@ def image_files(spec: str) -> list[Path]:
     return files
 
 
-def predict(checkpoint: str, inputs: str, output: str, overrides: list[str], score_thresh: float = 0.3,
-            batch_size: int = 8) -> list[dict]:  # fmt: skip
+def predict(
+    checkpoint: str,
+    inputs: str,
+    output: str,
+    overrides: list[str],
+    score_thresh: float = 0.3,
+    batch_size: int = 8,
+) -> list[dict]:
     """Detections of every input image, drawn into ``output`` and listed in ``output``/detections.json."""
     device_name = next((o.split("=", 1)[1] for o in overrides if o.startswith("trainer.device=")), "auto")
     device = pick_device(device_name)
@@ -69,8 +75,11 @@ def predict(checkpoint: str, inputs: str, output: str, overrides: list[str], sco
         for file, original, network_input, det in zip(batch, originals, inputs_u8, detections, strict=True):
             (height, width), (size_h, size_w) = original.shape[-2:], network_input.shape[-2:]
             scale = torch.tensor([width / size_w, height / size_h] * 2, device=det["boxes"].device)
-            det = {"boxes": (det["boxes"] * scale).float().cpu(), "scores": det["scores"].float().cpu(),
-                   "labels": det["labels"].cpu()}  # fmt: skip
+            det = {
+                "boxes": (det["boxes"] * scale).float().cpu(),
+                "scores": det["scores"].float().cpu(),
+                "labels": det["labels"].cpu(),
+            }
             drawn = draw_detections(original, det, empty, class_names, score_thresh)
             write_jpeg(drawn, str(out_dir / f"{file.stem}.jpg"), quality=90)
             keep = det["scores"] >= score_thresh
@@ -78,13 +87,23 @@ def predict(checkpoint: str, inputs: str, output: str, overrides: list[str], sco
             for box, score, label in zip(
                 boxes, det["scores"][keep].tolist(), det["labels"][keep].tolist(), strict=True
             ):
-                results.append({
-                    "image_id": str(file), "category_id": label + 1, "category": class_names[label],
-                    "bbox": [round(v, 2) for v in box], "score": round(score, 5),
-                })  # fmt: skip
+                results.append(
+                    {
+                        "image_id": str(file),
+                        "category_id": label + 1,
+                        "category": class_names[label],
+                        "bbox": [round(v, 2) for v in box],
+                        "score": round(score, 5),
+                    }
+                )
     write_text_atomically(out_dir / "detections.json", json.dumps(results))
-    log.info("%d detections in %d images -> %s (drawn) and %s", len(results), len(files), out_dir,
-             out_dir / "detections.json")  # fmt: skip
+    log.info(
+        "%d detections in %d images -> %s (drawn) and %s",
+        len(results),
+        len(files),
+        out_dir,
+        out_dir / "detections.json",
+    )
     return results
 
 
@@ -96,8 +115,14 @@ def main(argv: list[str] | None = None) -> None:
         USAGE,
     )
     with torch.inference_mode():
-        predict(own["checkpoint"], own["input"], own["output"], overrides, float(own["score_thresh"]),
-                int(own["batch_size"]))  # fmt: skip
+        predict(
+            own["checkpoint"],
+            own["input"],
+            own["output"],
+            overrides,
+            float(own["score_thresh"]),
+            int(own["batch_size"]),
+        )
 
 
 if __name__ == "__main__":

@@ -131,10 +131,20 @@ def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
 
 def _empty_row(name: str, order: int | None) -> dict:
     return {
-        "name": name, "label": name, "order": 1e9 if order is None else order, "paper": None,
-        "baseline": order == 0, "metric": None, "values": [], "failed": 0, "unfinished": 0,
-        "unreadable": 0, "never_started": 0, "ap": [], "setups": set(),
-    }  # fmt: skip
+        "name": name,
+        "label": name,
+        "order": 1e9 if order is None else order,
+        "paper": None,
+        "baseline": order == 0,
+        "metric": None,
+        "values": [],
+        "failed": 0,
+        "unfinished": 0,
+        "unreadable": 0,
+        "never_started": 0,
+        "ap": [],
+        "setups": set(),
+    }
 
 
 def _read_json(path: Path) -> dict | None:
@@ -160,17 +170,27 @@ def summarise(rows: list[dict]) -> list[dict]:
     for row in rows:
         mean = statistics.mean(row["values"]) if row["values"] else None
         std = statistics.stdev(row["values"]) if len(row["values"]) > 1 else 0.0
-        problems = ((row["failed"], "failed"), (row["unfinished"], "unfinished"),
-                    (row["unreadable"], "with no readable result in metrics.json"),
-                    (row["never_started"], "never started"))  # fmt: skip
+        problems = (
+            (row["failed"], "failed"),
+            (row["unfinished"], "unfinished"),
+            (row["unreadable"], "with no readable result in metrics.json"),
+            (row["never_started"], "never started"),
+        )
         status = ", ".join(f"{n} {what}" for n, what in problems if n) or "done"
-        table.append({
-            "row": row["label"], "runs": len(row["values"]), "mean": mean, "std": std,
-            "vs_baseline": None if mean is None or base_mean is None else mean - base_mean,
-            "vs_above": None if mean is None or above is None else mean - above,
-            "paper": row["paper"], "status": status, "gpus_x_batch": ", ".join(sorted(row["setups"])) or "-",
-            "metric": METRIC_NAMES.get(row["metric"], "mAP"),
-        })  # fmt: skip
+        table.append(
+            {
+                "row": row["label"],
+                "runs": len(row["values"]),
+                "mean": mean,
+                "std": std,
+                "vs_baseline": None if mean is None or base_mean is None else mean - base_mean,
+                "vs_above": None if mean is None or above is None else mean - above,
+                "paper": row["paper"],
+                "status": status,
+                "gpus_x_batch": ", ".join(sorted(row["setups"])) or "-",
+                "metric": METRIC_NAMES.get(row["metric"], "mAP"),
+            }
+        )
         above = mean if mean is not None else above
     return table
 

@@ -123,9 +123,12 @@ class COCODetection(Dataset):
         self._boxes = np.concatenate(boxes)
         self._labels = np.concatenate(labels)
         logger.info(
-            "COCODetection %s: %d images, %d objects%s", split, len(self), len(self._labels),
+            "COCODetection %s: %d images, %d objects%s",
+            split,
+            len(self),
+            len(self._labels),
             f" ({skipped} images without objects skipped)" if skipped else "",
-        )  # fmt: skip
+        )
 
     def __len__(self) -> int:
         return len(self.image_ids)

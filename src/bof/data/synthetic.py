@@ -231,9 +231,14 @@ def synthetic_coco(
         voc = VOCDetection(year_dir.parent, [[year_dir.name, split]], class_names=SYNTHETIC_CLASSES)
         write_text_atomically(annotation_file, json.dumps(voc_as_coco(voc)))
     return COCODetection(
-        year_dir, split, train=train, annotation_file=annotation_file, image_dir=year_dir / "JPEGImages",
-        eval_backend=eval_backend, **checks,
-    )  # fmt: skip
+        year_dir,
+        split,
+        train=train,
+        annotation_file=annotation_file,
+        image_dir=year_dir / "JPEGImages",
+        eval_backend=eval_backend,
+        **checks,
+    )
 
 
 # start-up checks their data sets' arguments before anything is generated (bof.engine.run_setup)
@@ -250,9 +255,15 @@ def voc_as_coco(voc: VOCDetection) -> dict:
         )
         for box, label in zip(ann.boxes.tolist(), ann.labels.tolist(), strict=True):
             x1, y1, w, h = box[0] - 1, box[1] - 1, box[2] - box[0] + 1, box[3] - box[1] + 1
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1,
-                "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0,
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": label + 1,
+                    "bbox": [x1, y1, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(voc.class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}

@@ -41,10 +41,10 @@ from bof.utils.boxes import clip_boxes, voc_to_xyxy
 logger = logging.getLogger(__name__)
 MAX_PIXELS_PER_SIDE = 1e5  # a coordinate beyond this is a corrupt annotation, not a photo
 
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+VOC_CLASSES: tuple[str, ...] = tuple(
+    "aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse motorbike person "
+    "pottedplant sheep sofa train tvmonitor".split()
+)
 
 PREPARE_HINT = "see scripts/prepare_voc.sh to download and lay out Pascal VOC"
 

@@ -37,9 +37,12 @@ def build_model(
         # as for any pretrained backbone
         replaced = {"pretrained_backbone": False, "freeze_stem": True} if backbone_file(cfg) else {}
         net = instantiate(
-            cfg.model.net, num_classes=num_classes, label_smoothing=epsilon, trainable_bn=trainable_bn,
+            cfg.model.net,
+            num_classes=num_classes,
+            label_smoothing=epsilon,
+            trainable_bn=trainable_bn,
             **replaced,
-        )  # fmt: skip
+        )
         model = with_backbone(net, cfg)
     else:
         net = with_backbone(instantiate(cfg.model.net, num_classes=num_classes), cfg)
@@ -80,8 +83,12 @@ def with_detector_weights(model, path: str | None):
         raise ValueError(
             f"model.init_checkpoint={path} holds no weights of this model (another architecture?)"
         )
-    log.info("model initialised from %s; %d tensors of another shape left fresh: %s", path, len(fresh),
-             ", ".join(fresh) or "none")  # fmt: skip
+    log.info(
+        "model initialised from %s; %d tensors of another shape left fresh: %s",
+        path,
+        len(fresh),
+        ", ".join(fresh) or "none",
+    )
     return model
 
 

@@ -112,8 +112,15 @@ class Epochs:
 
     def state(self, epoch: int) -> dict:
         """The checkpoint after ``epoch`` (built only when one is written)."""
-        return checkpoint_state(self.module, *self.optimization, epoch, self.best, self.config,
-                                self.class_names, self.counts.as_dict())  # fmt: skip
+        return checkpoint_state(
+            self.module,
+            *self.optimization,
+            epoch,
+            self.best,
+            self.config,
+            self.class_names,
+            self.counts.as_dict(),
+        )
 
     def run_all(
         self,

@@ -50,13 +50,19 @@ def hparams(cfg: DictConfig, world_size: int = 1, batch_per_process: int | None 
     experiment = typed.get("experiment")
     row = row_name(experiment) if cfg.get("row") and experiment else "-"  # table2/no_aug: no_aug
     return {
-        "row": row, "seed": cfg.seed, "model": typed.get("model") or cfg.model.name,
-        "data": typed.get("data") or cfg.data.name, "experiment": experiment or "-",
-        "lr": cfg.optimizer.lr, "epochs": cfg.trainer.epochs, "batch": cfg.trainer.batch_size,
-        "width": cfg.model.net.get("width", 1.0), "world_size": world_size,
+        "row": row,
+        "seed": cfg.seed,
+        "model": typed.get("model") or cfg.model.name,
+        "data": typed.get("data") or cfg.data.name,
+        "experiment": experiment or "-",
+        "lr": cfg.optimizer.lr,
+        "epochs": cfg.trainer.epochs,
+        "batch": cfg.trainer.batch_size,
+        "width": cfg.model.net.get("width", 1.0),
+        "world_size": world_size,
         "batch_per_process": batch_per_process or cfg.trainer.batch_size,
         **{group: choice(group) for group in TRICK_GROUPS},
-    }  # fmt: skip
+    }
 
 
 HPARAM_METRICS = ("hparam/mAP", "hparam/best_mAP")
@@ -84,9 +90,16 @@ def log_evaluation(writer: SummaryWriter, metrics: dict, drawn: list, epoch: int
         if len(tp):  # lowest threshold first, as the PR-curve plugin reads them
             tp, fp = tp[::-1].astype(float), fp[::-1].astype(float)
             writer.add_pr_curve_raw(
-                f"val/PR/{name}", tp, fp, np.zeros_like(tp), positives - tp, tp / np.maximum(tp + fp, 1),
-                tp / positives, epoch + 1, num_thresholds=len(tp),
-            )  # fmt: skip
+                f"val/PR/{name}",
+                tp,
+                fp,
+                np.zeros_like(tp),
+                positives - tp,
+                tp / np.maximum(tp + fp, 1),
+                tp / positives,
+                epoch + 1,
+                num_thresholds=len(tp),
+            )
     log.info(
         "epoch %d: mAP %.4f | %s",
         epoch + 1,
@@ -139,9 +152,15 @@ class RunLog:
         log.info(
             "device %s x %d processes | %d trainable parameters | %d train / %d val images | "
             "%d iterations/epoch of %d images (%d per process)",
-            device, self.world_size, self.num_params, len(train_set), len(val_set), iters_per_epoch,
-            self.batch_per_process * self.world_size, self.batch_per_process,
-        )  # fmt: skip
+            device,
+            self.world_size,
+            self.num_params,
+            len(train_set),
+            len(val_set),
+            iters_per_epoch,
+            self.batch_per_process * self.world_size,
+            self.batch_per_process,
+        )
         log.info("tricks:\n  %s", "\n  ".join(tricks))
 
     def start(self, train_set, val_set, counts: RunCounts) -> None:
@@ -155,12 +174,15 @@ class RunLog:
         replaced = self.counts.replaced_in_training
         bad = self.bad_at_load or replaced
         log.info(
-            "epoch %d/%d: loss %.3f, %.1f images/s%s", epoch + 1, epochs,
+            "epoch %d/%d: loss %.3f, %.1f images/s%s",
+            epoch + 1,
+            epochs,
             train_metrics.get("loss", float("nan")),  # nan: every step of the epoch was skipped
             train_metrics["images_per_s"],
             f", {self.bad_at_load} bad samples left out at load, {replaced} replaced in training"
-            if bad else "",
-        )  # fmt: skip
+            if bad
+            else "",
+        )
 
     def final(self, val_metrics: dict, best_map: float, writer: SummaryWriter | None) -> dict:
         """The metrics.json of the run; the HParams of the run go to TensorBoard, which is closed."""
@@ -193,9 +215,12 @@ class RunLog:
         }
         if metrics["map"] is not None:
             log.info(
-                "final %s %.4f (best %.4f), %.0f s", METRIC_NAMES[metrics["metric"]], metrics["map"],
-                best_map, metrics["wall_time_s"],
-            )  # fmt: skip
+                "final %s %.4f (best %.4f), %.0f s",
+                METRIC_NAMES[metrics["metric"]],
+                metrics["map"],
+                best_map,
+                metrics["wall_time_s"],
+            )
         return metrics
 
     @staticmethod

@@ -73,8 +73,14 @@ def start_run(cfg: DictConfig) -> Run:
     if device.type == "cuda" and not trainer.deterministic:
         torch.backends.cudnn.benchmark = True  # random shapes: one autotuning per input size
     if device.type == "cuda":  # every rank says which GPU it has (warnings reach the log from all ranks)
-        log.log(logging.INFO if rank == 0 else logging.WARNING, "rank %d of %d on %s (%s)", rank, world_size,
-                device, torch.cuda.get_device_name(device))  # fmt: skip
+        log.log(
+            logging.INFO if rank == 0 else logging.WARNING,
+            "rank %d of %d on %s (%s)",
+            rank,
+            world_size,
+            device,
+            torch.cuda.get_device_name(device),
+        )
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in out_dir.glob(".*.tmp"):  # a write killed before its rename (bof.utils.atomic)

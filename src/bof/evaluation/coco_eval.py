@@ -148,9 +148,13 @@ class COCOEvaluator:
     ``image_ids`` (the images the data set kept; default all of ``coco_gt``), less those excluded."""
 
     def __init__(
-        self, coco_gt, category_ids: Sequence[int], class_names: Sequence[str], backend: str = "pycocotools",
+        self,
+        coco_gt,
+        category_ids: Sequence[int],
+        class_names: Sequence[str],
+        backend: str = "pycocotools",
         image_ids: Sequence[int] | None = None,
-    ):  # fmt: skip
+    ):
         self.coco_gt, self.category_ids, self.class_names = coco_gt, list(category_ids), list(class_names)
         self.backend, self.results = backend, []
         self.image_ids = set(coco_gt.getImgIds() if image_ids is None else image_ids)

@@ -99,8 +99,11 @@ def _parse_result_file(path: Path) -> ClassDetections:
     bad = ~np.isfinite(values).all(1) | (values[:, 3] < values[:, 1]) | (values[:, 4] < values[:, 2])
     if bad.any():
         n, fields = lines[int(np.argmax(bad))]
-        why = "a score or coordinate that is not finite" if not np.isfinite(values[bad][0]).all() else (
-            "an inverted box (x2 < x1 or y2 < y1)")  # fmt: skip
+        why = (
+            "a score or coordinate that is not finite"
+            if not np.isfinite(values[bad][0]).all()
+            else ("an inverted box (x2 < x1 or y2 < y1)")
+        )
         raise ValueError(f"{path}:{n}: {why} in {' '.join(fields)!r} ({int(bad.sum())} such line(s))")
     return ClassDetections([f[0] for _, f in lines], values[:, 0].copy(), values[:, 1:].copy())
 

@@ -21,9 +21,14 @@ from bof.utils.checkpoint import load_checkpoint
 from bof.utils.published import DARKNET53_CONV74_URL
 
 # ResNet module name in the classifier -> its name in the C4 Faster R-CNN (backbone is a Sequential)
-C4_NAMES = {"conv1": "detector.backbone.0", "bn1": "detector.backbone.1", "layer1": "detector.backbone.4",
-            "layer2": "detector.backbone.5", "layer3": "detector.backbone.6",
-            "layer4": "detector.roi_heads.box_head.0"}  # fmt: skip
+C4_NAMES = {
+    "conv1": "detector.backbone.0",
+    "bn1": "detector.backbone.1",
+    "layer1": "detector.backbone.4",
+    "layer2": "detector.backbone.5",
+    "layer3": "detector.backbone.6",
+    "layer4": "detector.roi_heads.box_head.0",
+}
 
 
 class Darknet53Classifier(nn.Module):

@@ -64,10 +64,12 @@ class WeightedRoIHeads(RoIHeads):
         if not self.training:
             return super().forward(features, proposals, image_shapes, targets)
         proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
-        weights = torch.cat([
-            torch.where(lab > 0, box_weights(t)[idx], torch.ones_like(lab, dtype=torch.float32))
-            for t, idx, lab in zip(targets, matched_idxs, labels, strict=True)
-        ])  # fmt: skip
+        weights = torch.cat(
+            [
+                torch.where(lab > 0, box_weights(t)[idx], torch.ones_like(lab, dtype=torch.float32))
+                for t, idx, lab in zip(targets, matched_idxs, labels, strict=True)
+            ]
+        )
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         labels, regression_targets = torch.cat(labels), torch.cat(regression_targets)
@@ -245,20 +247,32 @@ class FasterRCNNDetector(nn.Module):
             box_predictor = FastRCNNPredictor(2048, num_classes + 1)
         # torchvision's FasterRCNN matching and sampling, with the two loss-bearing modules replaced by ours
         rpn = WeightedRPN(
-            anchors, RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
-            fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
+            anchors,
+            RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
+            fg_iou_thresh=0.7,
+            bg_iou_thresh=0.3,
+            batch_size_per_image=256,
+            positive_fraction=0.5,
             pre_nms_top_n={"training": rpn_pre_nms_train, "testing": rpn_pre_nms_test},
             post_nms_top_n={"training": rpn_post_nms_train, "testing": rpn_post_nms_test},
             nms_thresh=float(rpn_nms),
             min_size=float(rpn_min_size),  # float: TorchScript (bof-export) types it
-        )  # fmt: skip
+        )
         roi_heads = WeightedRoIHeads(
-            box_roi_pool, box_head, box_predictor, fg_iou_thresh=0.5, bg_iou_thresh=0.5,
-            batch_size_per_image=rois_per_image, positive_fraction=0.25, bbox_reg_weights=None,
-            score_thresh=float(box_score_thresh), nms_thresh=float(box_nms),
+            box_roi_pool,
+            box_head,
+            box_predictor,
+            fg_iou_thresh=0.5,
+            bg_iou_thresh=0.5,
+            batch_size_per_image=rois_per_image,
+            positive_fraction=0.25,
+            bbox_reg_weights=None,
+            score_thresh=float(box_score_thresh),
+            nms_thresh=float(box_nms),
             detections_per_img=detections_per_image or ALL_DETECTIONS,
-            label_smoothing=label_smoothing or 0.0, box_beta=roi_box_beta,
-        )  # fmt: skip
+            label_smoothing=label_smoothing or 0.0,
+            box_beta=roi_box_beta,
+        )
         transform = GeneralizedRCNNTransform(min_size, max_size, image_mean=[0.0] * 3, image_std=[1.0] * 3)
         self.detector = GeneralizedRCNN(backbone, rpn, roi_heads, transform)
 

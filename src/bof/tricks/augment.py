@@ -234,11 +234,15 @@ class YOLOAugment:
         require("augment.max_expand", max_expand, lambda v: v >= 1, "a canvas side ratio >= 1")
         require("augment.crop_min_scale", crop_min_scale, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
         self.color = dict(
-            brightness_delta=brightness_delta, contrast=tuple(contrast), saturation=tuple(saturation),
-            hue_degrees=hue_degrees, p=color_p,
-        )  # fmt: skip
-        self.crop = dict(min_scale=crop_min_scale, constraints=[tuple(c) for c in crop_constraints],
-                         trials=crop_trials)  # fmt: skip
+            brightness_delta=brightness_delta,
+            contrast=tuple(contrast),
+            saturation=tuple(saturation),
+            hue_degrees=hue_degrees,
+            p=color_p,
+        )
+        self.crop = dict(
+            min_scale=crop_min_scale, constraints=[tuple(c) for c in crop_constraints], trials=crop_trials
+        )
         self.fill = torch.tensor([round(255 * m) for m in IMAGENET_MEAN], dtype=torch.uint8).view(3, 1, 1)
         self.expand_p, self.max_expand = expand_p, max_expand
         self.flip = v2.RandomHorizontalFlip(flip_p)

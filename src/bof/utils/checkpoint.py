@@ -158,8 +158,12 @@ def check_finite(model, optimizer, epoch: int, last: Path) -> None:
     """Before a checkpoint is written: every weight, buffer and optimizer state finite. A state that is not
     is never saved: FloatingPointError naming the tensors and the last good checkpoint."""
     bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
-    bad += [f"optimizer {k} of a parameter" for state in optimizer.state.values() for k, t in state.items()
-            if torch.is_tensor(t) and t.is_floating_point() and not t.isfinite().all()]  # fmt: skip
+    bad += [
+        f"optimizer {k} of a parameter"
+        for state in optimizer.state.values()
+        for k, t in state.items()
+        if torch.is_tensor(t) and t.is_floating_point() and not t.isfinite().all()
+    ]
     if bad:
         good = f"{last} (from before this epoch)" if last.is_file() else "none: no checkpoint was written yet"
         raise FloatingPointError(

@@ -48,11 +48,13 @@ def slurm_environment(env=os.environ) -> dict | None:
     nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
     per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or str(tasks)
     return {
-        "RANK": env["SLURM_PROCID"], "LOCAL_RANK": env.get("SLURM_LOCALID", "0"), "WORLD_SIZE": str(tasks),
+        "RANK": env["SLURM_PROCID"],
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "WORLD_SIZE": str(tasks),
         "LOCAL_WORLD_SIZE": re.match(r"\d+", per_node).group(),  # "8(x2)": 8 tasks on each of 2 nodes
         "MASTER_ADDR": env.get("MASTER_ADDR") or first_host(nodes or "127.0.0.1"),
         "MASTER_PORT": env.get("MASTER_PORT") or str(15000 + int(env.get("SLURM_JOB_ID", "0")) % 20000),
-    }  # fmt: skip
+    }
 
 
 def first_host(nodelist: str) -> str:
@@ -154,9 +156,13 @@ def spawn(fn: Callable, nprocs: int, *args) -> None:
 
 def _process_entry(local_rank: int, fn: Callable, nprocs: int, port: int, args: tuple) -> None:
     os.environ.update(
-        RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(nprocs),
-        LOCAL_WORLD_SIZE=str(nprocs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-    )  # fmt: skip
+        RANK=str(local_rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(nprocs),
+        LOCAL_WORLD_SIZE=str(nprocs),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     # share the node's cores instead of every process taking all of them (torchrun sets OMP_NUM_THREADS)
     torch.set_num_threads(max(1, torch.get_num_threads() // nprocs))
     try:

@@ -40,8 +40,11 @@ def draw_labelled_boxes(image: torch.Tensor, boxes: torch.Tensor, labels, texts:
     side = min(image.shape[-2:])
     style = {"font": FONT, "font_size": max(10, side // 30), "width": max(1, side // 200)}
     if FILLED_LABELS:
-        style |= {"label_colors": [text_colour(c) for c in colours], "label_background_colors": colours,
-                  "fill_labels": True}  # fmt: skip
+        style |= {
+            "label_colors": [text_colour(c) for c in colours],
+            "label_background_colors": colours,
+            "fill_labels": True,
+        }
     return draw_bounding_boxes(image, boxes.cpu(), labels=texts, colors=colours, **style)
 
 

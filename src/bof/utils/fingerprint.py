@@ -17,10 +17,18 @@ log = logging.getLogger(__name__)
 
 # where a run is written, how it is resumed or shown: none of them changes its result
 NOT_THE_RESULT = (
-    "trainer.output_dir", "trainer.resume", "trainer.dry_run", "trainer.progress", "trainer.num_workers",
-    "trainer.log_interval", "trainer.collective_timeout_min", "trainer.num_images_logged",
-    "trainer.checkpoint_interval", "eval.coco_backend", "choices",
-)  # fmt: skip
+    "trainer.output_dir",
+    "trainer.resume",
+    "trainer.dry_run",
+    "trainer.progress",
+    "trainer.num_workers",
+    "trainer.log_interval",
+    "trainer.collective_timeout_min",
+    "trainer.num_images_logged",
+    "trainer.checkpoint_interval",
+    "eval.coco_backend",
+    "choices",
+)
 
 
 class RunConflict(RuntimeError):
@@ -83,8 +91,11 @@ def _decide(trainer, resolved: dict, out_dir: Path) -> tuple[str, object] | None
     if trainer.resume is True:
         if stored.get("epochs", 0) < trainer.epochs:
             return None  # more epochs asked for: restore() continues from last.pt
-        log.info("%s finished all %d epochs already: nothing to resume, metrics.json unchanged", out_dir,
-                 trainer.epochs)  # fmt: skip
+        log.info(
+            "%s finished all %d epochs already: nothing to resume, metrics.json unchanged",
+            out_dir,
+            trainer.epochs,
+        )
         return "done", stored
     if "config" in stored and stored.get("fingerprint", fingerprint(stored["config"])) != fingerprint(
         resolved

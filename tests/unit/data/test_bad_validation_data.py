@@ -53,8 +53,9 @@ def perfect_detector(loader) -> PerfectDetector:
 
 def validation(devkit, policy: str):
     val_set = VOCDetection(devkit, [["VOC2007", "test"]], on_bad_sample=policy, check_images=True)
-    loader = build_data_loader(val_set, Resize(), 2, FixedShape(96), shuffle=False, seed=0, num_workers=0,
-                               drop_last=False)  # fmt: skip
+    loader = build_data_loader(
+        val_set, Resize(), 2, FixedShape(96), shuffle=False, seed=0, num_workers=0, drop_last=False
+    )
     return val_set, loader
 
 

@@ -11,9 +11,14 @@ from bof.train import build_model
 
 @pytest.mark.parametrize(
     ("amp", "device", "dtype"),
-    [("bf16", "cuda", torch.bfloat16), ("fp16", "cuda", torch.float16), (False, "cuda", None),
-     ("bf16", "cpu", None), ("fp16", "cpu", None)],
-)  # fmt: skip
+    [
+        ("bf16", "cuda", torch.bfloat16),
+        ("fp16", "cuda", torch.float16),
+        (False, "cuda", None),
+        ("bf16", "cpu", None),
+        ("fp16", "cpu", None),
+    ],
+)
 def test_amp_picks_the_autocast_dtype_on_cuda_and_float32_elsewhere(amp, device, dtype):
     assert autocast_dtype(amp, torch.device(device)) is dtype
 

@@ -10,11 +10,19 @@ from tests.helpers import FIXTURES, SCRIPTS
 
 GOLDEN = FIXTURES / "coco_val2014_100"
 EXPECTED = {
-    "AP": 0.5045806987249628, "AP50": 0.6969727247299577, "AP75": 0.5729816669904824,
-    "APs": 0.5856257209410443, "APm": 0.5193996948036719, "APl": 0.5013978986347466,
-    "AR1": 0.38681277964578054, "AR10": 0.5936795762842003, "AR100": 0.595352982877607,
-    "ARs": 0.6398109626113442, "ARm": 0.5664205978994309, "ARl": 0.5642905982905982,
-}  # fmt: skip
+    "AP": 0.5045806987249628,
+    "AP50": 0.6969727247299577,
+    "AP75": 0.5729816669904824,
+    "APs": 0.5856257209410443,
+    "APm": 0.5193996948036719,
+    "APl": 0.5013978986347466,
+    "AR1": 0.38681277964578054,
+    "AR10": 0.5936795762842003,
+    "AR100": 0.595352982877607,
+    "ARs": 0.6398109626113442,
+    "ARm": 0.5664205978994309,
+    "ARl": 0.5642905982905982,
+}
 
 
 def golden_results():
@@ -46,8 +54,16 @@ def test_eval_coco_script_prints_and_writes_the_12_numbers(tmp_path, capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "result.json"
-    module.main(["--ann", str(GOLDEN / "instances_val2014_100.json"), "--results",
-                 str(GOLDEN / "instances_val2014_fakebbox100_results.json"), "--out", str(out)])  # fmt: skip
+    module.main(
+        [
+            "--ann",
+            str(GOLDEN / "instances_val2014_100.json"),
+            "--results",
+            str(GOLDEN / "instances_val2014_fakebbox100_results.json"),
+            "--out",
+            str(out),
+        ]
+    )
     written = json.loads(out.read_text())
     assert list(written) == list(STAT_NAMES)
     assert written["AP"] == pytest.approx(EXPECTED["AP"], abs=1e-12)

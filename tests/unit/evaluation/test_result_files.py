@@ -30,9 +30,14 @@ def test_malformed_coco_results_are_refused_naming_each_kind_of_problem(coco_gt)
     with pytest.raises(ValueError) as error:
         check_results(good + bad, coco_gt, "results.json")
     message = str(error.value)
-    for kind in ("score that is not a finite number (first: detection 5)", "negative width or height",
-                 "image_id not in the annotations", "category_id not in the annotations",
-                 "bbox that is not four finite numbers", "not an object with image_id"):  # fmt: skip
+    for kind in (
+        "score that is not a finite number (first: detection 5)",
+        "negative width or height",
+        "image_id not in the annotations",
+        "category_id not in the annotations",
+        "bbox that is not four finite numbers",
+        "not an object with image_id",
+    ):
         assert kind in message, kind
     assert check_results(good, coco_gt, "results.json") == good
     with pytest.raises(ValueError, match="a JSON list of detections, not a str"):

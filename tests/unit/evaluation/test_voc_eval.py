@@ -127,8 +127,15 @@ def test_best_gt_difficult_is_ignored_without_fallback_to_second_best():
     # No fall-back: the detection is ignored instead of claiming the second-best GT.
     assert res["num_positives"]["c"] == 1
     assert res["ap"]["c"] == 0.0
-    assert devkit_voc_eval({"img": (np.array([difficult_gt, easy_gt]), np.array([True, False]))},
-                           [("img", 0.9, det)], 0.5, True) == 0.0  # fmt: skip
+    assert (
+        devkit_voc_eval(
+            {"img": (np.array([difficult_gt, easy_gt]), np.array([True, False]))},
+            [("img", 0.9, det)],
+            0.5,
+            True,
+        )
+        == 0.0
+    )
 
 
 def test_ignored_detection_is_not_a_false_positive():
@@ -209,8 +216,12 @@ def test_input_validation():
 
 def test_torch_tensors_are_accepted():
     ev = VOCEvaluator(["a", "b"])
-    ev.add_ground_truth("x", torch.tensor([[1.0, 1, 50, 50], [60, 60, 90, 90]]), torch.tensor([0, 1]),
-                        torch.tensor([False, False]))  # fmt: skip
+    ev.add_ground_truth(
+        "x",
+        torch.tensor([[1.0, 1, 50, 50], [60, 60, 90, 90]]),
+        torch.tensor([0, 1]),
+        torch.tensor([False, False]),
+    )
     ev.add_detections("x", torch.tensor([[1.0, 1, 50, 50]]), torch.tensor([0.7]), torch.tensor([1]))
     ev.add_detections("x", torch.tensor([[60.0, 60, 90, 90]]), torch.tensor([0.6]), torch.tensor([1]))
     res = ev.compute()
@@ -443,7 +454,7 @@ def test_script_end_to_end(voc_case, tmp_path, capsys):
             str(out),
             "--classes",
             "dog,cat,person",
-        ]  # fmt: skip
+        ]
     )
     assert rc == 0
     printed = capsys.readouterr().out

@@ -33,11 +33,17 @@ def batch(weight=1.0):
     torch.manual_seed(0)
     images = [torch.randn(3, 64, 80), torch.randn(3, 72, 64)]
     targets = [
-        {"boxes": torch.tensor([[5.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]),
-         "labels": torch.tensor([0, 2]), "weights": torch.tensor([weight, weight])},
-        {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]]), "labels": torch.tensor([1]),
-         "weights": torch.tensor([weight])},
-    ]  # fmt: skip
+        {
+            "boxes": torch.tensor([[5.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]),
+            "labels": torch.tensor([0, 2]),
+            "weights": torch.tensor([weight, weight]),
+        },
+        {
+            "boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]]),
+            "labels": torch.tensor([1]),
+            "weights": torch.tensor([weight]),
+        },
+    ]
     return images, targets
 
 
@@ -135,11 +141,29 @@ def test_random_shapes_with_faster_rcnn_says_it_is_yolov3s_trick(make_cfg):
 
 
 GLUONCV_C4 = {  # docs/fidelity.md "Faster R-CNN": GluonCV's faster_rcnn_resnet*_v1b_voc / _coco
-    "faster_rcnn_r50_c4": dict(pre=(12000, 6000), post=(2000, 300), rpn_nms=0.7, min_size=16, sampling=2,
-                               beta=1.0, score=1e-4, nms=0.3, keep=100),
-    "faster_rcnn_r101_c4_coco": dict(pre=(12000, 6000), post=(2000, 1000), rpn_nms=0.7, min_size=1,
-                                     sampling=2, beta=1.0, score=0.05, nms=0.5, keep=1 << 30),
-}  # fmt: skip
+    "faster_rcnn_r50_c4": dict(
+        pre=(12000, 6000),
+        post=(2000, 300),
+        rpn_nms=0.7,
+        min_size=16,
+        sampling=2,
+        beta=1.0,
+        score=1e-4,
+        nms=0.3,
+        keep=100,
+    ),
+    "faster_rcnn_r101_c4_coco": dict(
+        pre=(12000, 6000),
+        post=(2000, 1000),
+        rpn_nms=0.7,
+        min_size=1,
+        sampling=2,
+        beta=1.0,
+        score=0.05,
+        nms=0.5,
+        keep=1 << 30,
+    ),
+}
 
 
 @pytest.mark.parametrize("name", list(GLUONCV_C4))

@@ -179,8 +179,9 @@ def test_crop_meets_its_constraint_with_every_box_and_keeps_boxes_by_centre():
     boxes = torch.tensor([[100.0, 80.0, 400.0, 300.0], [150.0, 100.0, 350.0, 290.0]])
     cropped = 0
     for seed in range(30):
-        left, top, w, h = crop_with_constraints(boxes, 500, 375, torch.Generator().manual_seed(seed),
-                                                constraints=[(0.5, None)])  # fmt: skip
+        left, top, w, h = crop_with_constraints(
+            boxes, 500, 375, torch.Generator().manual_seed(seed), constraints=[(0.5, None)]
+        )
         if (w, h) == (500, 375):
             continue
         cropped += 1
@@ -212,8 +213,14 @@ def gluoncv_crop_reference(boxes: np.ndarray, width: int, height: int, rng: np.r
             a = rng.uniform(max(0.5, s * s), min(2.0, 1 / (s * s)))
             h, w = int(height * s / np.sqrt(a)), int(width * s * np.sqrt(a))
             top, left = int(rng.integers(max(height - h, 1))), int(rng.integers(max(width - w, 1)))
-            inter = np.prod(np.clip(np.minimum(boxes[:, 2:], [left + w, top + h])
-                                    - np.maximum(boxes[:, :2], [left, top]), 0, None), axis=1)  # fmt: skip
+            inter = np.prod(
+                np.clip(
+                    np.minimum(boxes[:, 2:], [left + w, top + h]) - np.maximum(boxes[:, :2], [left, top]),
+                    0,
+                    None,
+                ),
+                axis=1,
+            )
             iou = inter / (np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) + w * h - inter)
             if low <= iou.min() and iou.max() <= high:
                 candidates.append((left, top, w, h))
@@ -278,11 +285,14 @@ def test_every_interpolation_resizes_image_and_boxes(mode):
     assert len(set(INTERPOLATIONS)) == 5
 
 
-@pytest.mark.parametrize(("height", "width", "size", "mode"), [
-    (375, 500, 416, "bilinear"),  # VOC at 416: one side shrinks, one grows
-    (480, 640, 416, "area"),  # both shrink
-    (100, 120, 160, "bicubic"),  # both grow
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("height", "width", "size", "mode"),
+    [
+        (375, 500, 416, "bilinear"),  # VOC at 416: one side shrinks, one grows
+        (480, 640, 416, "area"),  # both shrink
+        (100, 120, 160, "bicubic"),  # both grow
+    ],
+)
 def test_evaluation_resize_picks_mxnets_interp_9_mode(height, width, size, mode):
     image = tv_tensors.Image(torch.randint(0, 256, (3, height, width), dtype=torch.uint8))
     target = {

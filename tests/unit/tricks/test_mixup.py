@@ -127,9 +127,16 @@ def test_switch_off_reaches_persistent_workers():
     """GluonCV's bug (docs/fidelity.md "Mixup"): the switch-off never reached persistent workers.
     Epoch 0 must be mixed and epoch 1 must not, with 2 persistent workers that live through both epochs."""
     loader = build_data_loader(
-        Constant(), Resize(), 4, lambda it: 32, shuffle=True, seed=0, num_workers=2,
-        mixup=DetectionMixup(), epochs=2,
-    )  # fmt: skip
+        Constant(),
+        Resize(),
+        4,
+        lambda it: 32,
+        shuffle=True,
+        seed=0,
+        num_workers=2,
+        mixup=DetectionMixup(),
+        epochs=2,
+    )
     assert loader.persistent_workers
     weights = {}
     for epoch in (0, 1):
