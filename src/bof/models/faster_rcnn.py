@@ -31,19 +31,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.models.detection.rpn import (
-    AnchorGenerator,
-    RegionProposalNetwork,
-    RPNHead,
-    concat_box_prediction_layers,
-)
+from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from bof.models.float32_boxes import Float32Anchors, Float32Predictor, Float32RPNHead
 from bof.utils.boxes import box_weights
 
 ALL_DETECTIONS = 1 << 30  # detections_per_image None: torchvision's slice keep[:n] keeps them all
@@ -228,12 +224,12 @@ class FasterRCNNDetector(nn.Module):
         freeze_stem = pretrained_backbone if freeze_stem is None else freeze_stem
         if design == "fpn":  # torchvision's fasterrcnn_resnet50_fpn layout
             backbone = _resnet_fpn_extractor(resnet, trainable_layers=3 if freeze_stem else 5)
-            anchors = AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
+            anchors = Float32Anchors(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
             box_roi_pool = MultiScaleRoIAlign(
                 ["0", "1", "2", "3"], output_size=7, sampling_ratio=roi_sampling_ratio
             )
             box_head = TwoMLPHead(backbone.out_channels * 7 * 7, 1024)
-            box_predictor = FastRCNNPredictor(1024, num_classes + 1)
+            box_predictor = Float32Predictor(1024, num_classes + 1)
         else:  # C4: the ResNet to stride 16 as backbone, its last stage as the RoI head
             if freeze_stem:  # torchvision's convention: conv1 and layer1 stay as pretrained
                 for module in (resnet.conv1, resnet.bn1, resnet.layer1):
@@ -241,14 +237,14 @@ class FasterRCNNDetector(nn.Module):
             stem = (resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
             backbone = nn.Sequential(*stem, resnet.layer1, resnet.layer2, resnet.layer3)
             backbone.out_channels = 1024  # stride 16
-            anchors = AnchorGenerator(((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),))
+            anchors = Float32Anchors(((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),))
             box_roi_pool = MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=roi_sampling_ratio)
             box_head = nn.Sequential(resnet.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            box_predictor = FastRCNNPredictor(2048, num_classes + 1)
+            box_predictor = Float32Predictor(2048, num_classes + 1)
         # torchvision's FasterRCNN matching and sampling, with the two loss-bearing modules replaced by ours
         rpn = WeightedRPN(
             anchors,
-            RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
+            Float32RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
             fg_iou_thresh=0.7,
             bg_iou_thresh=0.3,
             batch_size_per_image=256,
