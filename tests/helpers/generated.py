@@ -191,3 +191,88 @@ def make_devkit(root: Path) -> Path:
     for year, year_ids in ids.items():
         (root / year / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(year_ids) + "\n")
     return root
+
+
+# GluonCV's model zoo files: MXNet's NDArray-list format (mx.nd.save / save_parameters), written from the
+# format's description (mxnet src/ndarray/ndarray.cc) and named from GluonCV's architecture definitions
+# (gluoncv/model_zoo/yolo/darknet.py, resnetv1b.py), not from bof's modules
+
+
+def write_mxnet_params(path: Path, arrays: dict[str, np.ndarray], version: int = 2) -> Path:
+    """``arrays`` as ``mx.nd.save(path, arrays)`` writes them: NDArray V2 (``version=3``: V3, numpy shape
+    semantics; ``1``: V1; ``0``: the legacy layout with uint32 dimensions), dense, on cpu(0)."""
+    flags = {np.dtype("float32"): 0, np.dtype("float64"): 1, np.dtype("float16"): 2, np.dtype("int32"): 4}
+    magic = {1: 0xF993FAC8, 2: 0xF993FAC9, 3: 0xF993FACA}
+    out = [np.array([0x112, 0, len(arrays)], "<u8").tobytes()]
+    for array in arrays.values():
+        if version == 0:
+            out.append(np.array([array.ndim, *array.shape], "<u4").tobytes())
+        else:
+            out.append(np.array([magic[version]], "<u4").tobytes())
+            if version >= 2:
+                out.append(np.array([0], "<i4").tobytes())  # dense storage
+            out.append(np.array([array.ndim], "<i4").tobytes() + np.array(array.shape, "<i8").tobytes())
+        out.append(np.array([1, 0, flags[array.dtype]], "<i4").tobytes())  # cpu(0), dtype flag
+        out.append(np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes())
+    out.append(np.array([len(arrays)], "<u8").tobytes())
+    for name in arrays:
+        out.append(np.array([len(name.encode())], "<u8").tobytes() + name.encode())
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def _gluon_bn(name: str, channels: int) -> dict[str, tuple[int, ...]]:
+    return {f"{name}.{leaf}": (channels,) for leaf in ("gamma", "beta", "running_mean", "running_var")}
+
+
+def _gluon_conv_bn(prefix: str, conv: str, bn: str, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}{conv}.weight": shape} | _gluon_bn(prefix + bn, shape[0])
+
+
+def gluoncv_darknet53_shapes() -> dict[str, tuple[int, ...]]:
+    """Name -> shape of GluonCV's ``darknet53()`` (DarknetV3, layers [1, 2, 8, 8, 4], channels [32, 64,
+    128, 256, 512, 1024], 1000 classes) as ``save_parameters`` names them."""
+    layers, channels = (1, 2, 8, 8, 4), (32, 64, 128, 256, 512, 1024)
+    names = _gluon_conv_bn("features.0.", "0", "1", (32, 3, 3, 3))
+    index = 1
+    for nlayer, (previous, channel) in zip(layers, zip(channels, channels[1:], strict=False), strict=True):
+        names |= _gluon_conv_bn(f"features.{index}.", "0", "1", (channel, previous, 3, 3))
+        index += 1
+        for _ in range(nlayer):
+            body = f"features.{index}.body."
+            names |= _gluon_conv_bn(body + "0.", "0", "1", (channel // 2, channel, 1, 1))
+            names |= _gluon_conv_bn(body + "1.", "0", "1", (channel, channel // 2, 3, 3))
+            index += 1
+    return names | {"output.weight": (1000, 1024), "output.bias": (1000,)}
+
+
+def gluoncv_resnet_shapes(depth: int, variant: str) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of GluonCV's ``resnet<depth>_<variant>`` (ResNetV1b with Bottleneck blocks; v1d:
+    ``deep_stem=True, stem_width=32, avg_down=True``) as ``save_parameters`` names them."""
+    blocks = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[depth]
+    if variant == "v1d":
+        names = _gluon_conv_bn("conv1.", "0", "1", (32, 3, 3, 3))
+        names |= _gluon_conv_bn("conv1.", "3", "4", (32, 32, 3, 3))
+        names |= {"conv1.6.weight": (64, 32, 3, 3)} | _gluon_bn("bn1", 64)
+    else:
+        names = _gluon_conv_bn("", "conv1", "bn1", (64, 3, 7, 7))
+    inplanes = 64
+    for stage, count in enumerate(blocks):
+        planes = 64 * 2**stage
+        for block in range(count):
+            prefix = f"layer{stage + 1}.{block}."
+            names |= _gluon_conv_bn(prefix, "conv1", "bn1", (planes, inplanes, 1, 1))
+            names |= _gluon_conv_bn(prefix, "conv2", "bn2", (planes, planes, 3, 3))
+            names |= _gluon_conv_bn(prefix, "conv3", "bn3", (planes * 4, planes, 1, 1))
+            if block == 0:  # v1d: downsample.0 is the AvgPool2D (no parameters)
+                conv, bn = ("1", "2") if variant == "v1d" else ("0", "1")
+                names |= _gluon_conv_bn(prefix + "downsample.", conv, bn, (planes * 4, inplanes, 1, 1))
+            inplanes = planes * 4
+    return names | {"fc.weight": (1000, 2048), "fc.bias": (1000,)}
+
+
+def random_arrays(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float32 arrays of these shapes (running variances positive)."""
+    rng = np.random.default_rng(seed)
+    arrays = {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in shapes.items()}
+    return {k: np.abs(v) + 0.5 if k.endswith("running_var") else v for k, v in arrays.items()}

@@ -14,11 +14,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet50, resnet101
 
 from bof.models.darknet import Darknet53, is_darknet_weights, load_darknet_weights
+from bof.models.gluoncv import gluoncv_state
+from bof.models.resnet import build_resnet
 from bof.utils.checkpoint import load_checkpoint
-from bof.utils.published import DARKNET53_CONV74_URL
+from bof.utils.mxnet_params import is_mxnet_params
+from bof.utils.published import DARKNET53_CONV74_URL, GLUONCV_MODEL_ZOO
 
 # ResNet module name in the classifier -> its name in the C4 Faster R-CNN (backbone is a Sequential)
 C4_NAMES = {
@@ -65,7 +67,12 @@ def build_classifier(net_cfg, num_classes: int) -> nn.Module:
     if target.endswith("YOLOv3"):
         return Darknet53Classifier(num_classes, net_cfg.get("width", 1.0))
     if target.endswith("FasterRCNNDetector"):
-        return {50: resnet50, 101: resnet101}[net_cfg.get("depth", 50)](weights=None, num_classes=num_classes)
+        return build_resnet(
+            net_cfg.get("depth", 50),
+            net_cfg.get("variant", "v1b"),
+            last_gamma=net_cfg.get("last_gamma", False),
+            num_classes=num_classes,
+        )
     raise ValueError(f"task=classify: no classifier for model.net._target_={target}")
 
 
@@ -89,34 +96,57 @@ def backbone_state(model: nn.Module, checkpoint: dict, path: Path) -> tuple[nn.M
 
 
 def load_backbone(model: nn.Module, path: str | Path) -> nn.Module:
-    """Loads a ``task=classify`` checkpoint's backbone into ``model``, or darknet's own weight file
-    (``darknet53.conv.74``, told apart by its format) into a YOLOv3's Darknet-53; the classifier head is
-    dropped and the detector's heads are untouched. A checkpoint of another architecture or width fails
-    naming both."""
+    """Loads a backbone file into ``model``: a ``task=classify`` checkpoint, GluonCV's model zoo ``.params``
+    (darknet53, resnet50_v1b, resnet101_v1d; :mod:`bof.models.gluoncv`) or darknet's own weight file
+    (``darknet53.conv.74``), told apart by their first bytes. The classifier head is dropped and the
+    detector's heads are untouched; every other tensor of the file must fill one of the backbone's, with its
+    shape, else the error names what did not fit (another architecture, width or ResNet variant)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"model.backbone_checkpoint: no file at {path} (a task=classify checkpoint, or darknet's "
-            f"darknet53.conv.74 from {DARKNET53_CONV74_URL})"
+            f"model.backbone_checkpoint: no file at {path} (a task=classify checkpoint, GluonCV's "
+            f"{GLUONCV_MODEL_ZOO}<name>-<hash>.zip, or darknet's darknet53.conv.74 from "
+            f"{DARKNET53_CONV74_URL})"
         )
-    if is_darknet_weights(path):
+    origin = {}
+    if is_mxnet_params(path):
+        state, origin = gluoncv_state(path)
+        checkpoint = {"model": state}
+    elif is_darknet_weights(path):
         load_darknet_weights(model, path)
         return model
-    checkpoint = load_checkpoint(path)
+    else:
+        checkpoint = load_checkpoint(path)
     target, state = backbone_state(model, checkpoint, path)
+    if origin:  # the file's names, after backbone_state's renaming
+        origin = dict(zip(state, origin.values(), strict=True))
+    # C4: the backbone is spread over the detector; only the keys under its modules must be filled
+    within = tuple(f"{name}." for name in C4_NAMES.values()) if target is model else ("",)
+    fit_state(target, state, within, path, origin)
+    return model
+
+
+def fit_state(target: nn.Module, state: dict, within: tuple[str, ...], path: Path, origin: dict[str, str]):
+    """Loads ``state`` into ``target`` when every tensor fills one of ``target``'s with its shape and every
+    one of ``target``'s whose name starts with one of ``within`` is filled. ``origin``: the file's own
+    names for the keys of ``state``, for the error."""
     own = target.state_dict()
     # frozen BN (FrozenBatchNorm2d) has no num_batches_tracked; the classifier's trainable BN has
     state = {k: v for k, v in state.items() if k in own or not k.endswith("num_batches_tracked")}
-    partial = target is model  # C4: the backbone is spread over the model; only those keys must match
-    missing = [k for k in own if k not in state] if not partial else []
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    missing = [
+        k for k in own if k.startswith(within) and k not in state and not k.endswith("num_batches_tracked")
+    ]
+    unexpected = [origin.get(k, k) for k in state if k not in own]
+    wrong = [
+        f"{origin.get(k, k)} {tuple(v.shape)} for {k} {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
         raise ValueError(
-            f"model.backbone_checkpoint={path} does not fit {type(model).__name__}'s backbone: "
-            f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
-            f"(e.g. {unexpected[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]}); was it trained "
-            "with task=classify for the same model and width?"
+            f"model.backbone_checkpoint={path} does not fit {type(target).__name__}'s backbone: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unused "
+            f"(e.g. {unexpected[:3]}), {len(wrong)} of another shape (e.g. {wrong[:3]}); is it the same "
+            "architecture, width and ResNet variant (model.net.variant)?"
         )
-    target.load_state_dict(state, strict=not partial)
-    return model
+    target.load_state_dict(state, strict=False)

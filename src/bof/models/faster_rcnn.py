@@ -29,7 +29,6 @@ from urllib.error import URLError
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
@@ -40,10 +39,10 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from bof.models.float32_boxes import Float32Anchors, Float32Predictor, Float32RPNHead
+from bof.models.resnet import RESNETS, build_resnet, check_variant
 from bof.utils.boxes import box_weights
 
 ALL_DETECTIONS = 1 << 30  # detections_per_image None: torchvision's slice keep[:n] keeps them all
-RESNETS = {50: (resnet50, ResNet50_Weights.IMAGENET1K_V1), 101: (resnet101, ResNet101_Weights.IMAGENET1K_V1)}
 SMOOTH_L1_BETA = 1.0 / 9  # torchvision's (and Detectron's) RPN and RoI box loss; GluonCV's RPN box loss
 
 
@@ -164,7 +163,9 @@ class FasterRCNNDetector(nn.Module):
     dict of the four losses, in eval a list of dicts with ``boxes`` [D, 4] xyxy (input frame),
     ``scores``, ``labels`` (0-based foreground classes, as every evaluator here expects).
 
-    ``num_classes``: K foreground classes (the softmax head has K + 1). BN: frozen (FrozenBatchNorm2d)
+    ``num_classes``: K foreground classes (the softmax head has K + 1). ``variant``: the ResNet, GluonCV's
+    ``v1b`` (torchvision's layout) or ``v1d`` (deep stem, average-pool shortcuts; :mod:`bof.models.resnet`),
+    ``last_gamma`` its blocks' last BN starting at gamma 0. BN: frozen (FrozenBatchNorm2d)
     unless ``trainable_bn`` (what syncbn=on needs). ``pretrained_backbone``: torchvision's ImageNet
     weights (internet needed once). ``freeze_stem``: conv1 and layer1 stay as they start, as torchvision
     and GluonCV do with a pretrained backbone (None: when ``pretrained_backbone``; true for a backbone
@@ -203,22 +204,28 @@ class FasterRCNNDetector(nn.Module):
         box_score_thresh: float = 0.05,
         box_nms: float = 0.5,
         detections_per_image: int | None = 100,
+        variant: str = "v1b",
+        last_gamma: bool = False,
     ):
         super().__init__()
         if depth not in RESNETS or design not in ("fpn", "c4"):
             raise ValueError(
                 f"model.net: depth must be 50 or 101 and design fpn or c4, got {depth}, {design!r}"
             )
-        builder, weights = RESNETS[depth]
+        check_variant(variant)
         try:
-            resnet = builder(
-                weights=weights if pretrained_backbone else None,
+            resnet = build_resnet(
+                depth,
+                variant,
                 norm_layer=nn.BatchNorm2d if trainable_bn else FrozenBatchNorm2d,
+                last_gamma=last_gamma,
+                pretrained=pretrained_backbone,
             )
         except URLError as error:
             raise RuntimeError(
-                f"model.net.pretrained_backbone=true downloads torchvision's {weights} once (then cached "
-                f"under ~/.cache/torch); the download failed ({error.reason}). Run once with internet, set "
+                f"model.net.pretrained_backbone=true downloads torchvision's {RESNETS[depth][1]} once "
+                f"(then cached under ~/.cache/torch); the download failed ({error.reason}). Run once with "
+                "internet, set "
                 "model.net.pretrained_backbone=false, or use model.backbone_checkpoint=<task=classify .pt>"
             ) from None
         freeze_stem = pretrained_backbone if freeze_stem is None else freeze_stem
