@@ -25,6 +25,7 @@ from hydra import compose, initialize_config_dir
 
 from bof.config import CONFIG_DIR
 from bof.models.classifiers import Darknet53Classifier
+from bof.models.resnet import build_resnet
 from bof.train import train
 from tests.helpers import PAPER_ROWS
 from tests.helpers.generated import (
@@ -60,8 +61,6 @@ def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("tables")
     darknet = write_darknet_weights(random_darknet53(), root / "darknet53.conv.74")
     assert darknet.stat().st_size == 162_482_580  # the size of darknet's published file
-    from torchvision.models import resnet101
-
     yield {
         "voc": make_vocdevkit(root),
         "coco": make_coco(root),
@@ -69,8 +68,8 @@ def assets(tmp_path_factory):
         "torch_home": cache_torchvision_resnets(root / "torch_home"),
         "darknet_plain": classify_checkpoint(Darknet53Classifier(1000), root / "darknet53_plain.pt"),
         "darknet_mixup": classify_checkpoint(Darknet53Classifier(1000), root / "darknet53_mixup.pt"),
-        "resnet101_plain": classify_checkpoint(resnet101(), root / "resnet101_plain.pt"),
-        "resnet101_mixup": classify_checkpoint(resnet101(), root / "resnet101_mixup.pt"),
+        "resnet101_plain": classify_checkpoint(build_resnet(101, "v1d"), root / "resnet101_plain.pt"),
+        "resnet101_mixup": classify_checkpoint(build_resnet(101, "v1d"), root / "resnet101_mixup.pt"),
     }
     shutil.rmtree(root, ignore_errors=True)  # about 1.2 GB of generated weights
 
