@@ -6,7 +6,7 @@ from hydra.utils import instantiate
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
 from bof.engine.run_setup import build_tricks
-from bof.models.faster_rcnn import SMOOTH_L1_BETA, FasterRCNNDetector
+from bof.models.faster_rcnn import ALL_DETECTIONS, SMOOTH_L1_BETA, FasterRCNNDetector
 from bof.train import build_data_loaders, build_model
 from tests.helpers import cpu_run
 
@@ -150,7 +150,7 @@ GLUONCV_C4 = {  # docs/fidelity.md "Faster R-CNN": GluonCV's faster_rcnn_resnet*
         beta=1.0,
         score=1e-4,
         nms=0.3,
-        keep=100,
+        keep=ALL_DETECTIONS,  # GluonCV's VOC forward never applies its post_nms=100
     ),
     "faster_rcnn_r101_c4_coco": dict(
         pre=(12000, 6000),
@@ -161,7 +161,7 @@ GLUONCV_C4 = {  # docs/fidelity.md "Faster R-CNN": GluonCV's faster_rcnn_resnet*
         beta=1.0,
         score=0.05,
         nms=0.5,
-        keep=1 << 30,
+        keep=ALL_DETECTIONS,
     ),
 }
 
@@ -184,6 +184,20 @@ def test_c4_models_take_gluoncvs_proposal_and_detection_values(make_cfg, name):
         expected["nms"],
         expected["keep"],
     )
+
+
+def test_voc_c4_config_scores_every_detection_left_after_nms(make_cfg):
+    """GluonCV's VOC forward keeps every detection its per-class NMS leaves (up to 20 x 300 per image) and
+    VOC07MApMetric scores them all: 300 disjoint proposals with every class scored above 1e-4 give
+    20 x 300 detections, not 100 (docs/fidelity.md "Faster R-CNN")."""
+    heads = instantiate(make_cfg("model=faster_rcnn_r50_c4").model.net, num_classes=20).detector.roi_heads
+    corners = torch.arange(300.0)[:, None] * 20
+    proposals = [
+        torch.cat([corners % 600, corners // 600 * 20, corners % 600 + 10, corners // 600 * 20 + 10], 1)
+    ]
+    logits, deltas = torch.zeros(300, 21), torch.zeros(300, 21 * 4)  # softmax 1/21 for every class
+    boxes, scores, labels = heads.postprocess_detections(logits, deltas, proposals, [(600, 600)])
+    assert len(boxes[0]) == 20 * 300 > 100 and set(labels[0].tolist()) == set(range(1, 21))
 
 
 def test_roi_box_beta_and_rpn_min_size_act(model):
