@@ -3,7 +3,9 @@
 import pytest
 import torch
 from hydra.utils import instantiate
+from torchvision.models import resnet50
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from bof.engine.run_setup import build_tricks
 from bof.models.faster_rcnn import ALL_DETECTIONS, SMOOTH_L1_BETA, FasterRCNNDetector
@@ -27,6 +29,30 @@ def test_c4_design_has_one_stride_16_map_and_layer4_as_roi_head():
     assert features.shape == (1, 1024, 4, 6)  # stride 16
     assert model.detector.roi_heads.box_head[0][0].conv1.in_channels == 1024  # layer4 takes the RoIs
     assert model.detector.roi_heads.box_predictor.cls_score.out_features == 21
+
+
+def test_c4_predictor_starts_as_gluoncvs_and_the_backbone_is_left_as_built():
+    """GluonCV's rcnn.py: class scores N(0, 0.01), box deltas N(0, 0.001), biases 0; its RPN head
+    N(0, 0.01), as torchvision's (docs/fidelity.md "Faster R-CNN"). The ResNet is not touched."""
+    torch.manual_seed(0)
+    model = FasterRCNNDetector(num_classes=20, depth=50, design="c4").detector
+    torch.manual_seed(0)
+    resnet = resnet50(norm_layer=FrozenBatchNorm2d)
+    assert torch.equal(model.backbone[0].weight, resnet.conv1.weight)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.roi_heads.box_head[0].parameters(), resnet.layer4.parameters(), strict=True)
+    )
+    predictor, rpn = model.roi_heads.box_predictor, model.rpn.head
+    for layer, std in (
+        (predictor.cls_score, 0.01),
+        (predictor.bbox_pred, 0.001),
+        *((c, 0.01) for c in (rpn.conv[0][0], rpn.cls_logits, rpn.bbox_pred)),
+    ):
+        assert (
+            layer.weight.std().item() == pytest.approx(std, rel=0.05) and layer.weight.mean().abs() < std / 10
+        )
+        assert not layer.bias.any()
 
 
 def batch(weight=1.0):

@@ -7,7 +7,7 @@ import torch
 
 from bof.models.darknet import Darknet53
 from bof.models.yolo_loss import YOLOv3Loss, pairwise_iou_batched
-from bof.models.yolov3 import YOLOV3_ANCHORS, YOLOv3, YOLOv3PostProcess, decode_boxes
+from bof.models.yolov3 import MXNET_UNIFORM, YOLOV3_ANCHORS, YOLOv3, YOLOv3PostProcess, decode_boxes
 from bof.tricks.label_smoothing import sigmoid_targets
 
 
@@ -32,6 +32,28 @@ def test_width_multiplier_scales_channels_and_output_layout():
     assert trainable(model) < trainable(YOLOv3(6)) / 10
     outputs = model(torch.zeros(2, 3, 96, 128))
     assert [tuple(o.shape) for o in outputs] == [(2, 3, 12, 16, 11), (2, 3, 6, 8, 11), (2, 3, 3, 4, 11)]
+
+
+def test_heads_start_as_gluoncvs_net_initialize_and_the_backbone_as_pytorchs():
+    """GluonCV names no initializer in yolo3.py: net.initialize() draws the detection blocks, the lateral
+    1x1 convs and the outputs from MXNet's Uniform(-0.07, 0.07), biases 0 (docs/fidelity.md "YOLOv3");
+    PyTorch's default bound 1 / sqrt(fan_in) is 1.1 to 4.8 times smaller. The backbone is left as built."""
+    torch.manual_seed(0)
+    model = YOLOv3(num_classes=20)
+    torch.manual_seed(0)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.backbone.state_dict().values(), Darknet53().state_dict().values(), strict=True)
+    )
+    heads = [model.block5, model.lateral5, model.block4, model.lateral4, model.block3]
+    convs = [m for head in heads for m in head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 3 * 7 + 2
+    for conv in convs:
+        weight = conv.weight.detach()
+        bound = 1 / math.sqrt(weight[0].numel())  # PyTorch's default
+        assert 0.069 < weight.abs().max() <= MXNET_UNIFORM == 0.07 and bound < MXNET_UNIFORM < 4.8 * bound
+        assert weight.std().item() == pytest.approx(MXNET_UNIFORM / math.sqrt(3), rel=0.02)
+        assert conv.bias is None or not conv.bias.any()
 
 
 def test_objectness_prior_sets_only_the_objectness_bias():
