@@ -206,6 +206,21 @@ def test_decode_and_postprocess_recover_a_confident_box():
     assert det["boxes"][0].tolist() == pytest.approx([144 - 58, 80 - 45, 144 + 58, 80 + 45], abs=1e-3)
 
 
+def test_a_score_threshold_of_0_05_keeps_what_0_01_then_cocos_metric_keeps():
+    """experiment=yolov3_coco thresholds at 0.05 where GluonCV's net kept scores > 0.01 and its
+    COCODetectionMetric(score_thresh=0.05) then dropped those under 0.05: the same detections, as lower
+    scores never displace higher ones in the top 400, the per-class NMS or the 100 kept."""
+    torch.manual_seed(0)
+    outs = [o.detach() + torch.randn_like(o) for o in outputs_for(2, 320, num_classes=5, fill=-6.0)]
+    for o in outs:
+        o[1, ..., 4] += 3.0  # the second image: more than 100 detections over 0.05
+    low, high = (YOLOv3PostProcess(score_thresh=t)(outs, (320, 320)) for t in (0.01, 0.05))
+    scored = [d["scores"] >= 0.05 for d in low]  # image 0: filtered; image 1: capped
+    assert [(len(s), 0 < int(s.sum()) < 100) for s in scored] == [(100, True), (100, False)]
+    for lo, hi, keep in zip(low, high, scored, strict=True):
+        assert all(torch.equal(lo[k][keep], hi[k]) for k in ("boxes", "scores", "labels"))
+
+
 def test_postprocess_per_class_nms_and_caps():
     outs = outputs_for(1, 320, fill=5.0)  # every anchor confident
     with torch.no_grad():
