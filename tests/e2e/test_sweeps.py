@@ -75,6 +75,7 @@ def test_every_row_composes_and_stacks_on_the_row_above(table):
         assert cfg.row.table == table and cfg.trainer.resume == "auto"
         assert cfg.row.label and "paper" in cfg.row  # the paper's label and number (null: none published)
         tricks = trick_choices(cfg)
+        assert tricks == PAPER_ROWS[row], row  # the oracle the full-scale runs check their logs against
         if table in ("table2", "table3") and previous is not None and order >= 2:
             changed = [g for g in tricks if tricks[g] != previous[g]]
             assert len(changed) == 1, (row, changed)  # each row is the row above plus one trick

@@ -90,6 +90,15 @@ def test_every_experiment_takes_every_lr_schedule(make_cfg, experiment, schedule
     assert 0.0 <= built.factor(100, 10, cfg.trainer.epochs) <= 1.0
 
 
+def test_yolov3_on_coco_scores_what_gluoncvs_coco_metric_scored(make_cfg):
+    """GluonCV's COCODetectionMetric drops detections under 0.05 (docs/fidelity.md "Evaluation"); VOC
+    and the mini scale's synthetic data keep the net's 0.01."""
+    coco = make_cfg("experiment=yolov3_coco", *FROM_SCRATCH["yolov3_coco"])
+    assert instantiate(coco.model.postprocess).score_thresh == 0.05
+    for cfg in (make_cfg("experiment=yolov3_voc"), make_cfg("experiment=yolov3_coco", "+scale=mini")):
+        assert instantiate(cfg.model.postprocess).score_thresh == 0.01
+
+
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_builds(make_cfg, devkit, coco_root, image_folder_root, group, option):
     roots = {

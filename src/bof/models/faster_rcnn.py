@@ -248,6 +248,11 @@ class FasterRCNNDetector(nn.Module):
             box_roi_pool = MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=roi_sampling_ratio)
             box_head = nn.Sequential(resnet.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten())
             box_predictor = Float32Predictor(2048, num_classes + 1)
+            # GluonCV's rcnn.py: class scores N(0, 0.01), box deltas N(0, 0.001), biases 0 (docs/fidelity.md
+            # "Faster R-CNN"); the RPN head is torchvision's N(0, 0.01), as GluonCV's rpn.py
+            for layer, std in ((box_predictor.cls_score, 0.01), (box_predictor.bbox_pred, 0.001)):
+                nn.init.normal_(layer.weight, std=std)
+                nn.init.zeros_(layer.bias)
         # torchvision's FasterRCNN matching and sampling, with the two loss-bearing modules replaced by ours
         rpn = WeightedRPN(
             anchors,

@@ -23,6 +23,7 @@ YOLOV3_ANCHORS = (
     ((116, 90), (156, 198), (373, 326)),
 )
 YOLOV3_STRIDES = (8, 16, 32)
+MXNET_UNIFORM = 0.07  # MXNet's default initializer, Uniform(scale=0.07), of every layer naming none
 
 
 class DetectionBlock(nn.Module):
@@ -79,6 +80,7 @@ class YOLOv3(nn.Module):
         self.lateral4 = ConvBNLeaky(h4, h3, 1)
         self.block3 = DetectionBlock(c3 + h3, h3, outputs)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self._init_heads()
         if objectness_prior is not None:
             self._init_objectness(objectness_prior)
 
@@ -88,6 +90,17 @@ class YOLOv3(nn.Module):
         Darknet53.check(width)
         probability = lambda v: 0 < v < 1  # logit(p) is finite
         require("model.net.objectness_prior", objectness_prior, probability, "in (0, 1)", optional=True)
+
+    def _init_heads(self) -> None:
+        """The layers after the backbone as GluonCV's ``net.initialize()`` leaves them: no initializer is
+        named in its yolo3.py, so MXNet's default ``Uniform(0.07)`` draws every conv weight from
+        U(-0.07, 0.07), biases 0 (BN: gamma 1, beta 0, as PyTorch's). The backbone keeps PyTorch's
+        default until its pretrained weights replace it (docs/fidelity.md "YOLOv3")."""
+        for head in (self.block5, self.lateral5, self.block4, self.lateral4, self.block3):
+            for conv in (m for m in head.modules() if isinstance(m, nn.Conv2d)):
+                nn.init.uniform_(conv.weight, -MXNET_UNIFORM, MXNET_UNIFORM)
+                if conv.bias is not None:
+                    nn.init.zeros_(conv.bias)
 
     def _init_objectness(self, prior: float) -> None:
         for block in (self.block3, self.block4, self.block5):

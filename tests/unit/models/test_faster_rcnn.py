@@ -3,10 +3,12 @@
 import pytest
 import torch
 from hydra.utils import instantiate
+from torchvision.models import resnet50
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from bof.engine.run_setup import build_tricks
-from bof.models.faster_rcnn import SMOOTH_L1_BETA, FasterRCNNDetector
+from bof.models.faster_rcnn import ALL_DETECTIONS, SMOOTH_L1_BETA, FasterRCNNDetector
 from bof.train import build_data_loaders, build_model
 from tests.helpers import cpu_run
 
@@ -27,6 +29,30 @@ def test_c4_design_has_one_stride_16_map_and_layer4_as_roi_head():
     assert features.shape == (1, 1024, 4, 6)  # stride 16
     assert model.detector.roi_heads.box_head[0][0].conv1.in_channels == 1024  # layer4 takes the RoIs
     assert model.detector.roi_heads.box_predictor.cls_score.out_features == 21
+
+
+def test_c4_predictor_starts_as_gluoncvs_and_the_backbone_is_left_as_built():
+    """GluonCV's rcnn.py: class scores N(0, 0.01), box deltas N(0, 0.001), biases 0; its RPN head
+    N(0, 0.01), as torchvision's (docs/fidelity.md "Faster R-CNN"). The ResNet is not touched."""
+    torch.manual_seed(0)
+    model = FasterRCNNDetector(num_classes=20, depth=50, design="c4").detector
+    torch.manual_seed(0)
+    resnet = resnet50(norm_layer=FrozenBatchNorm2d)
+    assert torch.equal(model.backbone[0].weight, resnet.conv1.weight)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.roi_heads.box_head[0].parameters(), resnet.layer4.parameters(), strict=True)
+    )
+    predictor, rpn = model.roi_heads.box_predictor, model.rpn.head
+    for layer, std in (
+        (predictor.cls_score, 0.01),
+        (predictor.bbox_pred, 0.001),
+        *((c, 0.01) for c in (rpn.conv[0][0], rpn.cls_logits, rpn.bbox_pred)),
+    ):
+        assert (
+            layer.weight.std().item() == pytest.approx(std, rel=0.05) and layer.weight.mean().abs() < std / 10
+        )
+        assert not layer.bias.any()
 
 
 def batch(weight=1.0):
@@ -150,7 +176,7 @@ GLUONCV_C4 = {  # docs/fidelity.md "Faster R-CNN": GluonCV's faster_rcnn_resnet*
         beta=1.0,
         score=1e-4,
         nms=0.3,
-        keep=100,
+        keep=ALL_DETECTIONS,  # GluonCV's VOC forward never applies its post_nms=100
     ),
     "faster_rcnn_r101_c4_coco": dict(
         pre=(12000, 6000),
@@ -161,7 +187,7 @@ GLUONCV_C4 = {  # docs/fidelity.md "Faster R-CNN": GluonCV's faster_rcnn_resnet*
         beta=1.0,
         score=0.05,
         nms=0.5,
-        keep=1 << 30,
+        keep=ALL_DETECTIONS,
     ),
 }
 
@@ -184,6 +210,20 @@ def test_c4_models_take_gluoncvs_proposal_and_detection_values(make_cfg, name):
         expected["nms"],
         expected["keep"],
     )
+
+
+def test_voc_c4_config_scores_every_detection_left_after_nms(make_cfg):
+    """GluonCV's VOC forward keeps every detection its per-class NMS leaves (up to 20 x 300 per image) and
+    VOC07MApMetric scores them all: 300 disjoint proposals with every class scored above 1e-4 give
+    20 x 300 detections, not 100 (docs/fidelity.md "Faster R-CNN")."""
+    heads = instantiate(make_cfg("model=faster_rcnn_r50_c4").model.net, num_classes=20).detector.roi_heads
+    corners = torch.arange(300.0)[:, None] * 20
+    proposals = [
+        torch.cat([corners % 600, corners // 600 * 20, corners % 600 + 10, corners // 600 * 20 + 10], 1)
+    ]
+    logits, deltas = torch.zeros(300, 21), torch.zeros(300, 21 * 4)  # softmax 1/21 for every class
+    boxes, scores, labels = heads.postprocess_detections(logits, deltas, proposals, [(600, 600)])
+    assert len(boxes[0]) == 20 * 300 > 100 and set(labels[0].tolist()) == set(range(1, 21))
 
 
 def test_roi_box_beta_and_rpn_min_size_act(model):

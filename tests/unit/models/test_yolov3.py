@@ -7,7 +7,7 @@ import torch
 
 from bof.models.darknet import Darknet53
 from bof.models.yolo_loss import YOLOv3Loss, pairwise_iou_batched
-from bof.models.yolov3 import YOLOV3_ANCHORS, YOLOv3, YOLOv3PostProcess, decode_boxes
+from bof.models.yolov3 import MXNET_UNIFORM, YOLOV3_ANCHORS, YOLOv3, YOLOv3PostProcess, decode_boxes
 from bof.tricks.label_smoothing import sigmoid_targets
 
 
@@ -32,6 +32,28 @@ def test_width_multiplier_scales_channels_and_output_layout():
     assert trainable(model) < trainable(YOLOv3(6)) / 10
     outputs = model(torch.zeros(2, 3, 96, 128))
     assert [tuple(o.shape) for o in outputs] == [(2, 3, 12, 16, 11), (2, 3, 6, 8, 11), (2, 3, 3, 4, 11)]
+
+
+def test_heads_start_as_gluoncvs_net_initialize_and_the_backbone_as_pytorchs():
+    """GluonCV names no initializer in yolo3.py: net.initialize() draws the detection blocks, the lateral
+    1x1 convs and the outputs from MXNet's Uniform(-0.07, 0.07), biases 0 (docs/fidelity.md "YOLOv3");
+    PyTorch's default bound 1 / sqrt(fan_in) is 1.1 to 4.8 times smaller. The backbone is left as built."""
+    torch.manual_seed(0)
+    model = YOLOv3(num_classes=20)
+    torch.manual_seed(0)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.backbone.state_dict().values(), Darknet53().state_dict().values(), strict=True)
+    )
+    heads = [model.block5, model.lateral5, model.block4, model.lateral4, model.block3]
+    convs = [m for head in heads for m in head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 3 * 7 + 2
+    for conv in convs:
+        weight = conv.weight.detach()
+        bound = 1 / math.sqrt(weight[0].numel())  # PyTorch's default
+        assert 0.069 < weight.abs().max() <= MXNET_UNIFORM == 0.07 and bound < MXNET_UNIFORM < 4.8 * bound
+        assert weight.std().item() == pytest.approx(MXNET_UNIFORM / math.sqrt(3), rel=0.02)
+        assert conv.bias is None or not conv.bias.any()
 
 
 def test_objectness_prior_sets_only_the_objectness_bias():
@@ -182,6 +204,21 @@ def test_decode_and_postprocess_recover_a_confident_box():
     (det,) = YOLOv3PostProcess(score_thresh=0.5)(outs, (320, 320))
     assert det["labels"].tolist() == [1]
     assert det["boxes"][0].tolist() == pytest.approx([144 - 58, 80 - 45, 144 + 58, 80 + 45], abs=1e-3)
+
+
+def test_a_score_threshold_of_0_05_keeps_what_0_01_then_cocos_metric_keeps():
+    """experiment=yolov3_coco thresholds at 0.05 where GluonCV's net kept scores > 0.01 and its
+    COCODetectionMetric(score_thresh=0.05) then dropped those under 0.05: the same detections, as lower
+    scores never displace higher ones in the top 400, the per-class NMS or the 100 kept."""
+    torch.manual_seed(0)
+    outs = [o.detach() + torch.randn_like(o) for o in outputs_for(2, 320, num_classes=5, fill=-6.0)]
+    for o in outs:
+        o[1, ..., 4] += 3.0  # the second image: more than 100 detections over 0.05
+    low, high = (YOLOv3PostProcess(score_thresh=t)(outs, (320, 320)) for t in (0.01, 0.05))
+    scored = [d["scores"] >= 0.05 for d in low]  # image 0: filtered; image 1: capped
+    assert [(len(s), 0 < int(s.sum()) < 100) for s in scored] == [(100, True), (100, False)]
+    for lo, hi, keep in zip(low, high, scored, strict=True):
+        assert all(torch.equal(lo[k][keep], hi[k]) for k in ("boxes", "scores", "labels"))
 
 
 def test_postprocess_per_class_nms_and_caps():
