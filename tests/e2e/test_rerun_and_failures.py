@@ -3,14 +3,12 @@
 
 import json
 import logging
-import os
 import subprocess
-import sys
 
 import torch
 
 from bof.train import train
-from tests.helpers import TINY
+from tests.helpers import TINY, bof_train
 
 
 def test_resume_auto_skips_a_finished_run_and_continues_an_interrupted_one(make_cfg, tmp_path, caplog):
@@ -28,24 +26,16 @@ def test_resume_auto_skips_a_finished_run_and_continues_an_interrupted_one(make_
 
 
 def sweep(tmp_path, cache_dir, lrs: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bof.train",
-            "-m",
-            *TINY,
-            f"data.root={cache_dir}",
-            "trainer.epochs=1",
-            f"optimizer.lr={lrs}",
-            "trainer.resume=auto",
-            f"hydra.sweep.dir={tmp_path}",
-        ],
+    return bof_train(
+        "-m",
+        *TINY,
+        f"data.root={cache_dir}",
+        "trainer.epochs=1",
+        f"optimizer.lr={lrs}",
+        "trainer.resume=auto",
+        f"hydra.sweep.dir={tmp_path}",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 
 

@@ -3,10 +3,7 @@ multirun/<table>/<row>/seed<k>; a 2-row sweep runs, reports, and a rerun skips i
 report keeps the sweep's order and marks failed and unfinished rows."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +21,7 @@ from bof.config import CONFIG_DIR
 from bof.engine.run_log import TRICK_GROUPS
 from bof.engine.run_setup import build_tricks
 from bof.train import build_model, train
-from tests.helpers import PAPER_ROWS, TINY
+from tests.helpers import PAPER_ROWS, TINY, bof_train
 
 TABLES = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))
 
@@ -199,23 +196,15 @@ def hparams_of(run: Path) -> dict:
 
 
 def sweep(tmp_path, cache_dir, *rows):
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bof.train",
-            "-m",
-            "+sweep=table2",
-            "+scale=mini",
-            f"experiment={','.join(rows)}",
-            *TINY,
-            f"data.root={cache_dir}",
-        ],
+    return bof_train(
+        "-m",
+        "+sweep=table2",
+        "+scale=mini",
+        f"experiment={','.join(rows)}",
+        *TINY,
+        f"data.root={cache_dir}",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 
 

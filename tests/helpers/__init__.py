@@ -4,6 +4,9 @@ Files generated in the formats users bring live in :mod:`tests.helpers.generated
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -71,6 +74,18 @@ def config_maker(tmp_path: Path, cache_dir: Path):
             )
 
     return make
+
+
+def bof_train(*args: str, cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+    """``bof-train <args>`` in a subprocess, as a user runs it (one thread: the CI machine has 2 cores)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bof.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def cpu_run(cfg, output_dir: Path | None = None) -> Run:

@@ -90,5 +90,5 @@ def test_handover_to_faster_rcnn_r101(tmp_path, design):
 
 def test_a_checkpoint_of_another_width_is_refused_naming_it(tmp_path):
     path = classifier_checkpoint(Darknet53Classifier(6, width=0.25), tmp_path / "wide.pt")
-    with pytest.raises(ValueError, match=r"wide.pt does not fit Darknet53's backbone.*architecture, width"):
+    with pytest.raises(ValueError, match=r"wide.pt does not fit YOLOv3's backbone.*same model and width"):
         load_backbone(YOLOv3(3, width=0.125), path)

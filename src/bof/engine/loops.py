@@ -121,6 +121,7 @@ def train_one_epoch(
     Returns the mean of each loss term over the applied steps and the images/s."""
     trainer, (optimizer, lr_scheduler, scaler) = run.trainer, optimization
     grad_clip, log_interval = GradClip.of(trainer), trainer.log_interval
+    device, amp, channels_last = run.device, run.amp, run.channels_last  # once, not per step
     model.train()
     log_ = _StepLog(model, epoch, len(data_loader), writer, trainer.skip_nonfinite, trainer.max_skipped_steps)
     num_images, start = 0, time.perf_counter()
@@ -135,12 +136,12 @@ def train_one_epoch(
     for i, (images, targets) in enumerate(progress):
         if isinstance(targets, list):  # detection: data.on_bad_sample=skip replacements
             bad_samples += sum(t.get("skipped", 0) for t in targets)
-        images, targets = prepare_batch(images, targets, run.device, run.channels_last)
+        images, targets = prepare_batch(images, targets, device, channels_last)
         if batch_transform is not None:
             images, targets = batch_transform(images, targets)
         input_size = tuple(images.shape[-2:]) if torch.is_tensor(images) else tuple(images[0].shape[-2:])
         lr = optimizer.param_groups[0]["lr"]
-        names, values = train_step(model, images, targets, optimizer, scaler, run.amp, grad_clip)
+        names, values = train_step(model, images, targets, optimizer, scaler, amp, grad_clip)
         lr_scheduler.step()
         num_images += len(images)
         log_.add(i, lr, input_size[0], names, values)

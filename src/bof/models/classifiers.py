@@ -122,11 +122,13 @@ def load_backbone(model: nn.Module, path: str | Path) -> nn.Module:
         origin = dict(zip(state, origin.values(), strict=True))
     # C4: the backbone is spread over the detector; only the keys under its modules must be filled
     within = tuple(f"{name}." for name in C4_NAMES.values()) if target is model else ("",)
-    fit_state(target, state, within, path, origin)
+    fit_state(target, state, within, path, origin, type(model).__name__)
     return model
 
 
-def fit_state(target: nn.Module, state: dict, within: tuple[str, ...], path: Path, origin: dict[str, str]):
+def fit_state(
+    target: nn.Module, state: dict, within: tuple[str, ...], path: Path, origin: dict[str, str], owner: str
+):
     """Loads ``state`` into ``target`` when every tensor fills one of ``target``'s with its shape and every
     one of ``target``'s whose name starts with one of ``within`` is filled. ``origin``: the file's own
     names for the keys of ``state``, for the error."""
@@ -144,9 +146,9 @@ def fit_state(target: nn.Module, state: dict, within: tuple[str, ...], path: Pat
     ]
     if missing or unexpected or wrong:
         raise ValueError(
-            f"model.backbone_checkpoint={path} does not fit {type(target).__name__}'s backbone: "
+            f"model.backbone_checkpoint={path} does not fit {owner}'s backbone: "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unused "
-            f"(e.g. {unexpected[:3]}), {len(wrong)} of another shape (e.g. {wrong[:3]}); is it the same "
-            "architecture, width and ResNet variant (model.net.variant)?"
+            f"(e.g. {unexpected[:3]}), {len(wrong)} of another shape (e.g. {wrong[:3]}); is it for the same "
+            "model and width (and ResNet variant, backbones.resnet_variant)?"
         )
     target.load_state_dict(state, strict=False)
