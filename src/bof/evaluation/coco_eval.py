@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bof.evaluation.ranked_record import RankedDetections, ranked_record
 from bof.utils.atomic import write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -102,28 +103,74 @@ def evaluate_coco(
 ) -> dict:
     """The 12 COCOeval bbox numbers (and ``map``, ``ap`` per class) of ``results`` (COCO result dicts),
     over ``image_ids`` (default: every image of ``coco_gt``)."""
-    _, COCOeval = coco_api(backend)
     if not results:
         log.warning("no detections: every COCO number is 0")
         return {**dict.fromkeys(STAT_NAMES, 0.0), "map": 0.0, "ap": {}, "metric": "coco"}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(results)
-        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
-        if image_ids is not None:
-            coco_eval.params.imgIds = sorted(image_ids)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
+    return coco_stats(run_cocoeval(coco_gt, results, backend, image_ids, summarize=True), class_names)
+
+
+def coco_stats(coco_eval, class_names=None) -> dict:
+    """The numbers of a summarized COCOeval."""
     stats = dict(zip(STAT_NAMES, (float(s) for s in coco_eval.stats[:12]), strict=True))
     # precision [T IoUs, R recalls, K categories, A areas, M max-dets]; -1 where a category has no GT
     precision = np.asarray(coco_eval.eval["precision"])[:, :, :, 0, -1]
     cat_ids = coco_eval.params.catIds
-    names = class_names or [coco_gt.cats[c]["name"] for c in cat_ids]
+    names = class_names or [coco_eval.cocoGt.cats[c]["name"] for c in cat_ids]
     per_class = {}
     for k, name in enumerate(names):
         valid = precision[:, :, k][precision[:, :, k] > -1]
         per_class[name] = float(valid.mean()) if valid.size else float("nan")
     return {**stats, "map": stats["AP"], "ap": per_class, "metric": "coco"}
+
+
+def run_cocoeval(coco_gt, results: list[dict], backend: str, image_ids=None, summarize: bool = False):
+    """COCOeval's ``evaluate()`` (with ``summarize``, also ``accumulate()`` and ``summarize()``), quiet."""
+    _, COCOeval = coco_api(backend)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
+        if image_ids is not None:
+            coco_eval.params.imgIds = sorted(image_ids)
+        coco_eval.evaluate()
+        if summarize:
+            coco_eval.accumulate()
+            coco_eval.summarize()
+    return coco_eval
+
+
+def coco_record(coco_eval, class_names: Sequence[str]) -> RankedDetections:
+    """The per-image record of a pycocotools ``COCOeval`` after ``evaluate()``: for each category, the
+    detections in the order ``accumulate()`` ranks them (images in ``params.imgIds`` order, each image's
+    best 100, then a stable sort by score) with their outcome at the 10 IoU thresholds, all areas; per
+    image, the boxes that are not ignored (crowd). What AP@[.5:.95] needs, and nothing else."""
+    params = coco_eval.params
+    num_images, num_areas, max_det = len(params.imgIds), len(params.areaRng), params.maxDets[-1]
+    num_t = len(params.iouThrs)
+    positives = np.zeros((num_images, len(params.catIds)), np.int32)
+    per_class = []
+    for k in range(len(params.catIds)):
+        images, scores, matched, ignored = [np.zeros(0, np.int64)], [np.zeros(0)], [np.zeros((num_t, 0))], []
+        ignored.append(np.zeros((num_t, 0), bool))
+        for i in range(num_images):
+            e = coco_eval.evalImgs[(k * num_areas) * num_images + i]  # area range 0: all
+            if e is None:
+                continue
+            positives[i, k] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
+            scores.append(np.asarray(e["dtScores"][:max_det], np.float64))
+            images.append(np.full(len(scores[-1]), i))
+            matched.append(e["dtMatches"][:, :max_det])
+            ignored.append(e["dtIgnore"][:, :max_det].astype(bool))
+        score = np.concatenate(scores)
+        order = np.argsort(-score, kind="mergesort")  # accumulate()'s ranking
+        dtm, dt_ignored = np.concatenate(matched, 1)[:, order], np.concatenate(ignored, 1)[:, order]
+        per_class.append(
+            (
+                np.concatenate(images)[order],
+                score[order],
+                ((dtm != 0) & ~dt_ignored).T,
+                ((dtm == 0) & ~dt_ignored).T,
+            )
+        )
+    return ranked_record("coco", params.imgIds, class_names, positives, per_class)
 
 
 def xyxy_to_coco_results(image_id: int, boxes, scores, labels, category_ids: Sequence[int]) -> list[dict]:
@@ -156,7 +203,7 @@ class COCOEvaluator:
         image_ids: Sequence[int] | None = None,
     ):
         self.coco_gt, self.category_ids, self.class_names = coco_gt, list(category_ids), list(class_names)
-        self.backend, self.results = backend, []
+        self.backend, self.results, self._record = backend, [], None
         self.image_ids = set(coco_gt.getImgIds() if image_ids is None else image_ids)
         coco_api(backend)  # fail at start-up, not after the first epoch
 
@@ -169,7 +216,34 @@ class COCOEvaluator:
         self.image_ids -= set(image_ids)
 
     def compute(self) -> dict:
-        return evaluate_coco(self.coco_gt, self.results, self.backend, self.class_names, self.image_ids)
+        self._record = None
+        if not self.results:
+            return evaluate_coco(self.coco_gt, self.results, self.backend, self.class_names, self.image_ids)
+        coco_eval = run_cocoeval(self.coco_gt, self.results, self.backend, self.image_ids, summarize=True)
+        if self.backend == "pycocotools":  # its per-image results are at hand: kept compact, not whole
+            self._record = coco_record(coco_eval, self.class_names)
+        return coco_stats(coco_eval, self.class_names)
+
+    def per_image_record(self) -> RankedDetections:
+        """The detections' outcomes per image (bof-report's bootstrap, :mod:`bof.evaluation.weighted_ap`),
+        from pycocotools' per-image evaluation, whichever backend computed the metrics (faster-coco-eval
+        keeps its per-image results in C++): at COCO's size one more ``evaluate()``, once per run."""
+        if not self.results:  # no detections: only the positives
+            empty = (np.zeros(0), np.zeros(0), np.zeros((0, 10), bool), np.zeros((0, 10), bool))
+            image_ids = sorted(self.image_ids)
+            row = {image_id: i for i, image_id in enumerate(image_ids)}
+            column = {cat: k for k, cat in enumerate(self.category_ids)}
+            positives = np.zeros((len(image_ids), len(self.category_ids)), np.int32)
+            for ann in self.coco_gt.loadAnns(self.coco_gt.getAnnIds(imgIds=image_ids)):
+                if not ann.get("iscrowd", 0) and ann["category_id"] in column:
+                    positives[row[ann["image_id"]], column[ann["category_id"]]] += 1
+            return ranked_record("coco", image_ids, self.class_names, positives, [empty] * len(column))
+        if self._record is not None:
+            return self._record
+        coco_eval = run_cocoeval(self.coco_gt, self.results, "pycocotools", self.image_ids)
+        if list(coco_eval.params.catIds) != sorted(self.category_ids):
+            raise ValueError("the COCO annotations' categories differ from the data set's")
+        return coco_record(coco_eval, self.class_names)
 
     def write_results(self, out_dir: str | Path) -> Path:
         return write_text_atomically(Path(out_dir) / "coco_results.json", json.dumps(self.results))

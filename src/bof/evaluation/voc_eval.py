@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bof.evaluation.ranked_record import RankedDetections, ranked_record
 from bof.evaluation.voc_matching import match_class, voc_ap
 from bof.evaluation.voc_results import DEFAULT_PREFIX, ClassDetections, write_result_files
 
@@ -74,6 +75,7 @@ class VOCEvaluator:
         self._gt: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         # per class: chunks of (image ids, scores [m], boxes [m, 4]) in insertion order
         self._dets: list[list[tuple[list[str], np.ndarray, np.ndarray]]] = [[] for _ in self.class_names]
+        self._record: RankedDetections | None = None
 
     def remove_ground_truth(self, image_ids) -> None:
         """Takes images out of the evaluation (bad samples dropped while evaluating)."""
@@ -183,7 +185,7 @@ class VOCEvaluator:
             gt_img, gt_labels = np.zeros(0, np.int64), np.zeros(0, np.int64)
             gt_boxes, gt_difficult = np.zeros((0, 4)), np.zeros(0, bool)
 
-        ap, num_positives, curves = {}, {}, {}
+        ap, num_positives, curves, ranked = {}, {}, {}, []
         for c, name in enumerate(self.class_names):
             dets = self.class_detections(c)
             det_img = np.fromiter(
@@ -196,7 +198,7 @@ class VOCEvaluator:
                     f"(not in the evaluated image set?), e.g. {unknown[:5]}"
                 )
             keep = gt_labels == c
-            tp, fp, npos = match_class(
+            tp, fp, npos, order = match_class(
                 det_img,
                 dets.scores,
                 dets.boxes,
@@ -207,6 +209,7 @@ class VOCEvaluator:
                 self.iou_thresh,
             )
             num_positives[name] = npos
+            ranked.append((det_img[order], dets.scores[order], tp[:, None] > 0, fp[:, None] > 0))
             if npos == 0:
                 ap[name] = float("nan")  # recall is undefined; the devkit would divide by zero
                 continue
@@ -220,7 +223,19 @@ class VOCEvaluator:
 
         valid = [v for name, v in ap.items() if num_positives[name] > 0]
         mean_ap = float(np.mean(valid)) if valid else float("nan")
+        positives = np.zeros((len(image_index), len(self.class_names)), np.int32)
+        np.add.at(positives, (gt_img[~gt_difficult], gt_labels[~gt_difficult]), 1)
+        self._record = ranked_record(
+            "voc07" if self.use_07_metric else "area", list(image_index), self.class_names, positives, ranked
+        )
         return {"map": mean_ap, "ap": ap, "num_positives": num_positives, "pr_curves": curves}
+
+    def per_image_record(self) -> RankedDetections:
+        """What the last :meth:`compute` decided for every detection, per image (bof-report's bootstrap,
+        :mod:`bof.evaluation.weighted_ap`)."""
+        if self._record is None:
+            raise RuntimeError("per_image_record() needs compute() first")
+        return self._record
 
     def write_result_files(self, out_dir: str | os.PathLike, prefix: str = DEFAULT_PREFIX) -> list[Path]:
         """The official result files, one per class (:func:`voc_results.write_result_files`)."""

@@ -69,12 +69,13 @@ def match_class(
     gt_difficult: np.ndarray,
     num_images: int,
     iou_thresh: float,
-) -> tuple[np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Devkit matching of one class.
 
     ``det_img`` int [D] image index, ``det_scores`` [D], ``det_boxes`` [D, 4] VOC; ``gt_img`` int [G]
     (non-decreasing), ``gt_boxes`` [G, 4] VOC, ``gt_difficult`` bool [G]; images are 0..num_images-1.
-    Returns ``tp``, ``fp`` float64 [D] (0/1, in descending-score order; both 0 = ignored) and npos.
+    Returns ``tp``, ``fp`` float64 [D] (0/1, in descending-score order; both 0 = ignored), npos and the
+    ranking (``order``: the detections' indices in that order).
     """
     npos = int(np.count_nonzero(~gt_difficult))
     num_dets = len(det_scores)
@@ -82,7 +83,7 @@ def match_class(
     det_img, det_boxes = det_img[order], det_boxes[order]
     tp, fp = np.zeros(num_dets), np.ones(num_dets)
     if num_dets == 0 or len(gt_img) == 0:
-        return tp, fp, npos  # every detection is a FP
+        return tp, fp, npos, order  # every detection is a FP
 
     # GT of this class padded per image to [R + 1, S, ...]: R = images holding some, S = most per image.
     # Row -1 (the extra last one) is all padding, so row_of_image = -1 for images without GT of the class.
@@ -121,4 +122,4 @@ def match_class(
     tp[claims[first_claim]] = 1.0
     fp[tp == 1.0] = 0.0
     fp[ignored] = 0.0
-    return tp, fp, npos
+    return tp, fp, npos, order

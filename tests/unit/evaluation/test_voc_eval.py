@@ -17,6 +17,7 @@ from bof.evaluation import voc_matching
 from bof.evaluation.voc_eval import VOCEvaluator
 from bof.evaluation.voc_matching import voc_ap, voc_iou
 from bof.evaluation.voc_results import read_result_files
+from bof.evaluation.weighted_ap import metric_under_weights
 from tests.helpers import FIXTURES, REPO
 
 VOC_XML = FIXTURES / "voc_xml"
@@ -266,6 +267,8 @@ def test_matches_literal_devkit_port_on_random_data(seed, use_07_metric, monkeyp
         expected = devkit_voc_eval(gt_per_class[c], dets_per_class[c], 0.5, use_07_metric)
         assert res["ap"][name] == expected  # exact
     assert res["map"] == pytest.approx(np.mean(list(res["ap"].values())))
+    # the bootstrap's metric under all-ones weights is this mAP, ties and all (bof.evaluation.weighted_ap)
+    assert metric_under_weights(ev.per_image_record(), np.ones(12))[0] == res["map"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -550,6 +553,7 @@ def test_all_real_fixtures_perfect_and_jittered():
     for use_07_metric, ev in jittered.items():
         res = ev.compute()
         assert 0.0 < res["map"] < 1.0
+        assert metric_under_weights(ev.per_image_record(), np.ones(5))[0] == res["map"]  # the bootstrap's
         for c, name in enumerate(VOC):
             if res["num_positives"][name] > 0:
                 assert res["ap"][name] == devkit_voc_eval(
