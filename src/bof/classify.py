@@ -174,6 +174,7 @@ def train_classifier(cfg: DictConfig) -> dict:
         "batch_per_process": run.batch_per_process,
         "wall_time_s": counts.wall_time_s,
         "images_per_s": counts.mean_images_per_s,
+        "train_time_s": counts.train_time_s,
         "nonfinite_steps_skipped": counts.nonfinite_skipped,
         "config": resolved,
     }

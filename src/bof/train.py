@@ -42,6 +42,7 @@ from bof.engine.run_setup import (
     resume_path,
     start_run,
 )
+from bof.evaluation.ranked_record import RECORD_FILE
 from bof.tricks.augment import Resize
 from bof.tricks.random_shapes import FixedShape
 from bof.utils import distributed
@@ -174,6 +175,10 @@ def train_detector(cfg: DictConfig) -> dict:
         evaluated["evaluator"].write_results(out_dir / "results")
 
     val_metrics = epochs.run_all(train_epoch, validate, on_best=write_results)
+    if (
+        run.main_process and "evaluator" in evaluated
+    ):  # the final evaluation's, per image: bof-report's intervals
+        evaluated["evaluator"].per_image_record().save(out_dir / RECORD_FILE)
     metrics = run_log.final(val_metrics, epochs.best, writer)
     epochs.finish(metrics)
     if run.main_process:

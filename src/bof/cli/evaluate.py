@@ -22,6 +22,7 @@ from bof.engine.evaluator import build_evaluator
 from bof.engine.loops import evaluate
 from bof.engine.run_log import COCO_STATS, METRIC_NAMES
 from bof.engine.run_setup import autocast_dtype, build_dataset, pick_device
+from bof.evaluation.ranked_record import RECORD_FILE
 from bof.tricks.augment import Resize
 from bof.tricks.random_shapes import FixedShape
 from bof.utils.atomic import write_json_atomically
@@ -59,6 +60,7 @@ def evaluate_checkpoint(checkpoint: str, overrides: list[str], output: str | Non
     )
     out_dir = Path(output) if output else Path(checkpoint).parent / "eval"
     evaluator.write_results(out_dir / "results")
+    evaluator.per_image_record().save(out_dir / RECORD_FILE)  # what bof-report's intervals resample
     resolved = OmegaConf.to_container(cfg, resolve=True)
     result = {
         "map": metrics["map"],

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 class RunCounts:
     """What a run counts over its whole life, resumes included (a checkpoint carries :meth:`as_dict`):
     wall time, samples replaced in training, non-finite steps skipped, each epoch's images/s over all
-    processes."""
+    processes, and the images and seconds of training (evaluation excluded): the run's throughput, which
+    bof-report compares across a table's rows (what a trick costs)."""
 
     def __init__(self, carried: dict | None = None, world_size: int = 1):
         carried = carried or {}
@@ -37,11 +38,15 @@ class RunCounts:
         self.replaced_in_training = carried.get("replaced_in_training", 0)
         self.nonfinite_skipped = carried.get("nonfinite_steps_skipped", 0)
         self.images_per_s = list(carried.get("images_per_s", []))
+        self.train_images = carried.get("train_images", 0)
+        self.train_time_s = carried.get("train_time_s", 0.0)
 
     def add_epoch(self, train_metrics: dict) -> None:
         """One epoch's :func:`bof.engine.loops.train_one_epoch` metrics (its images/s become the group's)."""
         train_metrics["images_per_s"] *= self.world_size  # every process trains on as many images
         self.images_per_s.append(train_metrics["images_per_s"])
+        self.train_images += train_metrics["images"] * self.world_size
+        self.train_time_s += train_metrics["train_time_s"]
         self.replaced_in_training += train_metrics["bad_samples"]
         self.nonfinite_skipped += train_metrics["nonfinite_skipped"]
 
@@ -51,7 +56,10 @@ class RunCounts:
 
     @property
     def mean_images_per_s(self) -> float | None:
-        return float(np.mean(self.images_per_s)) if self.images_per_s else None
+        """Training images per second over the run (all processes; evaluation and start-up excluded)."""
+        if self.train_time_s > 0:
+            return self.train_images / self.train_time_s
+        return float(np.mean(self.images_per_s)) if self.images_per_s else None  # a checkpoint before totals
 
     def as_dict(self) -> dict:
         return {
@@ -59,6 +67,8 @@ class RunCounts:
             "replaced_in_training": self.replaced_in_training,
             "nonfinite_steps_skipped": self.nonfinite_skipped,
             "images_per_s": list(self.images_per_s),
+            "train_images": self.train_images,
+            "train_time_s": self.train_time_s,
         }
 
 

@@ -14,6 +14,7 @@ import torch
 from bof.data.coco import COCODetection
 from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml, read_image_set
 from bof.evaluation.coco_eval import COCOEvaluator
+from bof.evaluation.ranked_record import RankedDetections
 from bof.evaluation.voc_eval import VOCEvaluator
 from bof.evaluation.voc_results import DEFAULT_PREFIX, read_result_files
 from bof.utils.boxes import clip_boxes, voc_to_xyxy, xyxy_to_voc
@@ -54,6 +55,9 @@ class VOCDatasetEvaluator:
 
     def compute(self) -> dict:
         return {**self.voc.compute(), "metric": "voc07" if self.use_07_metric else "area"}
+
+    def per_image_record(self) -> RankedDetections:
+        return self.voc.per_image_record()
 
     def write_results(self, out_dir) -> list[Path]:
         """The official per-class result files ``comp4_det_test_<class>.txt``."""

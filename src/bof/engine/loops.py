@@ -118,7 +118,8 @@ def train_one_epoch(
     ``grad_clip``/``grad_clip_value``, ``skip_nonfinite``, ``max_skipped_steps``, ``log_interval``,
     ``progress`` (rank 0 only).
 
-    Returns the mean of each loss term over the applied steps and the images/s."""
+    Returns the mean of each loss term over the applied steps, the images, the seconds and the images/s
+    of this process."""
     trainer, (optimizer, lr_scheduler, scaler) = run.trainer, optimization
     grad_clip, log_interval = GradClip.of(trainer), trainer.log_interval
     device, amp, channels_last = run.device, run.amp, run.channels_last  # once, not per step
@@ -152,7 +153,8 @@ def train_one_epoch(
                 loss=f"{last:.2f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}", refresh=False
             )
     metrics = log_.means()
-    metrics["images_per_s"] = num_images / max(time.perf_counter() - start, 1e-9)
+    metrics["images"], metrics["train_time_s"] = num_images, time.perf_counter() - start
+    metrics["images_per_s"] = num_images / max(metrics["train_time_s"], 1e-9)
     metrics["bad_samples"] = bad_samples
     metrics["nonfinite_skipped"] = log_.skipped
     return metrics

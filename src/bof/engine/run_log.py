@@ -200,7 +200,8 @@ class RunLog:
             "train_loss": self.train_metrics.get("loss"),
             "num_params": self.num_params,
             "wall_time_s": self.counts.wall_time_s,
-            "images_per_s": self.counts.mean_images_per_s,
+            "images_per_s": self.counts.mean_images_per_s,  # training only: bof-report's cost column
+            "train_time_s": self.counts.train_time_s,
             "epochs": self.cfg.trainer.epochs,
             "world_size": self.world_size,  # data-parallel processes and the batch of each (sync BN's)
             "batch_per_process": self.batch_per_process,

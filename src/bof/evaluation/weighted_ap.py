@@ -25,7 +25,7 @@ from bof.evaluation.ranked_record import RankedDetections
 
 VOC07_THRESHOLDS = np.arange(0.0, 1.1, 0.1)  # the devkit's, quirks included (bof.evaluation.voc_matching)
 COCO_RECALLS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)  # COCOeval's
-_CHUNK_VALUES = 1 << 24  # replicates x true-positive points held at once (~130 MB per float64 array)
+_CHUNK_VALUES = 1 << 22  # replicates x true-positive points held at once (32 MB per float64 array)
 
 
 class WeightedMetric:
