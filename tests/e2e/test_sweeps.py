@@ -227,8 +227,11 @@ def test_a_two_row_sweep_runs_reports_and_reruns_without_training_again(tmp_path
     )
     assert table[1]["vs_baseline"] == 0.0 and table[1]["vs_above"] == pytest.approx(100 * (baseline - no_aug))
     assert table[0]["paper"] == 64.26 and table[1]["paper"] == 80.25
+    # each run kept its final evaluation per image: the difference has its paired bootstrap interval
+    assert table[0]["vs_baseline_low"] < table[0]["vs_baseline_high"]
+    assert table[0]["throughput_vs_baseline"] > 0 and (runs / "forest.png").is_file()
     out = capsys.readouterr().out
-    assert "| baseline |" in out and (runs / "report.csv").is_file()
+    assert "| baseline |" in out and (runs / "report.csv").is_file() and "[95% CI]: paired bootstrap" in out
     assert "| 1x4 |" in out  # the data parallelism each row ran with: 1 process x 4 images
     stamp = (runs / "baseline" / "seed0" / "last.pt").stat().st_mtime_ns
     again = sweep(tmp_path, cache_dir, "table2/no_aug", "table2/baseline")

@@ -1,5 +1,6 @@
 """Files the tests generate in the exact formats and layouts users bring: a VOCdevkit tree, a COCO 2017
-tree, darknet's weight file format, torchvision's cached ResNet weights and task=classify checkpoints.
+tree, darknet's weight file format, torchvision's cached ResNet weights and task=classify checkpoints;
+and a run's per-image evaluation record (what bof-report resamples) of a simulated detector.
 
 The real data sets and weights cannot be downloaded here; these stand in for them byte-format for
 byte-format (random content), so the loaders that read them are the real ones."""
@@ -16,6 +17,8 @@ from PIL import Image
 from torch import nn
 
 from bof.data.voc import VOC_CLASSES, parse_voc_xml
+from bof.evaluation.ranked_record import RankedDetections
+from bof.evaluation.voc_eval import VOCEvaluator
 from bof.models.darknet import ConvBNLeaky, Darknet53
 from bof.utils.checkpoint import save_checkpoint
 
@@ -276,3 +279,24 @@ def random_arrays(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str
     rng = np.random.default_rng(seed)
     arrays = {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in shapes.items()}
     return {k: np.abs(v) + 0.5 if k.endswith("running_var") else v for k, v in arrays.items()}
+
+
+def simulated_voc_record(seed: int, skill: float = 0.5, num_images: int = 60) -> RankedDetections:
+    """The per-image record of a VOC evaluation of a detector that finds each object with probability
+    ``skill`` (plus 3 false positives per image), on a fixed set of images (their ground truth from seed
+    0, the detections from ``seed``): the same seed gives the same record."""
+    images, detector = np.random.default_rng(0), np.random.default_rng(seed)
+    evaluator = VOCEvaluator(["a", "b"])
+    for i in range(num_images):
+        n = images.integers(1, 4)
+        xy = images.uniform(0, 200, (n, 2))
+        gt = np.concatenate([xy, xy + 50], 1)
+        labels = images.integers(0, 2, n)
+        evaluator.add_ground_truth(f"{i}", gt, labels)
+        found = detector.random(n) < skill
+        false = detector.uniform(0, 200, (3, 2))
+        boxes = np.concatenate([gt[found], np.concatenate([false, false + 30], 1)])
+        scores = np.concatenate([detector.uniform(0.3, 1, found.sum()), detector.uniform(0, 0.7, 3)])
+        evaluator.add_detections(f"{i}", boxes, scores, np.concatenate([labels[found], [0, 1, 0]]))
+    evaluator.compute()
+    return evaluator.per_image_record()

@@ -1,16 +1,21 @@
-"""``bof-report <sweep dir>``: a sweep's runs as a table (Markdown on stdout, CSV beside).
+"""``bof-report <sweep dir> [<sweep dir> ...]``: a sweep's runs as a table, every difference with its 95%
+paired bootstrap interval (Markdown on stdout; CSV and a forest plot beside).
 
-A table sweep (``+sweep=tableN``) has ``<sweep dir>/<row>/seed<k>/metrics.json`` (or ``failed.json``),
-``<row>`` named by the row's experiment file (``experiment=table2/no_aug`` -> ``no_aug``); the sweep's
-list of experiments, in the ``multirun.yaml`` Hydra writes, is the table's order and says which rows were
-launched, and each run's config says its row's label, the paper's number and which row is the baseline.
-Any other multirun (``bof-train -m optimizer.lr=0.001,0.002 seed=0,1``) has Hydra's numbered job directories:
-one row per combination of the overrides that vary (seeds pooled), the first row as the baseline. Per
-row: the metric (VOC mAP or COCO AP, in %) as mean +- std over seeds ("n=1" for one run), the delta
-against the baseline row and against the row above, the paper's number, and the status (failed,
-unfinished and never-started runs and unreadable metrics.json files are marked, not hidden).
+A table sweep (``+sweep=tableN``, ``+sweep=table2_loo``, ...) has ``<sweep dir>/<row>/seed<k>/metrics.json``
+(or ``failed.json``), ``<row>`` named by the row's experiment file; the sweep's list of experiments, in the
+``multirun.yaml`` Hydra writes, is the table's order and says which rows were launched, and each run's
+config says its row's label, the paper's number and which row is the baseline. Any other multirun
+(``bof-train -m optimizer.lr=0.001,0.002 seed=0,1``) has Hydra's numbered job directories: one row per
+combination of the overrides that vary (seeds pooled), the first row as the baseline. Per row: the metric
+(VOC mAP or COCO AP, in %) as mean +- std over seeds ("n=1" for one run), the difference against the
+baseline row and against the row above with their intervals (docs/statistics.md), the paper's number, the
+training throughput relative to the baseline's (what the row's tricks cost), and the status (failed,
+unfinished and never-started runs and unreadable metrics.json files are marked, not hidden). The rows of a
+leave-one-out or add-one sweep also give each trick's effect (in context, or alone) beside the paper's
+stacked difference; given both designs, one table puts them side by side.
 
-    bof-report multirun/table2 [--csv table2.csv] [--per-class baseline mixup]
+    bof-report multirun/table2 [--csv table2.csv] [--per-class baseline mixup] [--replicates 1000]
+    bof-report multirun/table2_loo multirun/table2_add_one
     bof-report multirun/2026-11-26/10-00-00
 """
 
@@ -18,154 +23,25 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 from pathlib import Path
 
-import matplotlib
-import yaml
-
-from bof.config import CONFIG_DIR, row_name
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from bof.cli.report_plots import forest_plot, per_class_chart
+from bof.cli.report_runs import collect, read_records
+from bof.evaluation.bootstrap import Replicates, resample_rows
 
 METRIC_NAMES = {"voc07": "VOC07 mAP", "area": "VOC area mAP", "coco": "COCO AP@[.5:.95]"}
+EFFECTS = {  # a design's rows -> what their difference to its baseline row says about the trick
+    "leave_one_out": "in context (all - all without it)",
+    "add_one": "alone (baseline + it - baseline)",
+}
 
 
-def collect(sweep_dir: Path) -> list[dict]:
-    """One dict per row, in table order: label, paper, values (one per finished seed), status, ap."""
-    runs = [(p.parent.name, p, None) for p in sorted(sweep_dir.glob("*/seed*")) if p.is_dir()]
-    if not runs:
-        return _rows(adhoc_runs(sweep_dir))
-    rows = _rows(runs)
-    seen = {r["name"]: r for r in rows}
-    table, launched, seeds = sweep_plan(sweep_dir)
-    for experiment in launched:  # rows the sweep was launched with, started or not
-        name = row_name(experiment)
-        row = seen.get(name)
-        if row is None:  # never started: its label and paper number from its experiment file
-            row = seen[name] = _empty_row(name, None)
-            meta = (_read_yaml(CONFIG_DIR / "experiment" / f"{experiment}.yaml") or {}).get("row") or {}
-            row.update({k: meta[k] for k in ("label", "paper") if k in meta})
-            rows.append(row)
-        row["never_started"] = sum(not (sweep_dir / name / f"seed{s}").is_dir() for s in seeds)
-    position = {}
-    for i, experiment in enumerate(table):
-        position.setdefault(row_name(experiment), i)
-    for row in rows:  # the sweep's list is the table's order (rows it does not list come last)
-        row["order"] = position.get(row["name"], row["order"])
-    return sorted(rows, key=lambda r: (r["order"], r["name"]))
-
-
-def sweep_plan(sweep_dir: Path) -> tuple[list[str], list[str], list[str]]:
-    """(the table's rows: the experiments its sweep file lists, in order; the rows launched: those or the
-    command line's ``experiment=...``; the seeds launched) from the ``multirun.yaml`` Hydra writes at a
-    sweep's start. Without one, a job's ``.hydra/hydra.yaml`` still gives the table's order (not what
-    was launched); ``([], [], [])`` for neither."""
-    launched = _read_yaml(sweep_dir / "multirun.yaml")
-    hydra = (launched or {}).get("hydra") or {}
-    if launched is None:  # a job's own copy of the sweep's config
-        jobs = sorted(sweep_dir.glob("*/seed*/.hydra/hydra.yaml"))
-        hydra = next((h for h in ((_read_yaml(j) or {}).get("hydra") for j in jobs) if h), {})
-    params = {k: str(v) for k, v in ((hydra.get("sweeper") or {}).get("params") or {}).items()}
-    table = _split(params.get("experiment"))
-    if launched is None:
-        return table, [], []
-    for override in (hydra.get("overrides") or {}).get("task") or []:  # the command line wins
-        key, _, value = str(override).lstrip("+").partition("=")
-        if key in ("experiment", "seed"):
-            params[key] = value
-    rows = _split(params.get("experiment"))
-    return table + [r for r in rows if r not in table], rows, _split(params.get("seed", "0"))
-
-
-def _split(values: str | None) -> list[str]:
-    """``table2/no_aug,table2/baseline`` (a sweep's comma-separated values) -> their list."""
-    return [v.strip() for v in str(values or "").split(",") if v.strip()]
-
-
-def adhoc_runs(sweep_dir: Path) -> list[tuple[str, Path, int]]:
-    """(row: the varying overrides, job directory, order) of a plain multirun's numbered jobs."""
-    jobs = {}
-    for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
-        if overrides_file.parents[1].name.isdigit():
-            pairs = (o.lstrip("+~").split("=", 1) for o in yaml.safe_load(overrides_file.read_text()) or [])
-            jobs[int(overrides_file.parents[1].name)] = {k: v for k, v, *_ in (p + [""] for p in pairs)}
-    keys = {k for overrides in jobs.values() for k in overrides}
-    varying = sorted(k for k in keys if len({o.get(k) for o in jobs.values()}) > 1 and k != "seed")
-    return [
-        (", ".join(f"{k}={jobs[n].get(k, '-')}" for k in varying) or "all jobs", sweep_dir / str(n), n)
-        for n in sorted(jobs)
-    ]
-
-
-def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
-    rows: dict[str, dict] = {}
-    for name, seed_dir, order in runs:
-        row = rows.setdefault(name, _empty_row(name, order))
-        metrics_file, failed_file = seed_dir / "metrics.json", seed_dir / "failed.json"
-        metrics = _read_json(metrics_file)
-        if metrics_file.is_file() and (metrics is None or metrics.get("map") is None):
-            row["unreadable"] += 1  # empty (a full disk), garbage or no mAP: said, not called done
-            continue
-        # a run without results still has its row's label and paper number, in the config Hydra saved
-        config = (metrics or {}).get("config") or _read_yaml(seed_dir / ".hydra" / "config.yaml") or {}
-        meta = config.get("row") or {}
-        row.update({k: meta[k] for k in ("label", "order", "paper") if k in meta})  # order: older runs
-        if metrics is not None:
-            row["metric"] = metrics.get("metric")
-            # the table's base names its baseline row (older runs flagged it with baseline: true)
-            row["baseline"] |= meta.get("baseline_row") == name or meta.get("baseline") is True
-            if "world_size" in metrics:  # the data parallelism each run had (the paper's: paper_setup)
-                row["setups"].add(f"{metrics['world_size']}x{metrics['batch_per_process']}")
-            if metrics.get("map") is not None:
-                row["values"].append(100 * metrics["map"])
-                row["ap"].append(metrics.get("ap", {}))
-        elif failed_file.is_file():
-            row["failed"] += 1
-        else:
-            row["unfinished"] += 1
-    return sorted(rows.values(), key=lambda r: (r["order"], r["name"]))
-
-
-def _empty_row(name: str, order: int | None) -> dict:
-    return {
-        "name": name,
-        "label": name,
-        "order": 1e9 if order is None else order,
-        "paper": None,
-        "baseline": order == 0,
-        "metric": None,
-        "values": [],
-        "failed": 0,
-        "unfinished": 0,
-        "unreadable": 0,
-        "never_started": 0,
-        "ap": [],
-        "setups": set(),
-    }
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):  # missing, empty, truncated or not UTF-8
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_yaml(path: Path) -> dict | None:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def summarise(rows: list[dict]) -> list[dict]:
+def summarise(rows: list[dict], replicates: Replicates | None = None) -> list[dict]:
+    """One dict per row: the table's columns (``vs_*_low`` / ``_high``: the interval, None without one)."""
     baseline = next((r for r in rows if r["baseline"] and r["values"]), None)
     base_mean = statistics.mean(baseline["values"]) if baseline else None
+    base_speed = _mean(baseline["images_per_s"]) if baseline else None
     table, above = [], None
     for row in rows:
         mean = statistics.mean(row["values"]) if row["values"] else None
@@ -176,99 +52,234 @@ def summarise(rows: list[dict]) -> list[dict]:
             (row["unreadable"], "with no readable result in metrics.json"),
             (row["never_started"], "never started"),
         )
-        status = ", ".join(f"{n} {what}" for n, what in problems if n) or "done"
+        speed = _mean(row["images_per_s"])
+        vs_base, vs_above = (_interval(replicates, row, reference) for reference in (baseline, above))
         table.append(
             {
                 "row": row["label"],
+                "name": row["name"],
                 "runs": len(row["values"]),
                 "mean": mean,
                 "std": std,
                 "vs_baseline": None if mean is None or base_mean is None else mean - base_mean,
-                "vs_above": None if mean is None or above is None else mean - above,
+                "vs_baseline_low": vs_base and vs_base.low,
+                "vs_baseline_high": vs_base and vs_base.high,
+                "vs_above": None
+                if mean is None or above is None
+                else mean - statistics.mean(above["values"]),
+                "vs_above_low": vs_above and vs_above.low,
+                "vs_above_high": vs_above and vs_above.high,
                 "paper": row["paper"],
-                "status": status,
+                "images_per_s": speed,
+                "throughput_vs_baseline": speed / base_speed if speed and base_speed else None,
+                "status": ", ".join(f"{n} {what}" for n, what in problems if n) or "done",
                 "gpus_x_batch": ", ".join(sorted(row["setups"])) or "-",
                 "metric": METRIC_NAMES.get(row["metric"], "mAP"),
             }
         )
-        above = mean if mean is not None else above
+        above = row if mean is not None else above
     return table
 
 
-def markdown(table: list[dict]) -> str:
-    def number(value, signed=False):
-        return "-" if value is None else (f"{value:+.2f}" if signed else f"{value:.2f}")
+def _interval(replicates: Replicates | None, row: dict, reference: dict | None):
+    if replicates is None or reference is None or reference is row:
+        return None
+    return replicates.interval(row["name"], reference["name"])
 
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def _delta(value, low, high) -> str:
+    if value is None:
+        return "-"
+    if low is None:
+        return f"{value:+.2f}"
+    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]{'*' if low > 0 or high < 0 else ''}"
+
+
+def markdown(table: list[dict]) -> str:
     metric_name = next((r["metric"] for r in table if r["mean"] is not None), "mAP")
     columns = (
-        f"row | {metric_name} (%) | vs baseline | vs row above | paper | runs | processes x batch | status"
+        f"row | {metric_name} (%) | vs baseline [95% CI] | vs row above [95% CI] | paper "
+        "| throughput vs baseline | runs | processes x batch | status"
     )
-    lines = [f"| {columns} |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| {columns} |", "|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         spread = "n=1" if r["runs"] == 1 else f"± {r['std']:.2f}"
         metric = "-" if r["mean"] is None else f"{r['mean']:.2f} {spread}"
-        deltas = f"{number(r['vs_baseline'], True)} | {number(r['vs_above'], True)}"
+        deltas = " | ".join(_delta(r[k], r[f"{k}_low"], r[f"{k}_high"]) for k in ("vs_baseline", "vs_above"))
+        paper = "-" if r["paper"] is None else f"{r['paper']:.2f}"
+        speed = "-" if r["throughput_vs_baseline"] is None else f"{r['throughput_vs_baseline']:.2f}x"
         lines.append(
-            f"| {r['row']} | {metric} | {deltas} | {number(r['paper'])} | {r['runs']} | {r['gpus_x_batch']} "
+            f"| {r['row']} | {metric} | {deltas} | {paper} | {speed} | {r['runs']} | {r['gpus_x_batch']} "
             f"| {r['status']} |"
         )
     return "\n".join(lines)
 
 
-def per_class_chart(rows: list[dict], first: str, second: str, path: Path) -> Path:
-    """Bar chart of per-class AP(second) - AP(first), averaged over seeds (the paper's Figures 8-9)."""
-    by_name = {r["name"]: r for r in rows}
-    for name in (first, second):
-        if name not in by_name or not by_name[name]["ap"]:
-            raise SystemExit(f"--per-class: row {name!r} has no finished run; rows: {sorted(by_name)}")
+def interval_note(replicates: Replicates | None) -> str:
+    """What the intervals are, under the table."""
+    if replicates is None:
+        return "No intervals (--replicates 0)."
+    lines = []
+    if replicates.values:
+        seeds = set(replicates.seeds_per_row.values())
+        lines.append(
+            f"[95% CI]: paired bootstrap percentile interval, {replicates.replicates} resamples of the "
+            f"{replicates.num_images} validation images (seed {replicates.seed}), the same resamples for "
+            "every row; * the interval excludes 0. "
+            + (
+                "One run per row: the intervals cover the choice of images only, not seed-to-seed variation "
+                "(run the sweep with seed=0,1,2 for that)."
+                if seeds == {1}
+                else "Rows with several seeds resample their seeds too (the same draws for every row, so "
+                "rows run with the same seeds are paired by seed); the point is the mean over seeds."
+            )
+        )
+    for row, why in replicates.missing.items():
+        lines.append(f"No interval for row {row!r}: {why}.")
+    return "\n".join(lines)
 
-    def mean_ap(row):
-        classes = row["ap"][0].keys()
-        return {c: statistics.mean(100 * ap[c] for ap in row["ap"]) for c in classes}
 
-    a, b = mean_ap(by_name[first]), mean_ap(by_name[second])
-    classes = list(a)
-    deltas = [b[c] - a[c] for c in classes]
-    figure, axes = plt.subplots(figsize=(max(6, len(classes) * 0.4), 3.5), dpi=100)
-    axes.bar(classes, deltas, color=["tab:green" if d >= 0 else "tab:red" for d in deltas])
-    axes.set(ylabel="AP difference (%)", title=f"{second} - {first}")
-    axes.tick_params(axis="x", rotation=60)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+def effects(rows: list[dict], table: list[dict]) -> list[dict]:
+    """The trick rows of a leave-one-out or add-one design: each trick's effect with its interval (a row
+    that removes the trick: baseline - row), beside the paper's stacked difference."""
+    found = []
+    for row, r in zip(rows, table, strict=True):
+        if not row.get("trick") or row.get("design") not in EFFECTS or r["vs_baseline"] is None:
+            continue
+        sign = -1.0 if row.get("removes") else 1.0
+        low, high = r["vs_baseline_low"], r["vs_baseline_high"]
+        if low is not None and sign < 0:
+            low, high = -high, -low
+        found.append(
+            {
+                "trick": row["trick"],
+                "design": row["design"],
+                "effect": sign * r["vs_baseline"],
+                "low": low,
+                "high": high,
+                "paper_delta": row.get("paper_delta"),
+            }
+        )
+    return found
+
+
+def effects_markdown(found: list[dict]) -> str:
+    """One column per design found (alone, in context), one row per trick, the paper's stacked delta."""
+    designs = [d for d in EFFECTS if any(e["design"] == d for e in found)]
+    tricks = list(dict.fromkeys(e["trick"] for e in found))
+    by = {(e["trick"], e["design"]): e for e in found}
+    header = " | ".join(f"effect {EFFECTS[d]} [95% CI]" for d in designs)
+    lines = [f"| trick | {header} | paper's stacked delta |", "|---" * (len(designs) + 2) + "|"]
+    for trick in tricks:
+        cells = [
+            _delta(e["effect"], e["low"], e["high"]) if (e := by.get((trick, d))) else "-" for d in designs
+        ]
+        paper = next(
+            (e["paper_delta"] for e in found if e["trick"] == trick and e["paper_delta"] is not None), None
+        )
+        lines.append(f"| {trick} | {' | '.join(cells)} | {'-' if paper is None else f'{paper:+.2f}'} |")
+    return "\n".join(lines)
+
+
+def report_sweep(sweep_dir: Path, args) -> tuple[list[dict], list[dict]]:
+    """Prints one sweep's table and writes its CSV and forest plot; -> (table, trick effects)."""
+    rows = collect(sweep_dir)
+    if not rows:
+        raise SystemExit(
+            f"no runs under {sweep_dir}: neither a table sweep's <row>/seed<k>/ nor a multirun's "
+            "numbered job directories with .hydra/overrides.yaml"
+        )
+    replicates = None
+    if args.replicates > 0:
+        replicates = resample_rows(read_records(rows), args.replicates, args.seed, progress=True)
+    table = summarise(rows, replicates)
+    print(markdown(table))
+    print()
+    print(interval_note(replicates))
+    csv_path = args.csv or sweep_dir / "report.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    found = effects(rows, table)
+    metric = next((r["metric"] for r in table if r["mean"] is not None), "mAP")
+    if found:
+        print()
+        print(effects_markdown(found))
+        entries = [
+            {
+                "label": e["trick"],
+                "delta": e["effect"],
+                "low": e["low"],
+                "high": e["high"],
+                "paper": e["paper_delta"],
+            }
+            for e in found
+        ]
+        title = f"{sweep_dir.name}: each trick's effect {EFFECTS[found[0]['design']]}"
+    else:
+        base = next((r for r in rows if r["baseline"]), None)
+        base_paper = base and base["paper"]
+        entries = [
+            {
+                "label": r["row"],
+                "delta": r["vs_baseline"],
+                "low": r["vs_baseline_low"],
+                "high": r["vs_baseline_high"],
+                "paper": r["paper"] - base_paper
+                if r["paper"] is not None and base_paper is not None
+                else None,
+            }
+            for row, r in zip(rows, table, strict=True)
+            if row is not base
+        ]
+        title = f"{sweep_dir.name}: each row - {base['label'] if base else 'baseline'}"
+    if entries:
+        plot = forest_plot(entries, title, f"difference in {metric} (points)", sweep_dir / "forest.png")
+        print(f"\nforest plot: {plot}")
+    if args.per_class:
+        chart = per_class_chart(
+            rows, *args.per_class, sweep_dir / f"per_class_{args.per_class[1]}_vs_{args.per_class[0]}.png"
+        )
+        print(f"per-class chart: {chart}")
+    return table, found
 
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--csv", type=Path, help="default: <sweep dir>/report.csv")
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="sweep_dir")
+    parser.add_argument("--csv", type=Path, help="default: <sweep dir>/report.csv (one sweep only)")
     parser.add_argument("--per-class", nargs=2, metavar=("A", "B"), help="bar chart of per-class AP, B - A")
+    parser.add_argument(
+        "--replicates", type=int, default=1000, help="bootstrap resamples of the images (0: no intervals)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (the same report again)")
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        raise SystemExit(f"sweep directory not found: {args.sweep_dir}")
-    rows = collect(args.sweep_dir)
-    if not rows:
-        raise SystemExit(
-            f"no runs under {args.sweep_dir}: neither a table sweep's <row>/seed<k>/ nor a multirun's "
-            "numbered job directories with .hydra/overrides.yaml"
-        )
-    table = summarise(rows)
-    print(markdown(table))
-    csv_path = args.csv or args.sweep_dir / "report.csv"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
-    if args.per_class:
-        chart = per_class_chart(
-            rows,
-            *args.per_class,
-            args.sweep_dir / f"per_class_{args.per_class[1]}_vs_{args.per_class[0]}.png",
-        )
-        print(f"per-class chart: {chart}")
-    return table
+    for sweep_dir in args.sweep_dirs:
+        if not sweep_dir.is_dir():
+            raise SystemExit(f"sweep directory not found: {sweep_dir}")
+    if len(args.sweep_dirs) > 1 and (args.csv or args.per_class):
+        raise SystemExit("--csv and --per-class take one sweep directory")
+    if args.replicates < 0:
+        raise SystemExit(f"--replicates must be >= 0, got {args.replicates}")
+    tables, all_effects = [], []
+    for sweep_dir in args.sweep_dirs:
+        if len(args.sweep_dirs) > 1:
+            print(f"\n## {sweep_dir}\n")
+        table, found = report_sweep(sweep_dir, args)
+        tables += table
+        all_effects += found
+    if len({e["design"] for e in all_effects}) > 1:  # both designs: each trick alone and in context
+        print("\n## Each trick alone and in context\n")
+        print(effects_markdown(all_effects))
+    return tables
 
 
 def cli() -> None:

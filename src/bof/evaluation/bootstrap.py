@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from bof.evaluation.ranked_record import RankedDetections
 from bof.evaluation.weighted_ap import WeightedMetric
@@ -56,7 +57,10 @@ class Replicates:
 
 
 def resample_rows(
-    runs: dict[str, list[RankedDetections | None]], replicates: int = 1000, seed: int = 0
+    runs: dict[str, list[RankedDetections | None]],
+    replicates: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
 ) -> Replicates:
     """The rows' replicates from their runs' records (``runs[row]``: one record per seed, None for a run
     without one). The images are those of the first complete row; a row whose records name other images
@@ -75,8 +79,14 @@ def resample_rows(
     weights = rng.multinomial(num_images, np.full(num_images, 1.0 / num_images), size=replicates)
     seed_draws = rng.random((replicates, max(len(r) for r in complete.values())))
     values = {}
+    bar = tqdm(total=sum(map(len, complete.values())), desc="bootstrap", unit="run", disable=not progress)
     for row, records in complete.items():
-        per_run = np.stack([100 * WeightedMetric(record)(weights) for record in records])  # [S, B]
+        per_run = []  # [S, B]
+        for record in records:
+            per_run.append(100 * WeightedMetric(record)(weights))
+            bar.update()
+        per_run = np.stack(per_run)
         drawn = (seed_draws[:, : len(records)] * len(records)).astype(np.int64)  # [B, S]: seeds drawn
         values[row] = per_run[drawn, np.arange(replicates)[:, None]].mean(axis=1)
+    bar.close()
     return Replicates(values, missing, num_images, replicates, seed, {r: len(v) for r, v in complete.items()})

@@ -1,0 +1,81 @@
+"""bof-report on sweep directories written as bof-train writes them (metrics.json, the row's config and the
+per-image record beside them): intervals on every difference, exactly [0, 0] for identical rows, the
+throughput column, the forest plot, and a design's trick effects with their signs."""
+
+import csv
+import json
+
+import pytest
+
+from bof.cli.report import main as report
+from bof.evaluation.weighted_ap import metric_under_weights
+from tests.helpers.generated import simulated_voc_record
+
+
+def write_run(sweep, row, seed, record, images_per_s=100.0, **meta):
+    """``<sweep>/<row>/seed<seed>/``: metrics.json (the record's mAP) and eval_record.npz."""
+    run = sweep / row / f"seed{seed}"
+    run.mkdir(parents=True)
+    value = float(metric_under_weights(record, [1.0] * len(record.image_ids))[0])
+    config = {
+        "row": {"label": meta.pop("label", row), "baseline_row": meta.pop("baseline_row", "base"), **meta}
+    }
+    metrics = {"map": value, "metric": "voc07", "ap": {}, "images_per_s": images_per_s, "config": config}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    record.save(run / "eval_record.npz")
+
+
+def test_identical_rows_differ_by_exactly_zero_and_every_delta_has_an_interval(tmp_path, capsys):
+    write_run(tmp_path, "base", 0, simulated_voc_record(1), order=0, paper=80.0)
+    write_run(tmp_path, "same", 0, simulated_voc_record(1), order=1, images_per_s=50.0, paper=81.0)
+    write_run(tmp_path, "better", 0, simulated_voc_record(2, skill=0.95), order=2)
+    table = {r["name"]: r for r in report([str(tmp_path), "--replicates", "200"])}
+    same, better = table["same"], table["better"]
+    assert (same["vs_baseline"], same["vs_baseline_low"], same["vs_baseline_high"]) == (0.0, 0.0, 0.0)
+    assert better["vs_baseline_low"] > 0 and better["vs_above_low"] > 0  # "better" found better
+    assert table["base"]["vs_baseline_low"] is None  # the baseline against itself: no interval
+    assert same["throughput_vs_baseline"] == pytest.approx(0.5)  # half the baseline's images/s
+    out = capsys.readouterr().out
+    assert "+0.00 [+0.00, +0.00] |" in out and "]* |" in out  # * marks an interval without 0
+    assert "0.50x" in out and "200 resamples of the 60 validation images" in out and "One run per row" in out
+    assert (tmp_path / "forest.png").stat().st_size > 10_000
+    with (tmp_path / "report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows[2]["vs_baseline_low"] and rows[2]["throughput_vs_baseline"]
+    # the same runs, the same report: the bootstrap is seeded
+    again = {r["name"]: r for r in report([str(tmp_path), "--replicates", "200"])}
+    assert again["better"]["vs_baseline_low"] == better["vs_baseline_low"]
+
+
+def test_runs_without_records_get_no_interval_and_say_so(tmp_path, capsys):
+    write_run(tmp_path, "base", 0, simulated_voc_record(1), order=0)
+    write_run(tmp_path, "old", 0, simulated_voc_record(2), order=1)
+    (tmp_path / "old" / "seed0" / "eval_record.npz").unlink()  # a run from before records
+    table = {r["name"]: r for r in report([str(tmp_path), "--replicates", "50"])}
+    assert table["old"]["vs_baseline"] is not None and table["old"]["vs_baseline_low"] is None
+    assert "No interval for row 'old': no per-image record." in capsys.readouterr().out
+    report([str(tmp_path), "--replicates", "0"])
+    assert "No intervals (--replicates 0)." in capsys.readouterr().out
+
+
+def test_design_rows_give_each_tricks_effect_with_its_sign_and_both_designs_side_by_side(tmp_path, capsys):
+    """A leave-one-out row removes its trick (effect = all - row), an add-one row adds it (row - base)."""
+    loo, add = tmp_path / "table2_loo", tmp_path / "table2_add_one"
+    good, bad = simulated_voc_record(2, skill=0.95), simulated_voc_record(1, skill=0.5)
+    design = {"design": "leave_one_out", "baseline_row": "all"}
+    write_run(loo, "all", 0, good, order=0, **design)
+    write_run(loo, "no_mixup", 0, bad, order=1, trick="mixup", removes=True, paper_delta=1.54, **design)
+    design = {"design": "add_one", "baseline_row": "baseline"}
+    write_run(add, "baseline", 0, bad, order=0, **design)
+    write_run(add, "mixup", 0, good, order=1, trick="mixup", removes=False, paper_delta=1.54, **design)
+    table = {(r["name"]): r for r in report([str(loo), str(add), "--replicates", "100"])}
+    assert table["no_mixup"]["vs_baseline"] < 0 < table["mixup"]["vs_baseline"]
+    out = capsys.readouterr().out
+    effect = -table["no_mixup"]["vs_baseline"]
+    low, high = -table["no_mixup"]["vs_baseline_high"], -table["no_mixup"]["vs_baseline_low"]
+    assert f"| mixup | {effect:+.2f} [{low:+.2f}, {high:+.2f}]* | +1.54 |" in out  # in context, sign flipped
+    assert "## Each trick alone and in context" in out
+    assert (
+        "effect in context (all - all without it) [95% CI] | effect alone (baseline + it - baseline)" in out
+    )
+    assert (loo / "forest.png").is_file() and (add / "forest.png").is_file()
