@@ -2,6 +2,10 @@
 
 import json
 
+import numpy as np
+
+from bof.evaluation.ranked_record import RankedDetections
+from bof.evaluation.weighted_ap import metric_under_weights
 from bof.train import train
 
 
@@ -24,3 +28,7 @@ def test_data_synthetic_coco_trains_and_evaluates_with_cocoeval(make_cfg, tmp_pa
         "ARl",
     }
     assert (tmp_path / "run" / "results" / "coco_results.json").is_file()
+    # the final evaluation per image, beside metrics.json: all weights 1 give its AP exactly
+    record = RankedDetections.load(tmp_path / "run" / "eval_record.npz")
+    assert record.metric == "coco" and record.tp.shape[1] == 10
+    assert metric_under_weights(record, np.ones(len(record.image_ids)))[0] == saved["map"]

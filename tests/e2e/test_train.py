@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 import bof.train
 from bof.config import check_paper_setup
+from bof.evaluation.ranked_record import RankedDetections
+from bof.evaluation.weighted_ap import metric_under_weights
 from bof.train import train
 from tests.helpers import scalar_tags
 
@@ -33,6 +36,10 @@ def test_train_writes_metrics_checkpoints_results_and_tensorboard(make_cfg, tmp_
     assert (
         saved["config"]["trainer"]["epochs"] == 2 and saved["images_per_s"] > 0 and saved["wall_time_s"] > 0
     )
+    # throughput over the training only: its images over its seconds, evaluation excluded
+    assert saved["train_time_s"] < saved["wall_time_s"]
+    record = RankedDetections.load(run / "eval_record.npz")  # the final evaluation, per image
+    assert metric_under_weights(record, np.ones(len(record.image_ids)))[0] == saved["map"]
     for name in ("last.pt", "best.pt"):
         checkpoint = torch.load(run / name, weights_only=True)
         assert {"model", "optimizer", "lr_scheduler", "scaler", "epoch", "rng", "config"} <= set(checkpoint)
