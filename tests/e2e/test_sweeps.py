@@ -1,5 +1,6 @@
-"""The paper's tables as sweeps: every row of every table composes; each job of a sweep lands in
-multirun/<table>/<row>/seed<k>; a 2-row sweep runs, reports, and a rerun skips its finished rows; the
+"""The paper's tables as sweeps: every row of every table composes; so do the leave-one-out and add-one
+designs of Tables 2-3, each row one trick away from its design's baseline row; each job of a sweep lands
+in multirun/<table>/<row>/seed<k>; a 2-row sweep runs, reports, and a rerun skips its finished rows; the
 report keeps the sweep's order and marks failed and unfinished rows."""
 
 import json
@@ -21,9 +22,18 @@ from bof.config import CONFIG_DIR
 from bof.engine.run_log import TRICK_GROUPS
 from bof.engine.run_setup import build_tricks
 from bof.train import build_model, train
-from tests.helpers import PAPER_ROWS, TINY, bof_train
+from tests.helpers import (
+    DESIGN_ROWS,
+    DESIGNS,
+    PAPER_ROWS,
+    TINY,
+    TRICK_NAMES,
+    bof_train,
+    stacked_tricks,
+)
 
-TABLES = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))
+TABLES = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))  # the designs' sweeps too
+PAPER_TABLES = [table for table in TABLES if table not in DESIGNS]
 
 
 def rows_of(table: str) -> list[str]:
@@ -41,9 +51,10 @@ def row_files(table: str) -> list[str]:
 
 
 def test_tables_1_to_6_each_have_a_sweep_of_all_their_rows_in_the_papers_order():
-    assert TABLES == ["table1", "table2", "table3", "table4", "table5", "table6"]
+    assert PAPER_TABLES == ["table1", "table2", "table3", "table4", "table5", "table6"]
+    assert set(DESIGNS) <= set(TABLES)  # and the designs' sweeps, below
     # the paper's rows (docs/tables.md), in order: the sweeps' lists are the tables' order
-    assert [row for table in TABLES for row in rows_of(table)] == list(PAPER_ROWS)
+    assert [row for table in PAPER_TABLES for row in rows_of(table)] == list(PAPER_ROWS)
     for table in TABLES:  # a row file the sweep does not list is a row its table would miss
         assert sorted(rows_of(table)) == [f"{table}/{r}" for r in row_files(table)]
 
@@ -64,7 +75,7 @@ def trick_choices(cfg) -> dict:
     return {g: cfg.hydra.runtime.choices[g] for g in TRICK_GROUPS}
 
 
-@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("table", PAPER_TABLES)
 def test_every_row_composes_and_stacks_on_the_row_above(table):
     previous = None
     for order, row in enumerate(rows_of(table)):
@@ -79,6 +90,35 @@ def test_every_row_composes_and_stacks_on_the_row_above(table):
         previous = tricks
         if table in ("table5", "table6"):
             assert cfg.model.backbone_checkpoint.endswith(("plain.pt", "mixup.pt"))
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_every_design_row_is_its_baseline_row_with_one_trick_changed_and_says_which(design):
+    """Leave-one-out: the table's last row (all freebies), then per trick that row with the trick off;
+    add-one: the table's baseline, then per trick the baseline with it on (augmentation, which the
+    baseline has, off). Each row names its trick, whether it removes it, and the paper's stacked delta
+    for it: the table's row adding the trick minus the row above, as the table's own row files say."""
+    table, loo = DESIGNS[design], design.endswith("_loo")
+    assert rows_of(design) == [r for r in DESIGN_ROWS if r.split("/")[0] == design]  # baseline first
+    paper = {row: compose_row(f"experiment={row}").row.paper for row in rows_of(table)}
+    start = PAPER_ROWS[rows_of(table)[-1] if loo else f"{table}/baseline"]
+    steps, tricks = stacked_tricks(table), []
+    for row in rows_of(design):
+        cfg = compose_row(f"+sweep={design}", f"experiment={row}", *BACKBONES)
+        meta, choices = cfg.row, trick_choices(cfg)
+        assert choices == DESIGN_ROWS[row], row  # the oracle the full-scale runs check their logs against
+        assert (meta.table, meta.design) == (design, "leave_one_out" if loo else "add_one")
+        assert meta.label and "paper" not in meta  # the paper has no such row
+        if row == f"{design}/{meta.baseline_row}":
+            assert choices == start and meta.get("trick") is None
+            continue
+        (group,) = (g for g in choices if choices[g] != start[g])  # one trick changed ...
+        off, on, above, adds = steps[group]
+        assert {start[group], choices[group]} == {off, on}  # ... between the table's two choices of it
+        assert meta.trick == TRICK_NAMES.get(group, group) and meta.removes == (choices[group] == off)
+        assert meta.paper_delta == round(paper[adds] - paper[above], 2), row
+        tricks.append(group)
+    assert sorted(tricks) == sorted(steps)  # every trick of the table, once
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -127,6 +167,19 @@ def test_the_last_row_of_each_table_trains_at_mini_scale(table, make_cfg):
     assert metrics["map"] is not None and metrics["config"]["row"]["label"] == label
 
 
+def test_a_design_row_trains_at_mini_scale(make_cfg):
+    """Leave-one-out's row without the cosine schedule (no row of Table 2 has its tricks) trains at mini
+    scale with the step schedule and mixup, its row block saved for bof-report."""
+    row = "table2_loo/no_cosine"
+    assert DESIGN_ROWS[row] not in [PAPER_ROWS[r] for r in rows_of("table2")]
+    metrics = train(make_cfg("+sweep=table2_loo", f"experiment={row}", "+scale=mini"))
+    saved = metrics["config"]
+    assert metrics["map"] is not None and saved["row"] == OmegaConf.to_container(
+        compose_row(f"experiment={row}").row
+    )
+    assert saved["lr_schedule"]["_target_"].endswith("StepSchedule") and saved["mixup"]["alpha"] == 1.5
+
+
 def launch(tmp_path: Path, monkeypatch, *overrides: str, job=None) -> Path:
     """``bof-train -m <overrides>`` in ``tmp_path`` through Hydra's own sweeper, launcher and job set-up
     (its multirun.yaml and each job's .hydra/), each job running ``job(cfg)`` instead of training (by
@@ -151,7 +204,8 @@ def test_each_job_of_a_sweep_lands_in_multirun_table_row_seed(
 ):
     """Where `bof-train -m +sweep=tableN seed=0,1` puts each job: multirun/tableN/<row>/seed<k>, <row>
     being the row's experiment file; with +scale=mini (anywhere) multirun/tableN-mini; a sweep of some
-    rows (`experiment=tableN/<row>,...`) runs just those, in the same folders."""
+    rows (`experiment=tableN/<row>,...`) runs just those, in the same folders. The designs' likewise:
+    multirun/table2_loo/<row>/seed<k>, multirun/table2_loo-mini."""
     jobs = {}
 
     def job(cfg):  # the job's own experiment choice and folder

@@ -12,7 +12,8 @@ in a run's last epoch: it mixes in the first).
 
 The logged trick description must name exactly the tricks of the paper's row (docs/tables.md);
 PAPER_ROWS (tests/helpers), the paper's rows in order, is also what tests/e2e/test_sweeps.py checks the
-sweeps' lists against."""
+sweeps' lists against. The leave-one-out and add-one rows of Tables 2-3 (DESIGN_ROWS) run the same way,
+but those with a row of the table's tricks: their config is that row's, which runs here already."""
 
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ import shutil
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from bof.config import CONFIG_DIR
 from bof.models.classifiers import Darknet53Classifier
 from bof.models.resnet import build_resnet
 from bof.train import train
-from tests.helpers import PAPER_ROWS
+from tests.helpers import DESIGN_ROWS, DESIGNS, PAPER_ROWS
 from tests.helpers.generated import (
     cache_torchvision_resnets,
     classify_checkpoint,
@@ -82,15 +84,18 @@ def run_dir(tmp_path):
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
 
 
-@pytest.mark.parametrize("row", list(PAPER_ROWS))
-def test_row_runs_at_full_scale(row, assets, run_dir, monkeypatch, caplog):
-    table = row.split("/")[0]
+def run_at_full_scale(row: str, assets, run_dir, monkeypatch, caplog) -> None:
+    """Trains a row of a sweep (``table2/mixup``, ``table2_loo/no_cosine``) as its sweep composes it and
+    checks the run did what the row says (its tricks: PAPER_ROWS or DESIGN_ROWS)."""
+    sweep = row.split("/")[0]
+    table = DESIGNS.get(sweep, sweep)  # a design's rows are its table's setup
+    tricks = {**PAPER_ROWS, **DESIGN_ROWS}[row]
     monkeypatch.setenv("TORCH_HOME", str(assets["torch_home"]))
-    yolo = not row.startswith(("table3", "table6", "table4/frcnn"))
+    yolo = table not in ("table3", "table6") and not row.startswith("table4/frcnn")
     coco = table in ("table4", "table5", "table6")
-    epochs = 2 if PAPER_ROWS[row]["mixup"] != "off" else 1
+    epochs = 2 if tricks["mixup"] != "off" else 1
     overrides = [
-        f"+sweep={table}",
+        f"+sweep={sweep}",
         f"experiment={row}",
         f"data.root={assets['coco' if coco else 'voc']}",
         "trainer.devices=1",
@@ -124,7 +129,7 @@ def test_row_runs_at_full_scale(row, assets, run_dir, monkeypatch, caplog):
 
     log = caplog.text
     described = log.split("tricks:\n", 1)[1]
-    for group, choice in PAPER_ROWS[row].items():
+    for group, choice in tricks.items():
         line = next(line for line in described.splitlines() if line.strip().startswith(f"{group}:"))
         assert SAYS[group][choice] in line, (group, choice, line)
     backbone = {"table5": "darknet", "table6": "resnet101"}.get(table)
@@ -140,6 +145,36 @@ def test_row_runs_at_full_scale(row, assets, run_dir, monkeypatch, caplog):
     assert saved["world_size"] == 1 and saved["batch_per_process"] == (2 if yolo else 1)
     assert saved["metric"] == ("coco" if coco else "voc07") and 0.0 <= metrics["map"] <= 1.0
     assert saved["train_loss"] is not None and saved["train_loss"] == saved["train_loss"]  # finite, trained
+
+
+@pytest.mark.parametrize("row", list(PAPER_ROWS))
+def test_row_runs_at_full_scale(row, assets, run_dir, monkeypatch, caplog):
+    run_at_full_scale(row, assets, run_dir, monkeypatch, caplog)
+
+
+def paper_row_with_the_tricks_of(row: str) -> str | None:
+    """The row of a design row's table with the same tricks (``table2_loo/all``: ``table2/mixup``)."""
+    table = DESIGNS[row.split("/")[0]]
+    same = (r for r in PAPER_ROWS if r.split("/")[0] == table and PAPER_ROWS[r] == DESIGN_ROWS[row])
+    return next(same, None)
+
+
+@pytest.mark.parametrize("row", [r for r in DESIGN_ROWS if paper_row_with_the_tricks_of(r) is None])
+def test_design_row_runs_at_full_scale(row, assets, run_dir, monkeypatch, caplog):
+    run_at_full_scale(row, assets, run_dir, monkeypatch, caplog)
+
+
+@pytest.mark.parametrize("row", [r for r in DESIGN_ROWS if paper_row_with_the_tricks_of(r)])
+def test_design_row_with_the_tricks_of_a_paper_row_is_that_row(row):
+    """No need to train it again: but for its row block and where its jobs land (its sweep's hydra
+    settings), its config is the paper row's, which test_row_runs_at_full_scale trains."""
+
+    def composed(row: str) -> dict:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[f"+sweep={row.split('/')[0]}", f"experiment={row}"])
+        return {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "row"}
+
+    assert composed(row) == composed(paper_row_with_the_tricks_of(row))
 
 
 @pytest.mark.parametrize("experiment", ["darknet53_imagenet", "resnet101_imagenet"])

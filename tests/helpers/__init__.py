@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -171,3 +172,42 @@ PAPER_ROWS = {
     "table6/mixup-plain": {**ALL_RCNN, "mixup": "off"},
     "table6/mixup-mixup": ALL_RCNN,
 }
+# the leave-one-out and add-one designs of the stacked Tables 2-3 (docs/tables.md "Beyond the stack"):
+# conf/sweep/<design>.yaml -> the table whose tricks it rearranges
+DESIGNS = {f"{table}_{design}": table for table in ("table2", "table3") for design in ("loo", "add_one")}
+TRICK_NAMES = {"lr_schedule": "cosine"}  # a design row's row.trick: its group, but for this one
+
+
+def stacked_tricks(table: str) -> dict[str, tuple[str, str, str, str]]:
+    """A stacked table's tricks (Tables 2-3: each row changes one group of the row above), in its order:
+    group -> (its choice off, its choice on, the row above, the row that switches it on)."""
+    rows = [row for row in PAPER_ROWS if row.split("/")[0] == table]
+    steps = {}
+    for above, row in pairwise(rows):
+        (group,) = (g for g in PAPER_ROWS[row] if PAPER_ROWS[row][g] != PAPER_ROWS[above][g])
+        steps[group] = (PAPER_ROWS[above][group], PAPER_ROWS[row][group], above, row)
+    return steps
+
+
+def design_rows(design: str) -> dict[str, dict]:
+    """A design's rows in its sweep's order -> their tricks: its baseline row (leave-one-out: ``all``, the
+    table's last row; add-one: the table's ``baseline``), then one row per trick of the table: the
+    baseline row with that trick on (``<trick>``) or, where it has it, off (``no_<trick>``, augmentation's
+    ``no_aug`` as in the table); the rows adding a trick first."""
+    table = DESIGNS[design]
+    rows = [row for row in PAPER_ROWS if row.split("/")[0] == table]
+    loo = design.endswith("_loo")
+    base = PAPER_ROWS[rows[-1] if loo else f"{table}/baseline"]
+    designed = {f"{design}/{'all' if loo else 'baseline'}": base}
+    steps = stacked_tricks(table)
+    for group in sorted(steps, key=lambda g: base[g] == steps[g][1]):  # stable: each part in table order
+        off, on, *_ = steps[group]
+        trick = TRICK_NAMES.get(group, group)
+        if base[group] == on:
+            designed[f"{design}/no_{'aug' if trick == 'augment' else trick}"] = {**base, group: off}
+        else:
+            designed[f"{design}/{trick}"] = {**base, group: on}
+    return designed
+
+
+DESIGN_ROWS = {row: tricks for design in DESIGNS for row, tricks in design_rows(design).items()}
