@@ -30,7 +30,7 @@ test-unit: $(STAMP)  ## the quick tier for contributors: tests/unit, the package
 test: $(STAMP)  ## the README's test command: tests/unit and tests/e2e, all but the full-scale tables and the slow demo
 	$(PY) -m pytest -q -m "not slow and not tables" $(ARGS)
 
-test-tables: $(STAMP)  ## every row of Tables 1-6 at full scale: one iteration each on generated data (~15 min)
+test-tables: $(STAMP)  ## every row of Tables 1-6 and of the designs at full scale: one iteration each on generated data (~30 min)
 	$(PY) -m pytest -q -m tables $(ARGS)
 
 test-all: $(STAMP)  ## run every test, the slow end-to-end runs and the full-scale tables included
