@@ -6,12 +6,14 @@ constructor that takes it (:mod:`bof.utils.checks`)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
@@ -236,3 +238,43 @@ def row_name(experiment: str) -> str:
 OmegaConf.register_new_resolver("bof_run_name", run_name, replace=True)
 OmegaConf.register_new_resolver("bof_row", row_name, replace=True)
 OmegaConf.register_new_resolver("bof_choices", typed_choices, replace=True)
+
+
+@functools.cache
+def bof_targets() -> frozenset[str]:
+    """Every ``_target_`` that a config composed from conf/ can name: the only callables bof instantiates
+    from a config it did not compose itself (a checkpoint's stored config)."""
+    found = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("_target_"), str):
+                found.add(node["_target_"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for path in sorted(Path(CONFIG_DIR).rglob("*.yaml")):
+        walk(yaml.safe_load(path.read_text()))
+    return frozenset(found)
+
+
+def check_stored_targets(node, source: str, key: str = "") -> None:
+    """Refuses a stored config (a checkpoint's) that names a ``_target_`` conf/ cannot produce, before
+    anything is instantiated: a config is code (``_target_`` calls any importable callable), and a
+    checkpoint is data from wherever it came from. Walks every dict and list, naming the first key."""
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if target is not None and target not in bof_targets():
+            raise ValueError(
+                f"{source}: its stored config sets {key or '<top>'}._target_={target!r}, which is not one "
+                "of bof's own components (those conf/ names): refusing to instantiate it. A checkpoint "
+                "written by bof-train never holds one; do not use this file"
+            )
+        for name, value in node.items():
+            check_stored_targets(value, source, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            check_stored_targets(value, source, f"{key}[{i}]")

@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from bof.config import check_stored_targets
 from bof.models.classifiers import load_backbone
 from bof.models.yolov3 import YOLOv3Detector
 from bof.tricks.label_smoothing import LabelSmoothing
@@ -98,7 +99,9 @@ def load_trained(path: str | Path, overrides: list[str], device: torch.device):
     checkpoint = load_checkpoint(path, expect=("model",))
     if "config" not in checkpoint:
         raise ValueError(f"checkpoint={path} stores no config; it predates bof-eval")
+    check_stored_targets(checkpoint["config"], f"checkpoint={path}")  # before anything is instantiated
     cfg = OmegaConf.merge(OmegaConf.create(checkpoint["config"]), OmegaConf.from_dotlist(overrides))
+    check_stored_targets(OmegaConf.to_container(cfg), f"checkpoint={path} with {overrides}")
     if cfg.get("task", "detect") != "detect":
         raise ValueError(
             f"checkpoint={path} is a task={cfg.task} run; bof-eval and bof-predict take detectors"

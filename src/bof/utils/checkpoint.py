@@ -78,9 +78,13 @@ def load_checkpoint(path: str | Path, map_location="cpu", expect: tuple[str, ...
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated or empty (no zip directory), garbage, another pickle
         other = path.parent / ("last.pt" if path.name == "best.pt" else "best.pt")
+        # torch's text may advise weights_only=False, i.e. running the file's pickle: never repeated here
+        why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if "weights_only" in str(error):
+            why = "it holds Python objects beyond tensors and plain containers, which bof never unpickles"
         raise ValueError(
-            f"{path} is not a readable torch checkpoint ({type(error).__name__}: {error}). Delete it to "
-            f"start afresh, or resume from another one: trainer.resume={other}"
+            f"{path} is not a readable torch checkpoint ({why}). Delete it to start afresh, or resume "
+            f"from another one: trainer.resume={other}"
         ) from None
     missing = [key for key in expect if key not in checkpoint] if isinstance(checkpoint, dict) else expect
     if missing or not isinstance(checkpoint, dict):

@@ -1,0 +1,85 @@
+"""A checkpoint is data: its stored config must never run code. A checkpoint that
+torch.load(weights_only=True) accepts can still name any callable in its config (``_target_``); bof-eval,
+bof-predict and bof-export refuse one that names anything conf/ cannot produce, naming the key, before
+anything is instantiated."""
+
+import io
+import pathlib
+import pickle
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bof.cli import evaluate, export, predict
+from bof.config import CONFIG_DIR, bof_targets
+
+
+class WritesAFile:
+    """Unpickling this writes ``path``: what an attacker's pickle would do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return pathlib.Path.write_text, (pathlib.Path(self.path), "pwned")
+
+
+def payloads(target: pathlib.Path) -> dict:
+    return {
+        "runs a pickle": {
+            "_target_": "torch.load",
+            "weights_only": False,
+            "f": {"_target_": "io.BytesIO", "_args_": [pickle.dumps(WritesAFile(target))]},
+        },
+        "writes a file": {
+            "_target_": "pathlib.Path.write_text",
+            "self": {"_target_": "pathlib.Path", "_args_": [str(target)]},
+            "data": "pwned",
+        },
+    }
+
+
+def hostile_checkpoint(tmp_path, payload) -> pathlib.Path:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        config = OmegaConf.to_container(compose("train", overrides=["+debug=fast"]), resolve=False)
+    config["model"]["postprocess"] = payload
+    path = tmp_path / "hostile.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "config": config}, path)
+    torch.load(path, weights_only=True)  # torch's safe loader lets it through: bof must not
+    return path
+
+
+@pytest.mark.parametrize("kind", ["runs a pickle", "writes a file"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        lambda ckpt, out: evaluate.main([f"checkpoint={ckpt}", f"output={out}"]),
+        lambda ckpt, out: predict.main([f"checkpoint={ckpt}", f"input={ckpt.parent}", f"output={out}"]),
+        lambda ckpt, out: export.main([f"checkpoint={ckpt}", f"output={out}/model.onnx"]),
+    ],
+    ids=["bof-eval", "bof-predict", "bof-export"],
+)
+def test_a_stored_config_naming_foreign_code_is_refused_before_anything_runs(tmp_path, kind, entry):
+    target = tmp_path / "pwned.txt"
+    checkpoint = hostile_checkpoint(tmp_path, payloads(target)[kind])
+    with pytest.raises(ValueError, match=r"model\.postprocess\._target_=.*not one of bof's own components"):
+        entry(checkpoint, tmp_path / "out")
+    assert not target.exists()
+
+
+def test_the_allowlist_is_what_conf_names():
+    targets = bof_targets()
+    assert "bof.models.yolov3.YOLOv3Postprocess" in targets or any(
+        "postprocess" in t.lower() for t in targets
+    )
+    assert not {"torch.load", "io.BytesIO", "pathlib.Path.write_text", "os.system"} & targets
+
+
+def test_an_unreadable_checkpoint_error_never_advises_unpickling(tmp_path):
+    path = tmp_path / "pickled.pt"
+    torch.save({"model": io.BytesIO(b"x")}, path)  # an object beyond tensors: weights_only refuses it
+    with pytest.raises(ValueError, match="not a readable torch checkpoint") as error:
+        evaluate.main([f"checkpoint={path}"])
+    assert "weights_only" not in str(error.value)
