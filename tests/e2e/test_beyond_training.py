@@ -4,6 +4,8 @@ mix a result with another config's flags."""
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import onnxruntime
@@ -185,6 +187,35 @@ def test_bof_export_of_faster_rcnn_is_torchscript_with_the_pytorch_model_s_detec
     for a, b in zip(ours, theirs, strict=True):
         assert len(a["scores"]) == len(b["scores"]) > 0 and torch.equal(a["labels"], b["labels"])
         assert (a["boxes"] - b["boxes"]).abs().max() < 1e-4 and (a["scores"] - b["scores"]).abs().max() < 1e-4
+
+
+def test_bof_export_exits_0_and_never_leaves_a_half_written_file(trained, tmp_path, monkeypatch):
+    """The console script's status is 0 on success; an export that dies midway leaves the older good file
+    under the name and no temporary file beside it."""
+    _, run, _ = trained
+    output = tmp_path / "model.ts"
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "bof-export"),
+            f"checkpoint={run / 'best.pt'}",
+            "format=torchscript",
+            f"output={output}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    good = output.read_bytes()
+
+    def dies_midway(module, path):
+        Path(path).write_bytes(b"half an export")
+        raise KeyboardInterrupt  # a kill while writing
+
+    monkeypatch.setattr(torch.jit, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        export.main([f"checkpoint={run / 'best.pt'}", "format=torchscript", f"output={output}"])
+    assert output.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["model.ts"]
 
 
 def test_bof_export_refuses_an_unknown_format(trained):

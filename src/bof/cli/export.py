@@ -33,6 +33,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from bof.cli.args import parse_key_values, setup_logging
 from bof.engine.build_model import load_trained
+from bof.utils.atomic import atomic_path
 from bof.utils.boxes import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 
 log = logging.getLogger("bof.cli.export")
@@ -79,28 +80,29 @@ def export(checkpoint: str, fmt: str, output: str | None, overrides: list[str]) 
             raise SystemExit(
                 f"checkpoint={checkpoint} is a {cfg.model.name}: export it with format=torchscript"
             )
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), atomic_path(path) as tmp:
             warnings.simplefilter("ignore")  # torchvision's "scripted models return (losses, detections)"
-            torch.jit.save(torch.jit.script(ExportedFasterRCNN(model).eval()), str(path))
+            torch.jit.save(torch.jit.script(ExportedFasterRCNN(model).eval()), str(tmp))
         log.info("wrote %s: uint8 images [3, H, W] (a list) -> boxes, scores, labels per image", path)
         return path
     graph, size = ExportedYOLOv3(model).eval(), cfg.model.val_size
     example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
-    with torch.no_grad(), warnings.catch_warnings():
+    # written beside the output and renamed: a kill never leaves a truncated file under its name
+    with torch.no_grad(), warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracer notes
         if fmt == "onnx":
             batch = torch.export.Dim("batch")
             torch.onnx.export(
                 graph,
                 (example,),
-                str(path),
+                str(tmp),
                 dynamo=True,
                 input_names=["images"],
                 output_names=["boxes", "scores"],
                 dynamic_shapes=({0: batch},),
             )
         else:
-            torch.jit.save(torch.jit.trace(graph, (example,)), str(path))
+            torch.jit.save(torch.jit.trace(graph, (example,)), str(tmp))
     log.info(
         "wrote %s: uint8 images [B, 3, %d, %d] -> boxes [B, N, 4], scores [B, N, %d]",
         path,
@@ -118,5 +120,11 @@ def main(argv: list[str] | None = None) -> Path:
     return export(own["checkpoint"], own["format"], own["output"], overrides)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``bof-export`` console script: exit status 0 on success (``main`` returns the path, which a
+    console-script wrapper would pass to ``sys.exit`` as an error message)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -4,10 +4,11 @@ either the old file or the new one, never a partial one (the temporary file is r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -35,3 +36,19 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomically(path: str | os.PathLike, data) -> Path:
     return write_text_atomically(path, json.dumps(data, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) for a writer that takes a file name (an exporter):
+    renamed to ``path`` when the block ends, removed if it raises, so ``path`` is never half written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
