@@ -50,6 +50,7 @@ def summarise(rows: list[dict], replicates: Replicates | None = None) -> list[di
             (row["failed"], "failed"),
             (row["unfinished"], "unfinished"),
             (row["unreadable"], "with no readable result in metrics.json"),
+            (row["nonfinite"], "with a NaN or infinite result"),
             (row["never_started"], "never started"),
         )
         speed = _mean(row["images_per_s"])
@@ -202,6 +203,7 @@ def report_sweep(sweep_dir: Path, args) -> tuple[list[dict], list[dict]]:
     print()
     print(interval_note(replicates))
     csv_path = args.csv or sweep_dir / "report.csv"
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()

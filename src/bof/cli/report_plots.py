@@ -13,6 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from bof.cli.report_runs import is_number  # noqa: E402
+
 
 def forest_plot(entries: list[dict], title: str, xlabel: str, path: Path) -> Path:
     """One line per entry, top to bottom: ``label``, the difference ``delta`` with its interval ``low`` ..
@@ -59,12 +61,19 @@ def per_class_chart(rows: list[dict], first: str, second: str, path: Path) -> Pa
         if name not in by_name or not by_name[name]["ap"]:
             raise SystemExit(f"--per-class: row {name!r} has no finished run; rows: {sorted(by_name)}")
 
-    def mean_ap(row):
-        classes = row["ap"][0].keys()
-        return {c: statistics.mean(100 * ap[c] for ap in row["ap"]) for c in classes}
+    def mean_ap(row):  # over the seeds that scored the class
+        values = {}
+        for ap in row["ap"]:
+            for c, value in ap.items():
+                values.setdefault(c, []).extend([100 * value] if is_number(value) else [])
+        return {c: statistics.mean(v) for c, v in values.items() if v}
 
     a, b = mean_ap(by_name[first]), mean_ap(by_name[second])
-    classes = list(a)
+    classes = [c for c in a if c in b]  # runs of another data set name other classes
+    if not classes:
+        raise SystemExit(
+            f"--per-class: rows {first!r} and {second!r} share no class: {sorted(a)} vs {sorted(b)}"
+        )
     deltas = [b[c] - a[c] for c in classes]
     figure, axes = plt.subplots(figsize=(max(6, len(classes) * 0.4), 3.5), dpi=100)
     axes.bar(classes, deltas, color=["tab:green" if d >= 0 else "tab:red" for d in deltas])

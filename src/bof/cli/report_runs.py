@@ -6,6 +6,7 @@ the paper's number from the runs' configs, each finished run's metric, throughpu
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -89,8 +90,12 @@ def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
         row = rows.setdefault(name, _empty_row(name, order))
         metrics_file, failed_file = seed_dir / "metrics.json", seed_dir / "failed.json"
         metrics = _read_json(metrics_file)
-        if metrics_file.is_file() and (metrics is None or metrics.get("map") is None):
-            row["unreadable"] += 1  # empty (a full disk), garbage or no mAP: said, not called done
+        value = (metrics or {}).get("map")
+        if metrics_file.is_file() and not is_number(value):
+            row["unreadable"] += 1  # empty (a full disk), garbage, no mAP or not a number: said, not done
+            continue
+        if metrics is not None and not math.isfinite(value):
+            row["nonfinite"] += 1  # a NaN mAP (every class without positives?) is not a result
             continue
         # a run without results still has its row's label and paper number, in the config Hydra saved
         config = (metrics or {}).get("config") or _read_yaml(seed_dir / ".hydra" / "config.yaml") or {}
@@ -102,16 +107,21 @@ def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
             row["baseline"] |= meta.get("baseline_row") == name or meta.get("baseline") is True
             if "world_size" in metrics:  # the data parallelism each run had (the paper's: paper_setup)
                 row["setups"].add(f"{metrics['world_size']}x{metrics['batch_per_process']}")
-            if metrics.get("map") is not None:
-                row["values"].append(100 * metrics["map"])
-                row["ap"].append(metrics.get("ap", {}))
-                row["records"].append(seed_dir / RECORD_FILE)  # read when intervals are asked for
-                row["images_per_s"].append(metrics.get("images_per_s"))
+            row["values"].append(100 * value)
+            row["ap"].append(metrics.get("ap") if isinstance(metrics.get("ap"), dict) else {})
+            row["records"].append(seed_dir / RECORD_FILE)  # read when intervals are asked for
+            speed = metrics.get("images_per_s")
+            row["images_per_s"].append(speed if is_number(speed) else None)
         elif failed_file.is_file():
             row["failed"] += 1
         else:
             row["unfinished"] += 1
     return sorted(rows.values(), key=lambda r: (r["order"], r["name"]))
+
+
+def is_number(value) -> bool:
+    """A JSON number (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _empty_row(name: str, order: int | None) -> dict:
@@ -126,6 +136,7 @@ def _empty_row(name: str, order: int | None) -> dict:
         "failed": 0,
         "unfinished": 0,
         "unreadable": 0,
+        "nonfinite": 0,
         "never_started": 0,
         "ap": [],
         "records": [],

@@ -79,3 +79,28 @@ def test_design_rows_give_each_tricks_effect_with_its_sign_and_both_designs_side
         "effect in context (all - all without it) [95% CI] | effect alone (baseline + it - baseline)" in out
     )
     assert (loo / "forest.png").is_file() and (add / "forest.png").is_file()
+
+
+def test_odd_results_are_said_not_tracebacks(tmp_path, capsys):
+    """A NaN mAP is not "done", a non-numeric one is unreadable, --per-class with other class sets keeps the
+    shared classes, and --csv into a folder that does not exist yet creates it."""
+    write_run(tmp_path, "base", 0, simulated_voc_record(1), order=0)
+    for row, value in (("nan", float("nan")), ("text", "0.5")):
+        run = tmp_path / row / "seed0"
+        run.mkdir(parents=True)
+        config = {"row": {"label": row, "baseline_row": "base", "order": 1}}
+        (run / "metrics.json").write_text(json.dumps({"map": value, "metric": "voc07", "config": config}))
+    base = json.loads((tmp_path / "base" / "seed0" / "metrics.json").read_text())
+    base["ap"] = {"cat": 0.5, "dog": 0.25}
+    (tmp_path / "base" / "seed0" / "metrics.json").write_text(json.dumps(base))
+    write_run(tmp_path, "other", 0, simulated_voc_record(2), order=2)
+    other = json.loads((tmp_path / "other" / "seed0" / "metrics.json").read_text())
+    other["ap"] = {"cat": 0.75, "bird": 0.1}
+    (tmp_path / "other" / "seed0" / "metrics.json").write_text(json.dumps(other))
+    csv_path = tmp_path / "new" / "folder" / "t.csv"
+    table = {
+        r["name"]: r for r in report([str(tmp_path), "--csv", str(csv_path), "--per-class", "base", "other"])
+    }
+    assert table["nan"]["status"] == "1 with a NaN or infinite result" and table["nan"]["mean"] is None
+    assert table["text"]["status"] == "1 with no readable result in metrics.json"
+    assert csv_path.is_file() and (tmp_path / "per_class_other_vs_base.png").is_file()
