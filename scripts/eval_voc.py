@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prefix", default=DEFAULT_PREFIX, help=f"result file prefix (default: {DEFAULT_PREFIX})"
     )
-    parser.add_argument("--iou-thresh", type=float, default=0.5, help="match when IoU > this (default: 0.5)")
+    parser.add_argument("--iou-thresh", type=float, default=0.5, help="match when IoU >= this, as the devkit (default: 0.5)")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     print(
-        f"VOC {args.split} ({len(evaluator.image_ids)} images), {args.metric} AP at IoU > {args.iou_thresh}"
+        f"VOC {args.split} ({len(evaluator.image_ids)} images), {args.metric} AP at IoU >= {args.iou_thresh}"
     )
     print(format_results(results))
     if args.out:

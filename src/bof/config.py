@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
-from bof.utils.checks import nonnegative, positive, require
+from bof.utils.checks import nonnegative, require
 from bof.utils.published import DARKNET53_CONV74_BYTES, DARKNET53_CONV74_URL
 
 log = logging.getLogger("bof.config")
@@ -177,8 +177,9 @@ def check_input_sizes(cfg: DictConfig) -> None:
 # key: (test, what the value must be), for the keys no bof constructor takes: the optimizer is torch's
 # (built after the data; its own checks allow lr = 0 and momentum >= 1). Keys absent or null are not
 # checked; trainer.* is checked by TrainerConfig, the sizes above, every other key by its constructor.
+TASKS = ("detect", "classify")  # bof.train's recipes
 VALUE_RULES = {
-    "optimizer.lr": (positive, "a number > 0"),
+    "optimizer.lr": (lambda v: 0 < v < float("inf"), "a finite number > 0"),
     "optimizer.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "optimizer.weight_decay": (nonnegative, "a number >= 0"),
 }
@@ -195,6 +196,8 @@ def check_config(cfg: DictConfig) -> None:
     """What needs the whole config or no constructor owns, checked once per job at start-up (by
     ``bof.engine.run_setup.build_tricks``, which also builds or checks every group)."""
     check_values(cfg)
+    if cfg.get("task", "detect") not in TASKS:
+        raise ValueError(f"task={cfg.task!r}: must be one of {', '.join(TASKS)}")
     check_random_shapes(cfg)
     check_input_sizes(cfg)
 

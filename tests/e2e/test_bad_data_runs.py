@@ -71,7 +71,7 @@ def test_nonfinite_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(make
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a number > 0"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a finite number > 0"),
         ("mixup=beta15", "mixup.alpha=0: must be a number > 0"),
         ("trainer.batch_size=0", "trainer.batch_size must be >= 1"),
         ("trainer.epochs=0", "trainer.epochs must be >= 1"),
@@ -103,7 +103,16 @@ def test_sizes_that_cannot_work_fail_in_the_dry_run_naming_the_key(make_cfg, ove
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["optimizer.lr=abc"], "optimizer.lr='abc': must be a number > 0"),
+        (["optimizer.lr=abc"], "optimizer.lr='abc': must be a finite number > 0"),
+        (["optimizer.lr=inf"], "optimizer.lr=inf: must be a finite number > 0"),
+        (["seed=abc"], "seed='abc': must be a whole number in [0, 2**32)"),
+        (["seed=-1"], "seed=-1: must be a whole number in [0, 2**32)"),
+        (["seed=1.5"], "seed=1.5: must be a whole number in [0, 2**32)"),
+        (["task=segment"], "task='segment': must be one of detect, classify"),
+        (
+            ["eval.coco_backend=fast"],
+            "eval.coco_backend='fast': must be one of pycocotools, faster_coco_eval",
+        ),
         (["optimizer.momentum=1.5"], "optimizer.momentum=1.5: must be a number in [0, 1)"),
         (["lr_schedule.warmup_epochs=-1"], "lr_schedule.warmup_epochs=-1: must be a number of epochs >= 0"),
         (["smoothing=on", "smoothing.epsilon=2"], "smoothing.epsilon=2: must be a number in [0, 0.5)"),

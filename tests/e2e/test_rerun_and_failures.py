@@ -44,7 +44,7 @@ def test_a_failing_job_is_recorded_the_sweep_goes_on_and_exits_non_zero_at_its_e
     assert done.returncode == 1, done.stderr[-2000:]
     assert (tmp_path / "1" / "metrics.json").is_file() and not (tmp_path / "1" / "failed.json").exists()
     failure = json.loads((tmp_path / "0" / "failed.json").read_text())
-    assert "optimizer.lr=-1: must be a number > 0" in failure["error"]
+    assert "optimizer.lr=-1: must be a finite number > 0" in failure["error"]
     assert not (tmp_path / "0" / "metrics.json").exists()
     assert f"1 job(s) of this sweep failed:\n  {tmp_path / '0' / 'failed.json'}" in done.stdout + done.stderr
     # the same sweep dir, only the job that worked: its old neighbour's failed.json is not this sweep's

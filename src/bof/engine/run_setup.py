@@ -20,12 +20,14 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bof.config import TrainerConfig, check_config, validate_trainer
+from bof.evaluation.coco_eval import BACKENDS as COCO_BACKENDS
 from bof.tricks.label_smoothing import LabelSmoothing
 from bof.tricks.lr_schedule import CosineSchedule, StepSchedule
 from bof.tricks.mixup import DetectionMixup
 from bof.tricks.random_shapes import RandomShapes
 from bof.tricks.syncbn import SyncBatchNorm
 from bof.utils import distributed
+from bof.utils.checks import count, require
 
 log = logging.getLogger("bof.engine.run_setup")
 
@@ -106,6 +108,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     """Seeds every RNG. ``deterministic``: deterministic kernels where torch has them, a warning naming the
     op where it has none (torchvision's RoIAlign backward, some CUDA scatter ops) instead of an error; on
     CUDA, cuBLAS needs its workspace setting before its first call and cuDNN its benchmark off."""
+    require("seed", seed, lambda v: count(v) and v < 2**32, "a whole number in [0, 2**32)")  # numpy's range
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -178,6 +181,9 @@ def build_tricks(cfg: DictConfig) -> Tricks:
     One pass per process: a ``trainer.devices=N`` job's launching process also runs it, before it
     resolves the config for the N processes it starts."""
     check_config(cfg)
+    backend = OmegaConf.select(cfg, "eval.coco_backend", default="pycocotools")
+    if backend not in COCO_BACKENDS:  # read only when the first COCO evaluation comes: checked now
+        raise ValueError(f"eval.coco_backend={backend!r}: must be one of {', '.join(COCO_BACKENDS)}")
     for key in ("model.net", "data.train", "data.val"):
         check_arguments(cfg, key)
     return Tricks(*(built(cfg, key) for key in Tricks._fields))
