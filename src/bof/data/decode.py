@@ -44,12 +44,19 @@ def decode_rgb(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> t
     The size is read from the header first (PIL, without decoding): an image over ``max_pixels``
     (``data.max_image_pixels``) is a BadSampleError, not gigabytes allocated. torchvision 0.29 deprecated
     its image codecs in favour of TorchCodec (not a dependency here); the DeprecationWarning it emits on
-    every call is silenced to keep training logs readable.
+    every call is silenced to keep training logs readable. A 16-bit image (PNGs of real data sets, often
+    named .jpg) becomes 8 bits by its high byte, as PIL reads 16-bit colour PNGs; the network, the
+    augmentation and the evaluation all take uint8.
     """
     read_size(path, max_pixels)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
         try:
-            return torchvision.io.decode_image(str(path), mode=torchvision.io.ImageReadMode.RGB)
+            image = torchvision.io.decode_image(str(path), mode=torchvision.io.ImageReadMode.RGB)
         except RuntimeError as error:  # corrupt or truncated
             raise BadSampleError(f"{path}: cannot decode the image ({error})") from None
+    if image.dtype == torch.uint16:
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    if image.dtype != torch.uint8:
+        raise BadSampleError(f"{path}: decodes to {image.dtype} pixels, not 8 or 16 bits per channel")
+    return image

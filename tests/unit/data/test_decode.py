@@ -4,13 +4,26 @@ naming the file and the image."""
 
 import json
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bof.data.bad_samples import BadSampleError
 from bof.data.coco import COCODetection
 from bof.data.decode import decode_rgb
 from tests.helpers.generated import make_coco
+
+
+def test_a_16_bit_png_named_jpg_decodes_to_8_bits_by_its_high_byte(tmp_path):
+    """Real data sets hold 16-bit PNGs, often named .jpg: uint16 pixels would reach the network and the
+    evaluation (mAP 0) or crash a transform; they become uint8, their high byte."""
+    values = (np.arange(48 * 64).reshape(48, 64) * 21).astype(np.uint16)
+    path = tmp_path / "depth_like.jpg"
+    Image.fromarray(values).save(path, format="PNG")  # mode I;16
+    image = decode_rgb(path)
+    assert image.dtype == torch.uint8 and image.shape == (3, 48, 64)
+    assert torch.equal(image[0], torch.from_numpy((values >> 8).astype(np.uint8)))
 
 
 def test_a_jpeg_header_claiming_60000_x_60000_is_refused_without_decoding(tmp_path):
