@@ -12,6 +12,7 @@ import onnxruntime
 import pytest
 import torch
 from hydra.utils import instantiate
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bof.cli import evaluate, export, predict
@@ -99,6 +100,32 @@ def test_bof_predict_finds_what_evaluation_found_in_each_image_s_own_pixels(trai
         assert twins, (name, score, box)
         theirs.remove(twins[0])
     assert {"image_id", "category_id", "bbox", "score"} <= set(detections[0])
+
+
+def test_bof_predict_keeps_the_users_files_and_goes_on_past_a_bad_one(trained, tmp_path):
+    """The drawings never overwrite an input (output=<the input folder> is refused) nor each other (a.jpg
+    and a.png); a file that is not an image is said and skipped, the others predicted; bad arguments are
+    one line, not a traceback."""
+    make, run, _ = trained
+    val_set = instantiate(make().data.val)
+    (tmp_path / "in").mkdir()
+    shutil.copy(val_set.image_path(0), tmp_path / "in" / "a.jpg")
+    Image.open(val_set.image_path(1)).save(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "notes.jpg").write_text("not an image")
+    args = [f"checkpoint={run / 'best.pt'}", f"input={tmp_path / 'in'}", "trainer.device=cpu"]
+    with pytest.raises(SystemExit, match="holds input images"):
+        predict.main([*args, f"output={tmp_path / 'in'}"])
+    for bad in ("score_thresh=abc", "batch_size=0"):
+        with pytest.raises(SystemExit, match="score_thresh"):
+            predict.main([*args, f"output={tmp_path / 'out'}", bad])
+    predict.main([*args, f"output={tmp_path / 'out'}", "score_thresh=0.001"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_jpg.jpg",
+        "a_png.jpg",
+        "detections.json",
+    ]
+    found = {d["image_id"] for d in json.loads((tmp_path / "out" / "detections.json").read_text())}
+    assert found == {str(tmp_path / "in" / "a.jpg"), str(tmp_path / "in" / "a.png")}
 
 
 def test_fine_tuning_starts_from_the_checkpoint_and_renews_heads_of_another_shape(trained, caplog):
