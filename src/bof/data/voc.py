@@ -27,7 +27,7 @@ import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +190,7 @@ class VOCDetection(Dataset):
         self.root, self.max_image_pixels, self.check_images = Path(root), max_image_pixels, check_images
         self.on_bad_sample = check_policy(on_bad_sample)
         self.skipped: list[str] = []  # the problems of the images left out at load time
+        self.size_mismatches: list[str] = []  # annotations whose <size> is not their image's (validation)
         self.class_names = tuple(class_names)
         self.image_sets = [(str(year), str(split)) for year, split in image_sets]
         if not self.root.is_dir():
@@ -227,6 +228,12 @@ class VOCDetection(Dataset):
 
         if not self.image_ids:
             raise ValueError(f"VOCDetection {self.image_sets}: no usable image ({len(self.skipped)} skipped)")
+        if self.size_mismatches:
+            logger.warning(
+                "%d annotations' <size> differ from their image's, whose size is used: %s",
+                len(self.size_mismatches),
+                "; ".join(self.size_mismatches[:3]),
+            )
         if len(set(self.image_ids)) != len(self.image_ids):
             logger.warning(
                 "VOCDetection %s: some image ids appear in more than one image set", self.image_sets
@@ -254,7 +261,13 @@ class VOCDetection(Dataset):
             raise _missing(jpg, "VOC image")
         ann = parse_voc_xml(xml, index)
         if self.check_images:  # validation: every image checked by its header before the first epoch
-            read_size(jpg, self.max_image_pixels)
+            width, height = read_size(jpg, self.max_image_pixels)
+            if (width, height) != (ann.width, ann.height):  # swapped by EXIF-rotating tools, or 0
+                # the evaluator clips ground truth to this size, detections to the decoded one
+                self.size_mismatches.append(
+                    f"{xml}: <size> {ann.width} x {ann.height}, image {width} x {height}"
+                )
+                ann = replace(ann, width=width, height=height)
         if skip_empty and not len(ann.labels):
             raise BadSampleError(f"{xml}: no objects (a training image needs at least one)")
         return ann

@@ -83,3 +83,23 @@ def test_coco_evaluation_covers_the_images_kept_less_those_dropped(tmp_path):
     assert evaluator.compute()["map"] < 0.9  # the second image's objects are missed
     evaluator.exclude([second])
     assert evaluator.compute()["map"] == pytest.approx(1.0)
+
+
+def test_an_annotation_size_that_is_not_the_images_is_counted_and_the_images_is_used(tmp_path, caplog):
+    """An XML <size> with width and height swapped (EXIF-rotating labelling tools) or 0: the evaluator
+    would clip the ground truth to it while detections live in the decoded image (a perfect detector at
+    0.82-0.88); the image's own size is used, and the mismatches are counted and said."""
+    devkit = make_vocdevkit(tmp_path, images_per_set=4, width=160, height=120)
+    for i, (w, h) in enumerate([(120, 160), (0, 0)]):
+        image_id = (devkit / "VOC2007" / "ImageSets" / "Main" / "test.txt").read_text().split()[i]
+        xml = devkit / "VOC2007" / "Annotations" / f"{image_id}.xml"
+        text = xml.read_text().replace("<width>160</width>", f"<width>{w}</width>")
+        xml.write_text(text.replace("<height>120</height>", f"<height>{h}</height>"))
+    with caplog.at_level("WARNING"):
+        val_set, loader = validation(devkit, "error")
+    assert len(val_set.size_mismatches) == 2 and "<size> 120 x 160, image 160 x 120" in caplog.text
+    assert all((a.width, a.height) == (160, 120) for a in map(val_set.get_annotation, range(len(val_set))))
+    metrics, _, _ = evaluate(
+        perfect_detector(loader), loader, build_evaluator(val_set), CPU, val_set.class_names
+    )
+    assert metrics["map"] == pytest.approx(1.0)
