@@ -17,7 +17,7 @@ from bof.config import check_paper_setup
 from bof.evaluation.ranked_record import RankedDetections
 from bof.evaluation.weighted_ap import metric_under_weights
 from bof.train import train
-from tests.helpers import scalar_tags
+from tests.helpers import TINY_FASTER_RCNN, scalar_tags
 
 
 def test_train_writes_metrics_checkpoints_results_and_tensorboard(make_cfg, tmp_path):
@@ -77,9 +77,19 @@ def test_dry_run_builds_everything_and_trains_nothing(make_cfg, tmp_path):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_resumed_run_ends_with_the_same_weights(make_cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "family",
+    [
+        [],  # YOLOv3, no workers
+        # Faster R-CNN draws its RPN / RoI samples from the global RNG; with a worker, each new loader
+        # iterator must not draw its base seed from it (a resume creates one more iterator)
+        ["model=faster_rcnn_r50_fpn", *TINY_FASTER_RCNN, "trainer.num_workers=1"],
+    ],
+    ids=["yolov3", "faster_rcnn_one_worker"],
+)
+def test_resumed_run_ends_with_the_same_weights(make_cfg, tmp_path, monkeypatch, family):
     uninterrupted = tmp_path / "a"
-    train(make_cfg("trainer.epochs=3", output_dir=uninterrupted))
+    train(make_cfg("trainer.epochs=3", *family, output_dir=uninterrupted))
 
     real_train_one_epoch = bof.train.train_one_epoch
     calls = []
@@ -93,10 +103,10 @@ def test_resumed_run_ends_with_the_same_weights(make_cfg, tmp_path, monkeypatch)
     interrupted = tmp_path / "b"
     monkeypatch.setattr(bof.train, "train_one_epoch", stop_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(make_cfg("trainer.epochs=3", output_dir=interrupted))
+        train(make_cfg("trainer.epochs=3", *family, output_dir=interrupted))
     assert torch.load(interrupted / "last.pt", weights_only=True)["epoch"] == 0
     monkeypatch.setattr(bof.train, "train_one_epoch", real_train_one_epoch)
-    train(make_cfg("trainer.epochs=3", "trainer.resume=true", output_dir=interrupted))
+    train(make_cfg("trainer.epochs=3", *family, "trainer.resume=true", output_dir=interrupted))
 
     a = torch.load(uninterrupted / "last.pt", weights_only=True)
     b = torch.load(interrupted / "last.pt", weights_only=True)

@@ -184,9 +184,14 @@ def build_data_loader(
     batch_sampler = KeyedBatchSampler(
         sampler, batch_size, size_for_iteration, seed, rank, drop_last, mixup, len(dataset), epochs
     )
+    # the loader's own generator: each new iterator draws its workers' base seed from it, not from the
+    # global RNG that Faster R-CNN's samplers use (a resumed run creates one more iterator than the
+    # uninterrupted one would have); the samples' randomness comes from their keys anyway
+    generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         KeyedDataset(dataset, transform, substitute=shuffle),
         batch_sampler=batch_sampler,
+        generator=generator,
         num_workers=num_workers,
         collate_fn=collate if shuffle else collate_eval,
         persistent_workers=num_workers > 0,
