@@ -82,9 +82,9 @@ def speed(replicates: int) -> None:
         interval = result.interval("b", "a")
         points = {row: 100 * metric_under_weights(r[0], np.ones(num_images))[0] for row, r in runs.items()}
         print(
-            f"{name}: {num_images} images x {dets} detections, {num_classes} classes, {replicates} replicates, "
-            f"2 runs: {seconds:.1f} s (one core) | b - a = {points['b'] - points['a']:+.2f} "
-            f"[{interval.low:+.2f}, {interval.high:+.2f}]"
+            f"{name}: {num_images} images x {dets} detections, {num_classes} classes, "
+            f"{replicates} replicates, 2 runs: {seconds:.1f} s (one core) | "
+            f"b - a = {points['b'] - points['a']:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
         )
 
 

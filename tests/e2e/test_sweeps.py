@@ -282,7 +282,10 @@ def test_a_two_row_sweep_runs_reports_and_reruns_without_training_again(tmp_path
     assert table[1]["vs_baseline"] == 0.0 and table[1]["vs_above"] == pytest.approx(100 * (baseline - no_aug))
     assert table[0]["paper"] == 64.26 and table[1]["paper"] == 80.25
     # each run kept its final evaluation per image: the difference has its paired bootstrap interval
-    assert table[0]["vs_baseline_low"] is not None and table[0]["vs_baseline_low"] <= table[0]["vs_baseline_high"]
+    assert (
+        table[0]["vs_baseline_low"] is not None
+        and table[0]["vs_baseline_low"] <= table[0]["vs_baseline_high"]
+    )
     assert table[0]["throughput_vs_baseline"] > 0 and (runs / "forest.png").is_file()
     out = capsys.readouterr().out
     assert "| baseline |" in out and (runs / "report.csv").is_file() and "[95% CI]: paired bootstrap" in out
