@@ -62,7 +62,10 @@ def train(cfg: DictConfig) -> dict:
     training again (:func:`bof.utils.fingerprint.finished_run`), and continues one that was interrupted
     (what a rerun of a sweep needs)."""
     check_backbone(cfg)
-    return train_classifier(cfg) if cfg.get("task", "detect") == "classify" else train_detector(cfg)
+    try:
+        return train_classifier(cfg) if cfg.get("task", "detect") == "classify" else train_detector(cfg)
+    finally:  # a sweep's next job in this process: what the recipe froze can be collected again
+        gc.unfreeze()
 
 
 def train_detector(cfg: DictConfig) -> dict:

@@ -1,4 +1,4 @@
-"""COCO 2017 detection data through pycocotools (docs/fidelity.md "Evaluation"; issue: COCO).
+"""COCO 2017 detection data, scored by pycocotools (docs/fidelity.md "Evaluation"; issue: COCO).
 
 Layout (the official one)::
 
@@ -77,7 +77,7 @@ class COCODetection(Dataset):
             try:
                 if i in problems:
                     raise ValueError(problems[i])
-                # validation: every image checked by its header before the first epoch
+                # reached with check_images only (validation): every header read before the first epoch
                 path = self.image_dir / a.file_names[i].decode()
                 if not path.is_file():
                     raise BadSampleError(f"COCO image not found: {path}")
