@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prefix", default=DEFAULT_PREFIX, help=f"result file prefix (default: {DEFAULT_PREFIX})"
     )
-    parser.add_argument("--iou-thresh", type=float, default=0.5, help="match when IoU >= this, as the devkit (default: 0.5)")
+    parser.add_argument(
+        "--iou-thresh", type=float, default=0.5, help="match when IoU >= this, as the devkit (default: 0.5)"
+    )
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

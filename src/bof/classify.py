@@ -10,6 +10,7 @@ and data parallelism as for detection. Top-1 and top-5 accuracy go to TensorBoar
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import numpy as np
@@ -21,6 +22,7 @@ from torchvision.transforms import v2
 
 from bof.config import check_paper_setup
 from bof.data.image_folder import PCALighting
+from bof.data.loader import worker_context
 from bof.engine.epochs import Epochs, RunCounts
 from bof.engine.loops import train_one_epoch
 from bof.engine.optim import build_optimization
@@ -93,15 +95,27 @@ def train_classifier(cfg: DictConfig) -> dict:
     train_tf, eval_tf = imagenet_transforms(cfg.data.image_size)
     train_set, val_set = build_dataset(cfg.data.train), build_dataset(cfg.data.val)
     train_set.transform, val_set.transform = train_tf, eval_tf
+    gc.freeze()  # as in bof.train: a worker's full collection would copy the data sets' pages into it
     num_classes = len(train_set.classes)
     sampler = DistributedSampler(
         train_set, run.world_size, run.rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
     train_loader = DataLoader(
-        train_set, run.batch_per_process, sampler=sampler, num_workers=trainer.num_workers, drop_last=True
+        train_set,
+        run.batch_per_process,
+        sampler=sampler,
+        num_workers=trainer.num_workers,
+        drop_last=True,
+        multiprocessing_context=worker_context(trainer.worker_start_method, trainer.num_workers),
     )
     val_shard = torch.utils.data.Subset(val_set, range(run.rank, len(val_set), run.world_size))
-    val_loader = DataLoader(val_shard, run.batch_per_process, num_workers=min(trainer.num_workers, 2))
+    val_workers = min(trainer.num_workers, 2)
+    val_loader = DataLoader(
+        val_shard,
+        run.batch_per_process,
+        num_workers=val_workers,
+        multiprocessing_context=worker_context(trainer.worker_start_method, val_workers),
+    )
 
     # model: the detector's backbone with a classification head (behind the detectors' interface);
     # syncbn before DDP

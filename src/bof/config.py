@@ -50,6 +50,7 @@ class TrainerConfig:
     batch_size: int = 64  # global batch over all processes (the paper: 64 = 8 GPUs x 8)
     eval_interval: int = 10  # evaluate every this many epochs, and always after the last
     num_workers: Any = "auto"  # loader workers per process; auto: the process's CPUs / local processes - 1
+    worker_start_method: str = "auto"  # auto (fork on Linux) | fork | forkserver | spawn (docs/data.md)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     devices: int = 1  # processes this job starts on its node (one per GPU); torchrun/SLURM set their own
     collective_timeout_min: float = 10.0  # a collective waiting longer fails (a peer died): minutes
@@ -94,6 +95,11 @@ class TrainerConfig:
             self.num_workers = auto_workers(int(os.environ.get("LOCAL_WORLD_SIZE", self.devices)))
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"trainer.num_workers must be auto or an integer >= 0, got {self.num_workers!r}")
+        if self.worker_start_method not in ("auto", "fork", "forkserver", "spawn"):
+            raise ValueError(
+                "trainer.worker_start_method must be auto, fork, forkserver or spawn, "
+                f"got {self.worker_start_method!r}"
+            )
         for key in ("grad_clip", "grad_clip_value"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ValueError(f"trainer.{key} must be > 0 or null, got {getattr(self, key)}")

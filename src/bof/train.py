@@ -13,6 +13,7 @@ are constructor arguments.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -61,7 +62,10 @@ def train(cfg: DictConfig) -> dict:
     training again (:func:`bof.utils.fingerprint.finished_run`), and continues one that was interrupted
     (what a rerun of a sweep needs)."""
     check_backbone(cfg)
-    return train_classifier(cfg) if cfg.get("task", "detect") == "classify" else train_detector(cfg)
+    try:
+        return train_classifier(cfg) if cfg.get("task", "detect") == "classify" else train_detector(cfg)
+    finally:  # a sweep's next job in this process: what the recipe froze can be collected again
+        gc.unfreeze()
 
 
 def train_detector(cfg: DictConfig) -> dict:
@@ -78,6 +82,9 @@ def train_detector(cfg: DictConfig) -> dict:
     # data: the same VOC-layout loader for Pascal VOC and the built-in synthetic set; augmentation,
     # mixup and random shapes act here (in the batch sampler and the workers)
     train_set, val_set = build_dataset(cfg.data.train), build_dataset(cfg.data.val)
+    # the data sets' objects leave the collector's generations before the workers fork: a full collection
+    # in a worker would otherwise write to every one of them and copy their pages into it
+    gc.freeze()
     class_names = list(train_set.class_names)
     train_loader, val_loader = build_data_loaders(cfg, run, train_set, val_set, tricks)
     iters_per_epoch = len(train_loader)
@@ -201,6 +208,7 @@ def build_data_loaders(cfg: DictConfig, run: Run, train_set, val_set, tricks: Tr
         epochs=run.trainer.epochs,
         rank=run.rank,
         world_size=run.world_size,
+        start_method=run.trainer.worker_start_method,
     )
     val_loader = build_data_loader(
         val_set,
@@ -213,6 +221,7 @@ def build_data_loaders(cfg: DictConfig, run: Run, train_set, val_set, tricks: Tr
         drop_last=False,
         rank=run.rank,
         world_size=run.world_size,
+        start_method=run.trainer.worker_start_method,
     )
     return train_loader, val_loader
 

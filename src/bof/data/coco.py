@@ -1,4 +1,4 @@
-"""COCO 2017 detection data through pycocotools (docs/fidelity.md "Evaluation"; issue: COCO).
+"""COCO 2017 detection data, scored by pycocotools (docs/fidelity.md "Evaluation"; issue: COCO).
 
 Layout (the official one)::
 
@@ -10,6 +10,10 @@ Category ids (1..90 with gaps in COCO) map to contiguous 0-based labels in sorte
 COCOeval treats them as crowd regions. Boxes are clipped to the image and degenerate ones dropped.
 For training (``train=True``) images without any usable box are skipped; for evaluation every image
 is kept, since a detection on an empty image is a false positive.
+
+The data set holds numpy arrays only (:mod:`bof.data.coco_cache` reads them from a cache beside the JSON
+after the first build): it pickles in a few MiB and its workers share its pages. The pycocotools object
+COCOeval scores with is loaded from the JSON only when an evaluator asks for it (:meth:`ground_truth`).
 """
 
 from __future__ import annotations
@@ -23,31 +27,12 @@ import torch
 from torch.utils.data import Dataset
 
 from bof.data.bad_samples import BadSampleError, check_policy
+from bof.data.coco_cache import load_annotations
 from bof.data.decode import MAX_IMAGE_PIXELS, check_pixel_limit, decode_rgb, read_size
 from bof.evaluation.coco_eval import load_coco
-from bof.utils.boxes import clip_boxes
 
 logger = logging.getLogger(__name__)
 PREPARE_HINT = "see scripts/prepare_coco.sh to download and lay out COCO 2017"
-
-
-def coco_boxes(annotations: list[dict], width: int, height: int, category_index: dict[int, int]):
-    """Non-crowd COCO annotations -> (boxes [N, 4] float32 xyxy clipped to the image, labels [N] int64),
-    dropping boxes with no area after clipping."""
-    anns = [a for a in annotations if not a.get("iscrowd", 0)]
-    for a in anns:
-        box = a.get("bbox")
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-            raise ValueError(f"annotation {a.get('id')} has no bbox of four numbers: {box!r}")
-        if not np.isfinite(box).all() or box[2] < 0 or box[3] < 0:
-            raise ValueError(f"annotation {a.get('id')} has a bbox that is not finite or negative: {box}")
-        if a.get("category_id") not in category_index:
-            raise ValueError(f"annotation {a.get('id')} has an unknown category {a.get('category_id')!r}")
-    xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
-    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
-    labels = np.asarray([category_index[a["category_id"]] for a in anns], dtype=np.int64)
-    kept = clip_boxes({"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)}, height, width)
-    return kept["boxes"].numpy(), kept["labels"].numpy()
 
 
 class COCODetection(Dataset):
@@ -82,46 +67,37 @@ class COCODetection(Dataset):
             raise FileNotFoundError(f"COCO annotation file not found: {annotation_file} ({PREPARE_HINT})")
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"COCO image folder not found: {self.image_dir} ({PREPARE_HINT})")
-        self.coco = load_coco(annotation_file, eval_backend)
-        self.category_ids = sorted(self.coco.getCatIds())
-        self.class_names = tuple(self.coco.cats[c]["name"] for c in self.category_ids)
-        index = {c: i for i, c in enumerate(self.category_ids)}
-        self.image_ids, self.file_names, sizes, boxes, labels, counts = [], [], [], [], [], []
-        skipped = 0
-        for image_id in sorted(self.coco.getImgIds()):
-            info = self.coco.imgs[image_id]
+        self.annotation_file, self._coco_gt = annotation_file, None
+        a = load_annotations(annotation_file)
+        self.category_ids = a.category_ids.tolist()
+        self.class_names = tuple(a.category_names.tolist())
+        problems = dict(zip(a.problem_index.tolist(), a.problem_text.tolist(), strict=True))
+        keep = np.ones(len(a.image_ids), bool)
+        for i in range(len(keep)) if check_images else sorted(problems):
             try:
-                b, lab = coco_boxes(
-                    self.coco.imgToAnns.get(image_id, []), info["width"], info["height"], index
-                )
-                if Path(info["file_name"]).is_absolute() or ".." in Path(info["file_name"]).parts:
-                    raise ValueError(f"file_name {info['file_name']!r} is not a path inside {self.image_dir}")
-                if check_images:  # validation: every image checked by its header before the first epoch
-                    path = self.image_dir / info["file_name"]
-                    if not path.is_file():
-                        raise BadSampleError(f"COCO image not found: {path}")
-                    read_size(path, max_image_pixels)
+                if i in problems:
+                    raise ValueError(problems[i])
+                # reached with check_images only (validation): every header read before the first epoch
+                path = self.image_dir / a.file_names[i].decode()
+                if not path.is_file():
+                    raise BadSampleError(f"COCO image not found: {path}")
+                read_size(path, max_image_pixels)
             except ValueError as error:  # a malformed annotation, or a file outside the image folder
-                problem = f"{annotation_file}: image {image_id}: {error}"
+                problem = f"{annotation_file}: image {a.image_ids[i]}: {error}"
                 if self.on_bad_sample == "error":
                     raise BadSampleError(problem) from None
                 logger.warning("skipping a bad sample: %s", problem)
                 self.skipped.append(problem)
-                continue
-            if train and not len(lab):
-                skipped += 1
-                continue
-            self.image_ids.append(image_id)
-            self.file_names.append(info["file_name"])
-            sizes.append((info["height"], info["width"]))
-            boxes.append(b)
-            labels.append(lab)
-            counts.append(len(lab))
-        if not self.image_ids:
+                keep[i] = False
+        counts = np.diff(a.offsets)
+        skipped = int((keep & (counts == 0)).sum()) if train else 0
+        keep &= (counts > 0) | (not train)
+        if not keep.any():
             raise ValueError(f"{annotation_file}: no usable images for split {split!r}")
-        self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-        self._boxes = np.concatenate(boxes)
-        self._labels = np.concatenate(labels)
+        self.image_ids, self.file_names = a.image_ids[keep], a.file_names[keep]
+        self._offsets = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
+        box_kept = np.repeat(keep, counts)
+        self._boxes, self._labels = a.boxes[box_kept], a.labels[box_kept]
         logger.info(
             "COCODetection %s: %d images, %d objects%s",
             split,
@@ -130,11 +106,21 @@ class COCODetection(Dataset):
             f" ({skipped} images without objects skipped)" if skipped else "",
         )
 
+    def ground_truth(self):
+        """The COCO object COCOeval scores with, loaded from the annotation file on first use: by the
+        process that scores a validation set, never by a training one; not pickled to workers."""
+        if self._coco_gt is None:
+            self._coco_gt = load_coco(self.annotation_file, self.eval_backend)
+        return self._coco_gt
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_coco_gt": None}
+
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
-        path = self.image_dir / self.file_names[i]
+        path = self.image_dir / self.file_names[i].decode()
         if not path.is_file():
             raise FileNotFoundError(f"COCO image not found: {path} ({PREPARE_HINT})")
         image = decode_rgb(path, self.max_image_pixels)
@@ -143,7 +129,7 @@ class COCODetection(Dataset):
             "boxes": torch.from_numpy(self._boxes[a:b].copy()),
             "labels": torch.from_numpy(self._labels[a:b].copy()),
             "difficult": torch.zeros(int(b - a), dtype=torch.bool),
-            "image_id": self.image_ids[i],
+            "image_id": int(self.image_ids[i]),
             "orig_size": (int(image.shape[1]), int(image.shape[2])),
         }
         return image, target

@@ -12,6 +12,8 @@ resumed run sees the same stream as an uninterrupted one whatever the number of 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import sys
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -113,7 +115,9 @@ class KeyedDataset(Dataset):
             except BadSampleError:
                 if self.substitute or getattr(self.dataset, "on_bad_sample", "error") == "error":
                     raise
-                return None, {"image_id": self.dataset.image_ids[key.index], "skipped": 1}
+                image_id = self.dataset.image_ids[key.index]  # a str (VOC) or a numpy int (COCO)
+                image_id = image_id.item() if isinstance(image_id, np.generic) else image_id
+                return None, {"image_id": image_id, "skipped": 1}
             if key.partner >= 0 and key.lam < 1.0:  # lam = 1 mixes nothing in (GluonCV skips it too)
                 partner_image, partner_target, skipped = self._load(key.partner, skipped)
                 image, target = mixup_detection(image, target, partner_image, partner_target, key.lam)
@@ -154,6 +158,15 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor | list
     return torch.stack(images), list(targets)
 
 
+def worker_context(start_method: str, num_workers: int):
+    """The loader workers' multiprocessing context (``trainer.worker_start_method``). ``auto``: ``fork`` on
+    Linux, where workers then share the data set's pages instead of each unpickling its own copy (Python
+    3.14 makes ``forkserver`` the default there); the platform's default elsewhere. None without workers."""
+    if num_workers == 0 or (start_method == "auto" and not sys.platform.startswith("linux")):
+        return None
+    return multiprocessing.get_context("fork" if start_method == "auto" else start_method)
+
+
 def build_data_loader(
     dataset: Dataset,
     transform: Callable,
@@ -167,13 +180,15 @@ def build_data_loader(
     drop_last: bool = True,
     mixup=None,
     epochs: int = 1,
+    start_method: str = "auto",
 ) -> torch.utils.data.DataLoader:
     """DataLoader over ``dataset`` yielding (uint8 images, targets); the batch size is per process.
 
     Training (``shuffle``): DistributedSampler, for one process too: its order is a pure function of
     (seed, epoch). Evaluation: process r takes images r, r + world_size, ... exactly once each
     (DistributedSampler would pad the last shard with repeated images, which would count twice in the
-    mAP), and yields (images, targets, ids of images dropped as bad).
+    mAP), and yields (images, targets, ids of images dropped as bad). ``start_method``: the workers'
+    (:func:`worker_context`).
     """
     if shuffle:
         sampler = DistributedSampler(
@@ -196,4 +211,5 @@ def build_data_loader(
         collate_fn=collate if shuffle else collate_eval,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
+        multiprocessing_context=worker_context(start_method, num_workers),
     )

@@ -23,9 +23,13 @@ from bof.utils.boxes import clip_boxes, voc_to_xyxy, xyxy_to_voc
 def build_evaluator(dataset, use_07_metric: bool = True):
     """A fresh evaluator holding ``dataset``'s ground truth: VOC AP (11-point or area) for a VOC-layout
     set, COCOeval for a COCO one (``use_07_metric`` is a VOC notion, ignored there)."""
-    if isinstance(dataset, COCODetection):
+    if isinstance(dataset, COCODetection):  # the ground truth loads when the scoring process needs it
         return COCOEvaluator(
-            dataset.coco, dataset.category_ids, dataset.class_names, dataset.eval_backend, dataset.image_ids
+            dataset.ground_truth,
+            dataset.category_ids,
+            dataset.class_names,
+            dataset.eval_backend,
+            dataset.image_ids.tolist(),
         )
     if isinstance(dataset, VOCDetection):
         return VOCDatasetEvaluator(dataset, use_07_metric)

@@ -238,10 +238,11 @@ def evaluate(
     num_images_to_draw: int = 0,
     show_progress: bool = True,
 ) -> tuple[dict, object, list[torch.Tensor]]:
-    """mAP of ``model`` on the loader's images, this process's shard of them, gathered over all
-    processes into ``evaluator`` (a fresh one holding the ground truth, from ``build_evaluator``).
+    """mAP of ``model`` on the loader's images, this process's shard of them, gathered from all
+    processes into rank 0's ``evaluator`` (a fresh one holding the ground truth, from ``build_evaluator``).
     Detections are mapped from the square network input back to the original image frame.
-    Returns (metrics, evaluator holding the detections, drawn images uint8 [3, S, S]).
+    Returns (metrics, the same on every rank; evaluator, holding the detections on rank 0 only; drawn
+    images uint8 [3, S, S]).
     """
     model.eval()
     drawn, found, dropped = [], [], []
@@ -260,17 +261,20 @@ def evaluate(
             found.append((target["image_id"], boxes, det["scores"].cpu(), det["labels"].cpu()))
             if len(drawn) < num_images_to_draw:
                 drawn.append(draw_detections(image_u8, det, target, class_names))
-    # each process saw its own shard of the images: every process gets every detection, so the mAP is
-    # the same on all of them and does not depend on their number
-    all_dropped = []
-    for shard, bad in distributed.all_gather_objects((found, dropped)):
-        for image_id, boxes, scores, labels in shard:
-            evaluator.add_detections(image_id, boxes, scores, labels)
-        all_dropped += bad
-    if all_dropped:
-        log.warning(
-            "%d bad validation images left out of the evaluation: %s", len(all_dropped), all_dropped[:5]
-        )
-        evaluator.exclude(all_dropped)
-    metrics = {**evaluator.compute(), "dropped_images": len(all_dropped)}
+    # each process saw its own shard of the images: rank 0 gets every detection and scores them alone (the
+    # others would hold the ground truth and run COCOeval for nothing), then every rank gets its numbers
+    gathered, metrics = distributed.gather_objects((found, dropped)), None
+    if gathered is not None:
+        all_dropped = []
+        for shard, bad in gathered:
+            for image_id, boxes, scores, labels in shard:
+                evaluator.add_detections(image_id, boxes, scores, labels)
+            all_dropped += bad
+        if all_dropped:
+            log.warning(
+                "%d bad validation images left out of the evaluation: %s", len(all_dropped), all_dropped[:5]
+            )
+            evaluator.exclude(all_dropped)
+        metrics = {**evaluator.compute(), "dropped_images": len(all_dropped)}
+    metrics = distributed.from_rank0(metrics)
     return metrics, evaluator, drawn

@@ -192,7 +192,10 @@ def xyxy_to_coco_results(image_id: int, boxes, scores, labels, category_ids: Seq
 
 class COCOEvaluator:
     """Accumulates detections of a COCO-layout validation set; ``compute()`` runs COCOeval over
-    ``image_ids`` (the images the data set kept; default all of ``coco_gt``), less those excluded."""
+    ``image_ids`` (the images the data set kept; default all of ``coco_gt``), less those excluded.
+
+    ``coco_gt``: a COCO object, or a function returning one, called when it is first needed (with
+    ``image_ids`` given, in ``compute()``): in a process group only the rank that scores loads it."""
 
     def __init__(
         self,
@@ -202,10 +205,16 @@ class COCOEvaluator:
         backend: str = "pycocotools",
         image_ids: Sequence[int] | None = None,
     ):
-        self.coco_gt, self.category_ids, self.class_names = coco_gt, list(category_ids), list(class_names)
+        self._coco_gt, self.category_ids, self.class_names = coco_gt, list(category_ids), list(class_names)
         self.backend, self.results, self._record = backend, [], None
-        self.image_ids = set(coco_gt.getImgIds() if image_ids is None else image_ids)
+        self.image_ids = set(self.coco_gt.getImgIds() if image_ids is None else image_ids)
         coco_api(backend)  # fail at start-up, not after the first epoch
+
+    @property
+    def coco_gt(self):
+        if callable(self._coco_gt):
+            self._coco_gt = self._coco_gt()
+        return self._coco_gt
 
     def add_detections(self, image_id, boxes, scores, labels) -> None:
         """boxes [N, 4] xyxy pixels in the original image frame; labels 0-based contiguous."""

@@ -22,7 +22,8 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
@@ -128,9 +129,29 @@ def all_gather_objects(obj) -> list:
     return gathered
 
 
+def gather_objects(obj) -> list | None:
+    """[obj of rank 0, obj of rank 1, ...] on rank 0, None on the others; [obj] without a process group."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+@contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first (it writes a cache), the other ranks once it has finished (they read
+    it). A block that raises on rank 0 skips the barrier: its group is torn down and the peers fail."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
 
 
 def check_local_gpus(device: str, nprocs: int) -> None:
