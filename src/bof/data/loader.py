@@ -164,7 +164,10 @@ def worker_context(start_method: str, num_workers: int):
     3.14 makes ``forkserver`` the default there); the platform's default elsewhere. None without workers."""
     if num_workers == 0 or (start_method == "auto" and not sys.platform.startswith("linux")):
         return None
-    return multiprocessing.get_context("fork" if start_method == "auto" else start_method)
+    context = multiprocessing.get_context("fork" if start_method == "auto" else start_method)
+    if start_method == "forkserver":  # the server imports torch and bof once; workers share those pages
+        context.set_forkserver_preload(["bof.data.worker_preload"])
+    return context
 
 
 def build_data_loader(
