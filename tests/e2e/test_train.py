@@ -116,6 +116,26 @@ def test_resumed_run_ends_with_the_same_weights(make_cfg, tmp_path, monkeypatch,
     assert a["lr_scheduler"]["last_epoch"] == b["lr_scheduler"]["last_epoch"] == 12
 
 
+def test_resuming_with_another_optimizer_is_refused_not_recorded_and_ignored(make_cfg, tmp_path, monkeypatch):
+    """The restored optimizer and scheduler states keep the checkpoint's lr: a new optimizer.lr would be
+    written to metrics.json and the fingerprint but never trained with, so the resume is refused."""
+    real_train_one_epoch = bof.train.train_one_epoch
+
+    def stop_in_second_epoch(*args, **kwargs):
+        if args[4] == 1:  # the epoch
+            raise KeyboardInterrupt("simulated stop")
+        return real_train_one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(bof.train, "train_one_epoch", stop_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_cfg("optimizer.lr=0.003"))
+    monkeypatch.setattr(bof.train, "train_one_epoch", real_train_one_epoch)
+    with pytest.raises(ValueError, match=r"another optimizer \(optimizer.lr: 0.003 -> 0.002\)"):
+        train(make_cfg("optimizer.lr=0.002", "trainer.resume=true"))
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert train(make_cfg("optimizer.lr=0.003", "trainer.resume=true"))["epochs"] == 2
+
+
 def test_resume_without_checkpoint_names_the_path(make_cfg, tmp_path):
     with pytest.raises(FileNotFoundError, match="last.pt"):
         train(make_cfg("trainer.resume=true"))

@@ -185,6 +185,17 @@ def restore(path: Path | None, model, optimizer, lr_scheduler, scaler, config: d
     expect = ("model", "optimizer", "lr_scheduler", "scaler", "epoch", "rng")
     checkpoint = load_checkpoint(path, expect=expect)
     if config is not None:
+        # the optimizer's and scheduler's states restore the checkpoint's lr, momentum and weight decay: a
+        # new value would be recorded (metrics.json, fingerprint) but never trained with, so it is refused
+        changed = [
+            c for c in differences(checkpoint.get("config") or {}, config) if c.startswith("optimizer.")
+        ]
+        if changed:
+            raise ValueError(
+                f"resuming {path} with another optimizer ({'; '.join(changed)}): the checkpoint's optimizer "
+                "state would keep its own values. Resume with the checkpoint's values, or start a new run "
+                "(trainer.resume=false, another run directory) with the new ones"
+            )
         warn_if_changed(checkpoint.get("config"), config, path)
     try:
         model.load_state_dict(checkpoint["model"])
