@@ -77,13 +77,21 @@ def with_detector_weights(model, path: str | None):
     state = load_checkpoint(path, expect=("model",))["model"]
     own = model.state_dict()
     fresh = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
-    missing, unexpected = model.load_state_dict(
-        {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False
-    )
-    if unexpected or len(missing) == len(own):
+    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    # every tensor of the model must come from the file (but heads of another shape); BatchNorm's counter
+    # is the one load_state_dict itself forgives
+    unfilled = [
+        k for k in own if k not in loaded and k not in fresh and not k.endswith("num_batches_tracked")
+    ]
+    foreign = [k for k in state if k not in own]
+    if unfilled or foreign:
         raise ValueError(
-            f"model.init_checkpoint={path} holds no weights of this model (another architecture?)"
+            f"model.init_checkpoint={path} does not initialise this model: {len(loaded)} of its {len(own)} "
+            f"tensors match, {len(unfilled)} would stay unset (e.g. {unfilled[:2]}) and {len(foreign)} of "
+            f"the file's have no place (e.g. {foreign[:2]}). The file's keys look like {list(state)[:2]}, "
+            f"the model's like {list(own)[:2]}; a task=classify checkpoint goes to model.backbone_checkpoint"
         )
+    model.load_state_dict(loaded, strict=False)
     log.info(
         "model initialised from %s; %d tensors of another shape left fresh: %s",
         path,
