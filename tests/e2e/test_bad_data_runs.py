@@ -105,6 +105,12 @@ def test_sizes_that_cannot_work_fail_in_the_dry_run_naming_the_key(make_cfg, ove
     [
         (["optimizer.lr=abc"], "optimizer.lr='abc': must be a finite number > 0"),
         (["optimizer.lr=inf"], "optimizer.lr=inf: must be a finite number > 0"),
+        (["lr_decay.milestones=[abc]"], "lr_decay.milestones[0]='abc': must be a whole epoch > 0"),
+        (["lr_decay.milestones=[0,5]"], "lr_decay.milestones[0]=0: must be a whole epoch > 0"),
+        (
+            ["lr_decay.reference_epochs=-2"],
+            "lr_decay.reference_epochs=-2: must be a whole number of epochs > 0",
+        ),
         (["seed=abc"], "seed='abc': must be a whole number in [0, 2**32)"),
         (["seed=-1"], "seed=-1: must be a whole number in [0, 2**32)"),
         (["seed=1.5"], "seed=1.5: must be a whole number in [0, 2**32)"),

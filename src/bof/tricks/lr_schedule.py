@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from bof.utils.checks import count, fraction, nonnegative, require
+from bof.utils.checks import count, fraction, nonnegative, require, whole
 
 
 class Warmup:
@@ -68,6 +68,15 @@ class StepSchedule(Warmup):
     ):
         super().__init__(warmup_epochs, warmup_iters, warmup_start)
         require("lr_schedule.gamma", gamma, lambda v: 0 < v <= 1, "a decay factor in (0, 1]")
+        for i, milestone in enumerate(milestones):
+            require(f"lr_decay.milestones[{i}]", milestone, lambda v: v > 0 and whole(v), "a whole epoch > 0")
+        require(
+            "lr_decay.reference_epochs",
+            reference_epochs,
+            lambda v: v > 0 and whole(v),
+            "a whole number of epochs > 0",
+            True,
+        )
         self.milestones, self.gamma, self.reference_epochs = sorted(milestones), gamma, reference_epochs
 
     def milestone_epochs(self, epochs: int) -> list[int]:
