@@ -122,4 +122,9 @@ def load_trained(path: str | Path, overrides: list[str], device: torch.device):
     num_classes = len(checkpoint["class_names"])
     model = build_model(cfg, num_classes, device, trainable_bn=cfg.get("syncbn") is not None)
     model.load_state_dict(checkpoint["model"])
+    bad = [k for k, t in checkpoint["model"].items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:  # its detections would be garbage scored as mAP 0, not an answer
+        raise ValueError(
+            f"checkpoint={path} holds {len(bad)} non-finite tensors ({', '.join(bad[:3])}): nothing to run"
+        )
     return cfg, model.eval(), checkpoint

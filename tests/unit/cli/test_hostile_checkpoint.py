@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from bof.cli import evaluate, export, predict
 from bof.config import CONFIG_DIR, bof_targets
+from bof.engine.build_model import build_model
 
 
 class WritesAFile:
@@ -83,3 +84,17 @@ def test_an_unreadable_checkpoint_error_never_advises_unpickling(tmp_path):
     with pytest.raises(ValueError, match="not a readable torch checkpoint") as error:
         evaluate.main([f"checkpoint={path}"])
     assert "weights_only" not in str(error.value)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_not_scored_zero(tmp_path):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["+debug=fast"])
+    model = build_model(cfg, 6, torch.device("cpu"))
+    state = model.state_dict()
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = torch.full_like(state[first], float("nan"))
+    path = tmp_path / "diverged.pt"
+    torch.save({"model": state, "config": OmegaConf.to_container(cfg, resolve=False)}, path)
+    with pytest.raises(ValueError, match=rf"holds 1 non-finite tensors \({first}\)"):
+        evaluate.main([f"checkpoint={path}", f"output={tmp_path / 'eval'}"])
+    assert not (tmp_path / "eval").exists()
