@@ -70,3 +70,13 @@ def test_bench_faster_rcnn_times_all_four_models():
         "faster_rcnn_r50_c4",
         "faster_rcnn_r101_c4",
     }
+
+
+def test_draw_synthetic_draws_every_option_row(tmp_path):
+    from PIL import Image
+
+    module = load("draw_synthetic")
+    out = tmp_path / "options.png"
+    module.main(["--out", str(out), "--columns", "2", "--cell", "40"])
+    with Image.open(out) as picture:  # a row per option setting, a column per image seed
+        assert picture.height == len(module.ROWS) * 44 and picture.width == 110 + 2 * 44

@@ -36,7 +36,8 @@ def synthetic_image_folder(
     cache_dir: str | os.PathLike, split: str, generator: dict | None = None, crop_size: int = 64
 ) -> ImageFolder:
     """Crops of the synthetic detection set's objects (difficult ones left out), one folder per shape
-    class, written once beside the detection data (``cls<crop_size>/<split>/<class>/``)."""
+    class, written once beside the detection data (``cls<crop_size>/<split>/<class>/``). ``generator``:
+    the detection set's parameters, scene options included (crops of harder scenes; split ``ooc`` too)."""
     year_dir = ensure_synthetic_voc(cache_dir, **dict(generator or {}))
     out = year_dir / f"cls{crop_size}" / split
     if not out.is_dir():

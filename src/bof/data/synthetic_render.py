@@ -27,6 +27,30 @@ Design choices
   be confused with no class. Image width and height are each uniform in ``image_size``.
 * **Determinism**: a picture is a pure function of the generator passed in (the storage seeds one
   per image).
+
+Scene options (keyword arguments of :func:`render_synthetic_image`, all off by default; with the defaults
+the random stream and so every picture is exactly today's). They make the scenes harder where the paper's
+motivation needs them:
+
+* ``object_scale=(min, max)``: the object side range, drawn log-uniformly (default 0.05..0.60): a wide
+  range such as (0.04, 0.9) asks for robustness to scale, what random shapes training is for.
+* ``max_objects``: at most this many objects (default 6): crowded scenes.
+* ``occlusion=p``: with probability p a placement puts the new object's centre near the box edge of an
+  already placed one, so it partly hides it (the usual visibility, difficult and drop rules still
+  apply): partial occlusion and overlap, as in real photographs, where the default's random placement
+  rarely produces it.
+* ``clutter=(min, max)``: that many unannotated distractors per image, of shapes that are no class's
+  (:data:`CLUTTER_SHAPES`: five-point star, crescent, 'T', arrow, hexagon outline), half in muted colours
+  and half in a class's saturated colour, drawn behind the objects: a detector must use shape, not
+  colour alone, and learn a background class that is not just "muted".
+* ``context=p``: scene environments (:data:`ENVIRONMENTS`, three background families of clearly
+  different muted palettes), each the home of two classes (:data:`HOME_CLASSES`); an image draws its
+  environment, then each object's class is its environment's home class with probability p, else any
+  class (uniform over all six, so a fraction p + (1 - p) / 3 of objects are at home). Objects then
+  come with their usual context, as in real photographs, which is what mixup's "elephant in the room"
+  motivation is about.
+* ``ooc=True``: "out of context", every object's class is drawn from the four classes *not* at home in
+  the image's environment (the ``ooc`` split of :mod:`bof.data.synthetic`).
 """
 
 from __future__ import annotations
@@ -56,6 +80,25 @@ REJECT_NEW_DIFFICULT_P = 0.8  # probability to re-draw a placement that makes an
 PLACEMENT_ATTEMPTS = 8
 JPEG_QUALITY = 90
 
+# Scene options (see the module docstring).
+# Environments: background families of muted colours, each a hue range (degrees of the RGB tint) and a
+# grey-level range of its two background colours; tints are small (amplitude 10..22 grey levels), so the
+# backgrounds stay low-saturation and never look like a class colour.
+ENVIRONMENTS: tuple[dict, ...] = (
+    dict(name="cool", hue=(195.0, 235.0), grey=(80.0, 190.0)),  # blue-grey: water, sky, steel
+    dict(name="green-brown", hue=(55.0, 120.0), grey=(55.0, 140.0)),  # olive to green, darker: fields
+    dict(name="warm", hue=(5.0, 35.0), grey=(105.0, 200.0)),  # warm grey to brown, lighter: rooms, sand
+)
+# The two home classes of each environment (indices into SYNTHETIC_CLASSES), in ENVIRONMENTS order:
+# cool: circle, square; green-brown: triangle, cross; warm: diamond, ring.
+HOME_CLASSES: tuple[tuple[int, int], ...] = ((0, 1), (2, 3), (4, 5))
+ENV_TINT = (10.0, 22.0)  # amplitude range of an environment colour's tint, in grey levels
+# Distractor shapes: none is a class's (no ellipse, rectangle, triangle, cross, diamond or ring).
+CLUTTER_SHAPES: tuple[str, ...] = ("star", "crescent", "tee", "arrow", "hexagon")
+CLUTTER_REL_SIZE = (0.06, 0.35)  # distractor side / shorter image side, drawn log-uniformly
+CLUTTER_SATURATED_P = 0.5  # probability that a distractor takes a class's saturated colour
+OCCLUSION_JITTER = 0.25  # an occluder's centre: a point of the occluded box's edge +- this x its own side
+
 
 def _muted_colour(rng: np.random.Generator, grey: float | None = None) -> np.ndarray:
     """A low-saturation colour: a grey level (random unless given) plus a small zero-mean tint (so that
@@ -63,6 +106,16 @@ def _muted_colour(rng: np.random.Generator, grey: float | None = None) -> np.nda
     grey = rng.uniform(60, 195) if grey is None else grey
     tint = rng.uniform(-30, 30, size=3)
     return np.clip(grey + tint - tint.mean(), 0, 255).astype(np.float32)
+
+
+def _env_colour(rng: np.random.Generator, env: int, grey: float | None = None) -> np.ndarray:
+    """A muted colour of environment ``env``: a grey level (random in its range unless given) plus a
+    zero-mean tint of the environment's hue."""
+    e = ENVIRONMENTS[env]
+    grey = rng.uniform(*e["grey"]) if grey is None else grey
+    hue = math.radians(rng.uniform(*e["hue"]))
+    tint = rng.uniform(*ENV_TINT) * np.cos(hue - np.radians([0.0, 120.0, 240.0]))
+    return np.clip(grey + tint, 0, 255).astype(np.float32)
 
 
 def _smooth_upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -80,8 +133,9 @@ def _smooth_upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
     return weights(h, grid.shape[0]) @ grid.astype(np.float32) @ weights(w, grid.shape[1]).T
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Textured float32 [h, w, 3] background in 0..255 (see the module docstring)."""
+def _background(rng: np.random.Generator, h: int, w: int, env: int | None = None) -> np.ndarray:
+    """Textured float32 [h, w, 3] background in 0..255 (see the module docstring); ``env``: the colours
+    of that environment (None: any muted colours)."""
     y = np.arange(h, dtype=np.float32)[:, None]
     x = np.arange(w, dtype=np.float32)[None, :]
     gh, gw = rng.integers(2, 7, size=2)
@@ -93,16 +147,24 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     field = mix * noise + (1 - mix) * ramp
     field = ((field - field.min()) / max(float(np.ptp(field)), 1e-6))[..., None]  # full c0..c1 range
     # Two grey levels at least 45 apart so that no background is nearly flat.
-    g0 = rng.uniform(60, 195)
-    g1 = g0 + (-1.0 if g0 > 127.5 else 1.0) * rng.uniform(45, 90)
-    c0, c1 = _muted_colour(rng, g0), _muted_colour(rng, g1)
+    if env is None:
+        muted = _muted_colour
+        g0 = rng.uniform(60, 195)
+    else:
+        muted = lambda rng, grey=None: _env_colour(rng, env, grey)  # noqa: E731
+        g0 = rng.uniform(*ENVIRONMENTS[env]["grey"])
+    pivot = 127.5 if env is None else sum(ENVIRONMENTS[env]["grey"]) / 2
+    g1 = g0 + (-1.0 if g0 > pivot else 1.0) * rng.uniform(45, 90)
+    if env is not None:
+        g1 = min(max(g1, 30.0), 225.0)
+    c0, c1 = muted(rng, g0), muted(rng, g1)
     image = c0 * (1 - field) + c1 * field
     if rng.random() < 0.6:
         angle, period = rng.uniform(0, np.pi), rng.uniform(6, 40)
         phase = rng.uniform(0, 2 * np.pi)
         stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period + phase)
         alpha = (rng.uniform(0.15, 0.5) * stripes)[..., None]
-        image = image * (1 - alpha) + _muted_colour(rng) * alpha
+        image = image * (1 - alpha) + muted(rng) * alpha
     image += rng.standard_normal((h, w, 3), dtype=np.float32) * rng.uniform(2, 8)
     return image
 
@@ -130,13 +192,125 @@ def _shape_mask(shape: str, w: int, h: int) -> np.ndarray:
     return np.asarray(canvas) > 0
 
 
-def render_synthetic_image(rng: np.random.Generator, image_size=(224, 320)) -> tuple[np.ndarray, list[dict]]:
+def _polygon(points: list[tuple[float, float]], w: int, h: int, angle: float) -> list[tuple[float, float]]:
+    """Points of the unit disc (x right, y down), rotated by ``angle`` and stretched onto a w x h box."""
+    c, s = math.cos(angle), math.sin(angle)
+    rx, ry = (w - 1) / 2, (h - 1) / 2
+    return [(rx + (x * c - y * s) * rx, ry + (x * s + y * c) * ry) for x, y in points]
+
+
+_STAR = [
+    (
+        (1.0 if k % 2 == 0 else 0.4) * math.sin(k * math.pi / 5),
+        -(1.0 if k % 2 == 0 else 0.4) * math.cos(k * math.pi / 5),
+    )
+    for k in range(10)
+]
+_TEE = [
+    (-0.7, -0.7),
+    (0.7, -0.7),
+    (0.7, -0.3),
+    (0.2, -0.3),
+    (0.2, 0.7),
+    (-0.2, 0.7),
+    (-0.2, -0.3),
+    (-0.7, -0.3),
+]
+_ARROW = [(-0.8, -0.18), (0.1, -0.18), (0.1, -0.55), (0.8, 0.0), (0.1, 0.55), (0.1, 0.18), (-0.8, 0.18)]
+_HEXAGON = [(math.cos(k * math.pi / 3), math.sin(k * math.pi / 3)) for k in range(6)]
+
+
+def _clutter_mask(shape: str, w: int, h: int, angle: float) -> np.ndarray:
+    """bool [h, w] mask of a distractor shape (:data:`CLUTTER_SHAPES`) rotated by ``angle`` in a w x h
+    box."""
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    if shape == "star":
+        draw.polygon(_polygon(_STAR, w, h, angle), fill=255)
+    elif shape == "tee":
+        draw.polygon(_polygon(_TEE, w, h, angle), fill=255)
+    elif shape == "arrow":
+        draw.polygon(_polygon(_ARROW, w, h, angle), fill=255)
+    elif shape == "hexagon":  # an outline, thinner than the ring's
+        draw.polygon(_polygon(_HEXAGON, w, h, angle), fill=255)
+        draw.polygon(_polygon([(0.72 * x, 0.72 * y) for x, y in _HEXAGON], w, h, angle), fill=0)
+    elif shape == "crescent":  # a disc minus the same disc shifted by 40% of the box along angle
+        draw.ellipse((0, 0, w - 1, h - 1), fill=255)
+        dx, dy = 0.4 * w * math.cos(angle), 0.4 * h * math.sin(angle)
+        draw.ellipse((dx, dy, w - 1 + dx, h - 1 + dy), fill=0)
+    else:
+        raise ValueError(f"unknown clutter shape {shape!r}")
+    return np.asarray(canvas) > 0
+
+
+def _clip_to_image(local: np.ndarray, x0: int, y0: int, w_img: int, h_img: int):
+    """The part of a local mask placed at (x0, y0) that lies in the image: (region, mask of it)."""
+    h, w = local.shape
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + w, w_img), min(y0 + h, h_img)
+    return (ix0, iy0, ix1, iy1), local[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
+
+
+def _paint(image: np.ndarray, region, m: np.ndarray, colour: np.ndarray, shade: float, angle: float) -> None:
+    """Paints ``colour`` with a mild linear lighting gradient into ``image[region]`` where ``m``."""
+    ix0, iy0, ix1, iy1 = region
+    if ix1 <= ix0 or iy1 <= iy0:
+        return
+    yy, xx = np.mgrid[iy0:iy1, ix0:ix1].astype(np.float32)
+    t = (xx - xx.mean()) * math.cos(angle) + (yy - yy.mean()) * math.sin(angle)
+    t /= max(float(np.abs(t).max()), 1.0)
+    target = image[iy0:iy1, ix0:ix1]
+    target[m] = (colour[None, None, :] * (1 + shade * t[..., None]))[m]
+
+
+def _draw_label(rng: np.random.Generator, env: int | None, context: float | None, ooc: bool) -> int:
+    """An object's class: uniform (no environment), else see the module docstring (context, ooc)."""
+    if env is None:
+        return int(rng.integers(len(SYNTHETIC_CLASSES)))
+    home = HOME_CLASSES[env]
+    if ooc:
+        away = [c for c in range(len(SYNTHETIC_CLASSES)) if c not in home]
+        return away[int(rng.integers(len(away)))]
+    if rng.random() < context:
+        return home[int(rng.integers(len(home)))]
+    return int(rng.integers(len(SYNTHETIC_CLASSES)))
+
+
+def _near_edge(
+    rng: np.random.Generator, box: tuple[int, int, int, int], w: int, h: int
+) -> tuple[float, float]:
+    """A centre for a w x h object that partly overlaps the object in ``box`` (x0, y0, w, h): a random
+    point of the edge of the box shrunk to 70% about its centre (so mostly on the shape itself, which
+    need not fill its box), jittered by up to OCCLUSION_JITTER of the new object's own side."""
+    bx, by, bw, bh = box
+    bx, by, bw, bh = bx + 0.15 * bw, by + 0.15 * bh, 0.7 * bw, 0.7 * bh
+    side, t = int(rng.integers(4)), rng.uniform(0, 1)
+    if side < 2:  # top or bottom edge
+        px, py = bx + t * bw, by + side * bh
+    else:  # left or right edge
+        px, py = bx + (side - 2) * bw, by + t * bh
+    jx, jy = rng.uniform(-OCCLUSION_JITTER, OCCLUSION_JITTER, size=2)
+    return px + jx * w, py + jy * h
+
+
+def render_synthetic_image(
+    rng: np.random.Generator,
+    image_size=(224, 320),
+    *,
+    object_scale: tuple[float, float] = (MIN_REL_SIZE, MAX_REL_SIZE),
+    max_objects: int = MAX_OBJECTS,
+    occlusion: float = 0.0,
+    clutter: tuple[int, int] = (0, 0),
+    context: float | None = None,
+    ooc: bool = False,
+) -> tuple[np.ndarray, list[dict]]:
     """Draws one image and its objects; ``image_size``: (min, max) for both sides, or
-    ((w_min, w_max), (h_min, h_max)).
+    ((w_min, w_max), (h_min, h_max)). The scene options (``object_scale`` ... ``ooc``) are the module
+    docstring's; their defaults draw exactly the pictures of a renderer without them.
 
     Returns ``image`` uint8 [H, W, 3] RGB and a list of objects, each a dict with ``label`` (index into
     SYNTHETIC_CLASSES), ``box`` (VOC 1-based inclusive ints xmin, ymin, xmax, ymax of the visible
-    pixels), ``difficult`` (bool), ``truncated`` (bool) and ``visibility`` (float in (0, 1]).
+    pixels), ``difficult`` (bool), ``truncated`` (bool) and ``visibility`` (float in (0, 1]); with
+    ``context`` or ``ooc`` each object also has ``environment`` (index into ENVIRONMENTS).
     """
     if isinstance(image_size[0], (list, tuple)):  # ((w_min, w_max), (h_min, h_max))
         (w_lo, w_hi), (h_lo, h_hi) = image_size
@@ -144,25 +318,36 @@ def render_synthetic_image(rng: np.random.Generator, image_size=(224, 320)) -> t
     else:
         lo, hi = image_size
         w_img, h_img = (int(v) for v in rng.integers(lo, hi + 1, size=2))
+    if ooc and context is None:
+        context = 0.0  # the environments are needed; no class is drawn at home anyway
     side = min(w_img, h_img)
-    image = _background(rng, h_img, w_img)
+    env = None if context is None else int(rng.integers(len(ENVIRONMENTS)))
+    image = _background(rng, h_img, w_img, env)
+    log_lo, log_hi = math.log(object_scale[0]), math.log(object_scale[1])
 
     objects: list[dict] = []  # in drawing order; "visible" is updated as later objects are placed
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
+    for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(PLACEMENT_ATTEMPTS):
-            label = int(rng.integers(len(SYNTHETIC_CLASSES)))
-            size = side * math.exp(rng.uniform(math.log(MIN_REL_SIZE), math.log(MAX_REL_SIZE)))
+            label = _draw_label(rng, env, context, ooc)
+            size = side * math.exp(rng.uniform(log_lo, log_hi))
             aspect = math.exp(rng.uniform(-0.25, 0.25))
             w, h = max(4, round(size * aspect)), max(4, round(size / aspect))
-            # Centre kept so at least ~30% of the box side is inside: truncation happens, but moderately.
-            cx = rng.uniform(0.3 * w, w_img - 0.3 * w)
-            cy = rng.uniform(0.3 * h, h_img - 0.3 * h)
+            if occlusion > 0 and objects and rng.random() < occlusion:
+                # over the edge of an already placed object: it is partly hidden by this one
+                cx, cy = _near_edge(rng, objects[int(rng.integers(len(objects)))]["full_box"], w, h)
+                cx = min(max(cx, 0.3 * w), w_img - 0.3 * w)
+                cy = min(max(cy, 0.3 * h), h_img - 0.3 * h)
+            else:
+                # Centre kept so at least ~30% of the box side is inside: truncation happens, but moderately.
+                cx = rng.uniform(0.3 * w, w_img - 0.3 * w)
+                cy = rng.uniform(0.3 * h, h_img - 0.3 * h)
             x0, y0 = round(cx - w / 2), round(cy - h / 2)
             local = _shape_mask(SYNTHETIC_CLASSES[label], w, h)
             full_area = int(local.sum())
             mask = np.zeros((h_img, w_img), bool)
-            ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + w, w_img), min(y0 + h, h_img)
-            mask[iy0:iy1, ix0:ix1] = local[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
+            region, inside = _clip_to_image(local, x0, y0, w_img, h_img)
+            ix0, iy0, ix1, iy1 = region
+            mask[iy0:iy1, ix0:ix1] = inside
             in_image = int(mask.sum()) / full_area
             if in_image < 0.5:
                 continue
@@ -186,7 +371,8 @@ def render_synthetic_image(rng: np.random.Generator, image_size=(224, 320)) -> t
                     visibility=in_image,
                     full_area=full_area,
                     truncated=in_image < 1.0,
-                    region=(ix0, iy0, ix1, iy1),
+                    region=region,
+                    full_box=(x0, y0, w, h),
                     colour=colour,
                     shade=rng.uniform(0, 0.15),  # mild lighting gradient: +-15% at most
                     shade_angle=rng.uniform(0, 2 * np.pi),
@@ -194,14 +380,27 @@ def render_synthetic_image(rng: np.random.Generator, image_size=(224, 320)) -> t
             )
             break
 
+    # Distractors are drawn from the generator after the objects, so that turning clutter on keeps the
+    # objects of an image; they are painted first, behind the objects.
+    for _ in range(int(rng.integers(clutter[0], clutter[1] + 1)) if clutter[1] > 0 else 0):
+        shape = CLUTTER_SHAPES[int(rng.integers(len(CLUTTER_SHAPES)))]
+        size = side * math.exp(rng.uniform(math.log(CLUTTER_REL_SIZE[0]), math.log(CLUTTER_REL_SIZE[1])))
+        aspect = math.exp(rng.uniform(-0.25, 0.25))
+        w, h = max(6, round(size * aspect)), max(6, round(size / aspect))
+        angle = rng.uniform(0, 2 * np.pi)
+        x0, y0 = round(rng.uniform(0, w_img) - w / 2), round(rng.uniform(0, h_img) - h / 2)
+        if rng.random() < CLUTTER_SATURATED_P:  # a class's colour on a shape of no class
+            colour = np.asarray(CLASS_COLOURS[int(rng.integers(len(CLASS_COLOURS)))], np.float32)
+            colour = colour + rng.uniform(-15, 15, size=3)
+        else:
+            colour = _muted_colour(rng)
+        region, m = _clip_to_image(_clutter_mask(shape, w, h, angle), x0, y0, w_img, h_img)
+        _paint(image, region, m, colour, rng.uniform(0, 0.15), rng.uniform(0, 2 * np.pi))
+
     for o in objects:  # paint in order: later objects occlude earlier ones
         ix0, iy0, ix1, iy1 = o["region"]
         m = o["own"][iy0:iy1, ix0:ix1]  # the whole shape: earlier objects are painted over
-        yy, xx = np.mgrid[iy0:iy1, ix0:ix1].astype(np.float32)
-        t = (xx - xx.mean()) * math.cos(o["shade_angle"]) + (yy - yy.mean()) * math.sin(o["shade_angle"])
-        t /= max(float(np.abs(t).max()), 1.0)
-        region = image[iy0:iy1, ix0:ix1]
-        region[m] = (o["colour"][None, None, :] * (1 + o["shade"] * t[..., None]))[m]
+        _paint(image, o["region"], m, o["colour"], o["shade"], o["shade_angle"])
     image += rng.standard_normal(image.shape, dtype=np.float32) * 2.0  # sensor noise over everything
     image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
@@ -222,6 +421,8 @@ def render_synthetic_image(rng: np.random.Generator, image_size=(224, 320)) -> t
                 visibility=float(o["visibility"]),
             )
         )
+        if env is not None:
+            out[-1]["environment"] = env
     return image, out
 
 
