@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bof.classify import train_classifier
-from bof.config import check_backbone, check_paper_setup
+from bof.config import check_backbone, check_paper_setup, portable_config
 from bof.data.loader import build_data_loader
 from bof.engine.build_model import build_model
 from bof.engine.epochs import Epochs, RunCounts
@@ -153,6 +153,7 @@ def train_detector(cfg: DictConfig) -> dict:
         start_epoch,
         best_map,
         class_names,
+        portable_config(cfg),
     )
 
     def train_epoch(epoch: int) -> None:
@@ -237,9 +238,9 @@ def run_job(cfg: DictConfig) -> float | None:
         if devices > 1 and not distributed.launched_externally():
             build_tricks(cfg)  # the start-up checks before the config is resolved; each process repeats them
             distributed.check_local_gpus(cfg.trainer.device, devices)
-            resolved = OmegaConf.to_container(cfg, resolve=True)
-            distributed.spawn(train_process, devices, resolved)
-            metrics_file = Path(resolved["trainer"]["output_dir"]) / "metrics.json"
+            config = portable_config(cfg)  # resolves in the processes as here (Hydra's values fixed)
+            distributed.spawn(train_process, devices, config)
+            metrics_file = Path(cfg.trainer.output_dir) / "metrics.json"
             return json.loads(metrics_file.read_text()).get("map") if metrics_file.is_file() else None
         return train(cfg).get("map")
     except Exception as error:
@@ -263,21 +264,24 @@ def run_job(cfg: DictConfig) -> float | None:
         return None
 
 
-def train_process(resolved: dict) -> dict:
-    """One process of a ``trainer.devices=N`` job: rank 0 logs INFO to the console and to the job's
-    train.log (as Hydra's job logging does), the others warnings and errors only."""
+def train_process(config: dict) -> dict:
+    """One process of a ``trainer.devices=N`` job (``config``: :func:`bof.config.portable_config`): rank 0
+    logs INFO to the console and to the job's train.log (as Hydra's job logging does), the others warnings
+    and errors only."""
     rank = int(os.environ.get("RANK", "0"))
+    cfg = OmegaConf.create(config)
+    out_dir = Path(cfg.trainer.output_dir)
     handlers = [logging.StreamHandler()]
     if rank == 0:
-        Path(resolved["trainer"]["output_dir"]).mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(Path(resolved["trainer"]["output_dir"]) / "train.log"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(out_dir / "train.log"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"[%(asctime)s][%(name)s][%(levelname)s][rank {rank}] - %(message)s",
         handlers=handlers,
         force=True,
     )
-    return train(OmegaConf.create(resolved))
+    return train(cfg)
 
 
 if __name__ == "__main__":  # python -m bof.train: the same as bof-train (its entry point, not an import edge)

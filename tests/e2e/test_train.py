@@ -176,6 +176,13 @@ def test_cli_run_writes_one_run_directory(tmp_path, cache_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and (run_dir / "train.log").read_text().count("final VOC07 mAP") == 1
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+    # the unresolved config beside the resolved one: Hydra's and the environment's values fixed, the
+    # config's own interpolations kept (what bof-eval's data.root=... re-resolves)
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    source = checkpoint["config_source"]
+    assert source["trainer"]["output_dir"] == str(run_dir) and source["data"]["root"] == str(cache_dir)
+    assert source["data"]["val"]["cache_dir"] == "${data.root}"
+    assert OmegaConf.to_container(OmegaConf.create(source), resolve=True) == checkpoint["config"]
 
 
 def test_a_run_off_the_papers_data_parallelism_says_so(caplog):

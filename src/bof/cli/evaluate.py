@@ -1,8 +1,10 @@
 """bof-eval: evaluates a trained detector's checkpoint on its run's validation data (or other data, by
-overriding the stored config) and writes eval.json with the result files.
+overriding the stored config: it is resolved again, so data.root reaches data.val) and writes eval.json
+with the result files. An override of a key the stored config lacks is an error (+key=value adds one).
 
     bof-eval checkpoint=outputs/2026-11-26/10-00-00/best.pt
-    bof-eval checkpoint=run/last.pt data.root=/data/VOCdevkit data.val.image_set=test output=run/eval-test
+    bof-eval checkpoint=run/last.pt data.root=/data/VOCdevkit output=run/eval-other
+    bof-eval checkpoint=run/last.pt data.val.image_sets=[[VOC2007,val]] output=run/eval-val
 """
 
 from __future__ import annotations
