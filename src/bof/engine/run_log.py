@@ -16,6 +16,7 @@ from bof.config import row_name
 from bof.engine.epochs import RunCounts
 from bof.engine.run_setup import Tricks
 from bof.evaluation.coco_eval import STAT_NAMES as COCO_STATS
+from bof.tricks.lr_schedule import curve_iterations
 from bof.utils.drawing import draw_training_samples, lr_curve_figure
 from bof.utils.fingerprint import fingerprint
 
@@ -110,16 +111,18 @@ def log_evaluation(writer: SummaryWriter, metrics: dict, drawn: list, epoch: int
 
 def preview(train_loader, class_names, trainer, tricks: Tricks, optimizer, iters_per_epoch: int):
     """(grid of the first training samples of the first epoch exactly as the loader will produce them,
-    figure of the planned LR of every iteration). Built in the main process from the sampler's keys, so
-    the loader, its workers and the RNG streams of the run are untouched."""
+    figure of the planned LR over the run, at the iterations :func:`curve_iterations` samples). Built in
+    the main process from the sampler's keys, so the loader, its workers and the RNG streams of the run
+    are untouched."""
     sampler = train_loader.batch_sampler
     sampler.set_epoch(0)
     keys = next(iter(sampler))[: max(trainer.num_images_logged, 1)]
     images, targets = zip(*(train_loader.dataset[key] for key in keys), strict=True)
     base_lr = optimizer.param_groups[0]["initial_lr"]
-    total = trainer.epochs * iters_per_epoch
-    lrs = [base_lr * tricks.lr_schedule.factor(i, iters_per_epoch, trainer.epochs) for i in range(total)]
-    figure = lr_curve_figure(lrs, iters_per_epoch, tricks.lr_schedule.describe(trainer.epochs))
+    schedule = tricks.lr_schedule
+    iterations = curve_iterations(schedule, iters_per_epoch, trainer.epochs)
+    lrs = [base_lr * schedule.factor(i, iters_per_epoch, trainer.epochs) for i in iterations]
+    figure = lr_curve_figure(iterations, lrs, iters_per_epoch, schedule.describe(trainer.epochs))
     return draw_training_samples(list(images), list(targets), class_names), figure
 
 

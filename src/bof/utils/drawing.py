@@ -79,10 +79,10 @@ def draw_training_samples(images: list[torch.Tensor], targets: list[dict], class
     return make_grid(drawn, nrow=min(4, len(drawn)), padding=2)
 
 
-def lr_curve_figure(lrs: list[float], iters_per_epoch: int, title: str):
-    """The learning rate of every iteration against the epoch, as a matplotlib figure."""
+def lr_curve_figure(iterations: list[int], lrs: list[float], iters_per_epoch: int, title: str):
+    """The learning rate at ``iterations`` against the epoch, as a matplotlib figure."""
     figure, axes = plt.subplots(figsize=(6, 3), dpi=100)
-    axes.plot([i / iters_per_epoch for i in range(len(lrs))], lrs)
+    axes.plot([i / iters_per_epoch for i in iterations], lrs)
     axes.set(xlabel="epoch", ylabel="learning rate", title=title)
     axes.grid(alpha=0.3)
     figure.tight_layout()
