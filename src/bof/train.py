@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bof.classify import train_classifier
-from bof.config import check_backbone, check_paper_setup, portable_config
+from bof.config import check_backbone, check_paper_setup
 from bof.data.loader import build_data_loader
 from bof.engine.build_model import build_model
 from bof.engine.epochs import Epochs, RunCounts
@@ -51,6 +51,7 @@ from bof.utils.atomic import write_json_atomically
 from bof.utils.checkpoint import restore
 from bof.utils.drawing import save_png
 from bof.utils.fingerprint import finished_run
+from bof.utils.stored_config import portable_config
 
 log = logging.getLogger("bof.train")
 
@@ -265,9 +266,9 @@ def run_job(cfg: DictConfig) -> float | None:
 
 
 def train_process(config: dict) -> dict:
-    """One process of a ``trainer.devices=N`` job (``config``: :func:`bof.config.portable_config`): rank 0
-    logs INFO to the console and to the job's train.log (as Hydra's job logging does), the others warnings
-    and errors only."""
+    """One process of a ``trainer.devices=N`` job (``config``: :func:`portable_config`): rank 0 logs INFO
+    to the console and to the job's train.log (as Hydra's job logging does), the others warnings and
+    errors only."""
     rank = int(os.environ.get("RANK", "0"))
     cfg = OmegaConf.create(config)
     out_dir = Path(cfg.trainer.output_dir)

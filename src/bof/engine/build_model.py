@@ -10,11 +10,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bof.config import check_stored_targets, with_overrides
+from bof.config import check_stored_targets
 from bof.models.classifiers import load_backbone
 from bof.models.yolov3 import YOLOv3Detector
 from bof.tricks.label_smoothing import LabelSmoothing
 from bof.utils.checkpoint import load_checkpoint
+from bof.utils.stored_config import with_overrides
 
 log = logging.getLogger(__name__)
 

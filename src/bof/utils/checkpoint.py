@@ -146,7 +146,7 @@ def checkpoint_state(
 ) -> dict:
     """``counts``: what the run has counted so far (wall time, skipped samples and steps), carried over
     a resume so that metrics.json covers the whole run. ``config_source``: the unresolved config
-    (:func:`bof.config.portable_config`)."""
+    (:func:`bof.utils.stored_config.portable_config`)."""
     return {
         "counts": dict(counts or {}),
         "class_names": list(class_names or []),  # bof-predict names its detections without the data

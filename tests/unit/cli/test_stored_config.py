@@ -5,7 +5,7 @@ that need Hydra or the environment are fixed to their values, and an unknown key
 import pytest
 from omegaconf import OmegaConf
 
-from bof.config import portable_config, with_overrides
+from bof.utils.stored_config import portable_config, with_overrides
 
 
 def test_the_stored_config_keeps_its_own_interpolations_and_fixes_the_others(monkeypatch):
