@@ -47,7 +47,7 @@ from bof.evaluation.ranked_record import RECORD_FILE
 from bof.tricks.augment import Resize
 from bof.tricks.random_shapes import FixedShape
 from bof.utils import distributed
-from bof.utils.atomic import write_json_atomically
+from bof.utils.atomic import write_json_atomically, writing
 from bof.utils.checkpoint import restore
 from bof.utils.drawing import save_png
 from bof.utils.fingerprint import finished_run
@@ -116,7 +116,8 @@ def train_detector(cfg: DictConfig) -> dict:
             train_loader, class_names, trainer, tricks, optimization.optimizer, iters_per_epoch
         )
         save_png(samples, out_dir / "train_samples.png")
-        lr_figure.savefig(out_dir / "lr_schedule.png")
+        with writing(out_dir / "lr_schedule.png"):
+            lr_figure.savefig(out_dir / "lr_schedule.png")
     if trainer.dry_run:
         log.info(
             "dry run: wrote train_samples.png and lr_schedule.png to %s; exiting before training", out_dir

@@ -20,9 +20,10 @@ from bof.engine.build_model import build_model, load_trained
 from bof.evaluation.voc_results import read_result_files
 from bof.train import train
 from bof.tricks.augment import Resize
+from bof.utils import atomic
 from bof.utils.boxes import normalize_batch
 from bof.utils.fingerprint import RunConflict
-from tests.helpers import config_maker
+from tests.helpers import config_maker, full_disk
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,13 @@ def test_bof_eval_names_an_override_that_matches_no_key(trained, tmp_path):
     with pytest.raises(ValueError, match=r"'model\.val_sise'.*no such key.*nearest: model\.val_size"):
         evaluate.main([*args, "model.val_sise=128"])
     assert not (tmp_path / "eval").exists()
+
+
+def test_bof_eval_on_a_full_disk_names_the_file_it_could_not_write(trained, tmp_path, monkeypatch):
+    make, run, _ = trained
+    monkeypatch.setattr(atomic.os, "replace", full_disk)
+    with pytest.raises(OSError, match=rf"could not write {tmp_path / 'eval'}/\S+: the disk is full"):
+        evaluate.main([f"checkpoint={run / 'last.pt'}", f"output={tmp_path / 'eval'}", "trainer.device=cpu"])
 
 
 def test_bof_eval_names_a_missing_or_broken_checkpoint(tmp_path):

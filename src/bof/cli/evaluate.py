@@ -27,7 +27,7 @@ from bof.engine.run_setup import autocast_dtype, build_dataset, pick_device
 from bof.evaluation.ranked_record import RECORD_FILE
 from bof.tricks.augment import Resize
 from bof.tricks.random_shapes import FixedShape
-from bof.utils.atomic import write_json_atomically
+from bof.utils.atomic import write_json_atomically, writing
 from bof.utils.fingerprint import fingerprint
 
 log = logging.getLogger("bof.cli.evaluate")
@@ -61,8 +61,9 @@ def evaluate_checkpoint(checkpoint: str, overrides: list[str], output: str | Non
         show_progress=cfg.trainer.progress,
     )
     out_dir = Path(output) if output else Path(checkpoint).parent / "eval"
-    evaluator.write_results(out_dir / "results")
-    evaluator.per_image_record().save(out_dir / RECORD_FILE)  # what bof-report's intervals resample
+    with writing(out_dir, "bof-eval's output "):  # a full disk: an error naming the file, not a bare one
+        evaluator.write_results(out_dir / "results")
+        evaluator.per_image_record().save(out_dir / RECORD_FILE)  # what bof-report's intervals resample
     resolved = OmegaConf.to_container(cfg, resolve=True)
     result = {
         "map": metrics["map"],
@@ -75,7 +76,7 @@ def evaluate_checkpoint(checkpoint: str, overrides: list[str], output: str | Non
         "fingerprint": fingerprint(resolved),
         "config": resolved,
     }
-    write_json_atomically(out_dir / "eval.json", result)
+    write_json_atomically(out_dir / "eval.json", result)  # its errors name eval.json
     print(ap_table(result, class_names))
     log.info("wrote %s and the result files in %s", out_dir / "eval.json", out_dir / "results")
     return result

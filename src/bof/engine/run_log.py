@@ -17,6 +17,7 @@ from bof.engine.epochs import RunCounts
 from bof.engine.run_setup import Tricks
 from bof.evaluation.coco_eval import STAT_NAMES as COCO_STATS
 from bof.tricks.lr_schedule import curve_iterations
+from bof.utils.atomic import naming
 from bof.utils.drawing import draw_training_samples, lr_curve_figure
 from bof.utils.fingerprint import fingerprint
 
@@ -126,12 +127,26 @@ def preview(train_loader, class_names, trainer, tricks: Tricks, optimizer, iters
     return draw_training_samples(list(images), list(targets), class_names), figure
 
 
+class EventWriter(SummaryWriter):
+    """TensorBoard's SummaryWriter, whose errors name its folder: it writes on a background thread, and
+    what fails there (a full disk) surfaces as a bare OSError at a later add, flush or close."""
+
+    def _get_file_writer(self):
+        file_writer = super()._get_file_writer()
+        events = file_writer.event_writer
+        if not getattr(events, "names_its_folder", False):
+            for name in ("add_event", "flush", "close"):
+                setattr(events, name, naming(self.log_dir, "TensorBoard's events in ")(getattr(events, name)))
+            events.names_its_folder = True
+        return file_writer
+
+
 def open_writer(
     out_dir: Path, resolved: dict, tricks: list[str], samples, lr_figure, first_step: int = 0
 ) -> SummaryWriter:
     """The run's TensorBoard with its config, tricks, first training samples and planned LR. A resumed
     run (``first_step`` > 0) drops the events its interrupted part wrote after its checkpoint."""
-    writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=first_step or None)
+    writer = EventWriter(str(out_dir / "tensorboard"), purge_step=first_step or None)
     writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(resolved) + "\n```")
     writer.add_text("tricks", "\n".join(f"* {line}" for line in tricks))
     writer.add_image("train/samples", samples, 0)  # as the run will see them: augmented, mixed, weighted

@@ -15,6 +15,8 @@ from PIL import Image  # noqa: E402
 from torchvision.transforms.v2.functional import resize  # noqa: E402
 from torchvision.utils import draw_bounding_boxes, make_grid  # noqa: E402
 
+from bof.utils.atomic import writing  # noqa: E402
+
 # one colour per class (matplotlib's tab20, cycled), and label text that stays readable on it
 PALETTE = [tuple(round(255 * c) for c in rgb) for rgb in matplotlib.colormaps["tab20"].colors]
 FONT = str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
@@ -90,5 +92,6 @@ def lr_curve_figure(iterations: list[int], lrs: list[float], iters_per_epoch: in
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
-    """uint8 [3, H, W] -> PNG file."""
-    Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(path)
+    """uint8 [3, H, W] -> PNG file (an OSError names it)."""
+    with writing(path):
+        Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(path)
