@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,9 +52,35 @@ def load_coco(annotation_file: str | Path, backend: str = "pycocotools"):
     COCO, _ = coco_api(backend)
     with contextlib.redirect_stdout(io.StringIO()):
         try:
-            return COCO(str(path))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{path}: not a COCO instances file ({error})") from error
+            coco = COCO(str(path))
+        except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as error:  # assert: not a dict
+            raise ValueError(f"{path}: not a COCO instances file ({error}); {INSTANCES}") from error
+    check_instances(coco.dataset, path)
+    return coco
+
+
+INSTANCES = "one is a JSON object with images, annotations and categories lists"
+
+
+def check_instances(dataset, path: Path) -> None:
+    """What COCOeval needs of the annotation file and pycocotools does not check: the three lists (an
+    empty object loads, then fails deep in COCOeval), and one annotation per id (pycocotools indexes
+    annotations by id, so a duplicated id silently scores one object's box in place of another's)."""
+    missing = [
+        key for key in ("images", "annotations", "categories") if not isinstance(dataset.get(key), list)
+    ]
+    if missing:
+        raise ValueError(
+            f"{path}: not a COCO instances file: it has no {', '.join(missing)} list; {INSTANCES}"
+        )
+    ids = Counter(ann.get("id") for ann in dataset["annotations"] if isinstance(ann, dict))
+    duplicated = [i for i, n in ids.items() if n > 1]
+    if duplicated:
+        raise ValueError(
+            f"{path}: {len(duplicated)} annotation ids are used more than once (e.g. {duplicated[:3]}): "
+            "COCOeval looks annotations up by id and would score one object's box in place of another's. "
+            "Give every annotation its own id"
+        )
 
 
 def check_results(results, coco_gt, source: str) -> list[dict]:
