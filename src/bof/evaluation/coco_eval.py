@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import logging
-import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from bof.evaluation.ranked_record import RankedDetections, ranked_record
 from bof.utils.atomic import write_text_atomically
+from bof.utils.checks import is_number
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,11 @@ def check_results(results, coco_gt, source: str) -> list[dict]:
         if det["category_id"] not in categories:
             problem("a category_id not in the annotations", i)
         box, score = det["bbox"], det["score"]
-        if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
+        if not (isinstance(box, list) and len(box) == 4 and all(is_number(v, finite=True) for v in box)):
             problem("a bbox that is not four finite numbers [x, y, w, h]", i)
         elif box[2] < 0 or box[3] < 0:
             problem("a bbox with a negative width or height", i)
-        if not _finite(score):
+        if not is_number(score, finite=True):
             problem("a score that is not a finite number", i)
     if problems:
         listed = "; ".join(
@@ -119,10 +119,6 @@ def check_results(results, coco_gt, source: str) -> list[dict]:
         )
         raise ValueError(f"{source}: {listed}")
     return results
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def evaluate_coco(
