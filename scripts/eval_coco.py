@@ -34,10 +34,10 @@ def main(argv=None) -> dict:
         results = json.loads(results_path.read_text())
     except json.JSONDecodeError as error:
         sys.exit(f"{results_path}: not JSON ({error})")
-    coco_gt = load_coco(args.ann, args.backend)
-    try:
+    try:  # a missing, malformed or ambiguous file: one line naming it, not a traceback
+        coco_gt = load_coco(args.ann, args.backend)
         check_results(results, coco_gt, str(results_path))
-    except ValueError as error:
+    except (FileNotFoundError, ValueError) as error:
         sys.exit(str(error))
     stats = evaluate_coco(coco_gt, results, args.backend)
     numbers = {k: stats[k] for k in STAT_NAMES}

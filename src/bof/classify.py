@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
-from torch.utils.tensorboard import SummaryWriter
 from torchvision.transforms import v2
 
 from bof.config import check_paper_setup
@@ -26,6 +25,7 @@ from bof.data.loader import worker_context
 from bof.engine.epochs import Epochs, RunCounts
 from bof.engine.loops import train_one_epoch
 from bof.engine.optim import build_optimization
+from bof.engine.run_log import EventWriter
 from bof.engine.run_setup import build_dataset, build_tricks, compiled, data_parallel, resume_path, start_run
 from bof.models.classifiers import SoftTargetClassifier, build_classifier
 from bof.tricks.label_smoothing import softmax_targets
@@ -147,7 +147,7 @@ def train_classifier(cfg: DictConfig) -> dict:
     )
     counts = RunCounts(counts, run.world_size)
     epochs = Epochs(run, classifier.net, optimization, resolved, counts, "top1", start_epoch, best_top1)
-    writer = SummaryWriter(str(out_dir / "tensorboard")) if run.main_process else None
+    writer = EventWriter(str(out_dir / "tensorboard")) if run.main_process else None
     train_metrics = {}
 
     def train_epoch(epoch: int) -> None:

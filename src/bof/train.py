@@ -47,10 +47,11 @@ from bof.evaluation.ranked_record import RECORD_FILE
 from bof.tricks.augment import Resize
 from bof.tricks.random_shapes import FixedShape
 from bof.utils import distributed
-from bof.utils.atomic import write_json_atomically
+from bof.utils.atomic import write_json_atomically, writing
 from bof.utils.checkpoint import restore
 from bof.utils.drawing import save_png
 from bof.utils.fingerprint import finished_run
+from bof.utils.stored_config import portable_config
 
 log = logging.getLogger("bof.train")
 
@@ -115,7 +116,8 @@ def train_detector(cfg: DictConfig) -> dict:
             train_loader, class_names, trainer, tricks, optimization.optimizer, iters_per_epoch
         )
         save_png(samples, out_dir / "train_samples.png")
-        lr_figure.savefig(out_dir / "lr_schedule.png")
+        with writing(out_dir / "lr_schedule.png"):
+            lr_figure.savefig(out_dir / "lr_schedule.png")
     if trainer.dry_run:
         log.info(
             "dry run: wrote train_samples.png and lr_schedule.png to %s; exiting before training", out_dir
@@ -153,6 +155,7 @@ def train_detector(cfg: DictConfig) -> dict:
         start_epoch,
         best_map,
         class_names,
+        portable_config(cfg),
     )
 
     def train_epoch(epoch: int) -> None:
@@ -237,9 +240,9 @@ def run_job(cfg: DictConfig) -> float | None:
         if devices > 1 and not distributed.launched_externally():
             build_tricks(cfg)  # the start-up checks before the config is resolved; each process repeats them
             distributed.check_local_gpus(cfg.trainer.device, devices)
-            resolved = OmegaConf.to_container(cfg, resolve=True)
-            distributed.spawn(train_process, devices, resolved)
-            metrics_file = Path(resolved["trainer"]["output_dir"]) / "metrics.json"
+            config = portable_config(cfg)  # resolves in the processes as here (Hydra's values fixed)
+            distributed.spawn(train_process, devices, config)
+            metrics_file = Path(cfg.trainer.output_dir) / "metrics.json"
             return json.loads(metrics_file.read_text()).get("map") if metrics_file.is_file() else None
         return train(cfg).get("map")
     except Exception as error:
@@ -263,21 +266,24 @@ def run_job(cfg: DictConfig) -> float | None:
         return None
 
 
-def train_process(resolved: dict) -> dict:
-    """One process of a ``trainer.devices=N`` job: rank 0 logs INFO to the console and to the job's
-    train.log (as Hydra's job logging does), the others warnings and errors only."""
+def train_process(config: dict) -> dict:
+    """One process of a ``trainer.devices=N`` job (``config``: :func:`portable_config`): rank 0 logs INFO
+    to the console and to the job's train.log (as Hydra's job logging does), the others warnings and
+    errors only."""
     rank = int(os.environ.get("RANK", "0"))
+    cfg = OmegaConf.create(config)
+    out_dir = Path(cfg.trainer.output_dir)
     handlers = [logging.StreamHandler()]
     if rank == 0:
-        Path(resolved["trainer"]["output_dir"]).mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(Path(resolved["trainer"]["output_dir"]) / "train.log"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(out_dir / "train.log"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"[%(asctime)s][%(name)s][%(levelname)s][rank {rank}] - %(message)s",
         handlers=handlers,
         force=True,
     )
-    return train(OmegaConf.create(resolved))
+    return train(cfg)
 
 
 if __name__ == "__main__":  # python -m bof.train: the same as bof-train (its entry point, not an import edge)

@@ -20,9 +20,10 @@ from bof.engine.build_model import build_model, load_trained
 from bof.evaluation.voc_results import read_result_files
 from bof.train import train
 from bof.tricks.augment import Resize
+from bof.utils import atomic
 from bof.utils.boxes import normalize_batch
 from bof.utils.fingerprint import RunConflict
-from tests.helpers import config_maker
+from tests.helpers import config_maker, full_disk
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,55 @@ def test_bof_eval_on_the_run_s_own_data_gives_its_final_map(trained, tmp_path, c
     )
     table = capsys.readouterr().out
     assert "| circle" in table and "| mAP" in table and f"{metrics['map']:6.4f}" in table
+
+
+def other_val_data(make, cache_dir, tmp_path) -> Path:
+    """A copy of the run's synthetic data under another root, with other content: 3 of its 8 val images."""
+    year_dir = Path(instantiate(make().data.val).image_path(0)).parents[1]
+    other = tmp_path / "other-root"
+    shutil.copytree(year_dir, other / year_dir.name)
+    val_list = other / year_dir.name / "ImageSets" / "Main" / "val.txt"
+    val_list.write_text("".join(val_list.read_text().splitlines(keepends=True)[:3]))
+    return other
+
+
+@pytest.mark.parametrize("stored", ["unresolved", "resolved only"])
+def test_bof_eval_data_root_reaches_the_data_sets(trained, tmp_path, cache_dir, stored, caplog):
+    """The README's ``bof-eval checkpoint=... data.root=/other`` evaluates the other data, and eval.json
+    records the paths it read: from the unresolved config a checkpoint stores (re-resolved), or, for a
+    checkpoint of before, with the old root replaced where the data set keys held it (said in a log line)."""
+    make, run, _ = trained
+    other = other_val_data(make, cache_dir, tmp_path)
+    checkpoint = run / "last.pt"
+    if stored == "resolved only":  # what checkpoints held before they stored config_source
+        state = torch.load(checkpoint, weights_only=True)
+        del state["config_source"]
+        checkpoint = tmp_path / "old.pt"
+        torch.save(state, checkpoint)
+    args = [f"checkpoint={checkpoint}", f"output={tmp_path / 'eval'}", "trainer.device=cpu"]
+    with caplog.at_level(logging.INFO, logger="bof"):
+        result = evaluate.evaluate_checkpoint(checkpoint, [f"data.root={other}", args[-1]], tmp_path / "eval")
+    assert result["val_images"] == 3  # the run's own val set has 8
+    data = result["config"]["data"]
+    assert data["root"] == data["val"]["cache_dir"] == data["train"]["cache_dir"] == str(other)
+    assert str(cache_dir) not in json.dumps(result["config"])
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["config"]["data"] == data
+    assert ("replaces the old root" in caplog.text) == (stored == "resolved only")
+
+
+def test_bof_eval_names_an_override_that_matches_no_key(trained, tmp_path):
+    make, run, _ = trained
+    args = [f"checkpoint={run / 'last.pt'}", f"output={tmp_path / 'eval'}", "trainer.device=cpu"]
+    with pytest.raises(ValueError, match=r"'model\.val_sise'.*no such key.*nearest: model\.val_size"):
+        evaluate.main([*args, "model.val_sise=128"])
+    assert not (tmp_path / "eval").exists()
+
+
+def test_bof_eval_on_a_full_disk_names_the_file_it_could_not_write(trained, tmp_path, monkeypatch):
+    make, run, _ = trained
+    monkeypatch.setattr(atomic.os, "replace", full_disk)
+    with pytest.raises(OSError, match=rf"could not write {tmp_path / 'eval'}/\S+: the disk is full"):
+        evaluate.main([f"checkpoint={run / 'last.pt'}", f"output={tmp_path / 'eval'}", "trainer.device=cpu"])
 
 
 def test_bof_eval_names_a_missing_or_broken_checkpoint(tmp_path):

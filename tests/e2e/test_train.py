@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,13 @@ def test_cli_run_writes_one_run_directory(tmp_path, cache_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and (run_dir / "train.log").read_text().count("final VOC07 mAP") == 1
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+    # the unresolved config beside the resolved one: Hydra's and the environment's values fixed, the
+    # config's own interpolations kept (what bof-eval's data.root=... re-resolves)
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    source = checkpoint["config_source"]
+    assert source["trainer"]["output_dir"] == str(run_dir) and source["data"]["root"] == str(cache_dir)
+    assert source["data"]["val"]["cache_dir"] == "${data.root}"
+    assert OmegaConf.to_container(OmegaConf.create(source), resolve=True) == checkpoint["config"]
 
 
 def test_a_run_off_the_papers_data_parallelism_says_so(caplog):
@@ -185,3 +193,12 @@ def test_a_run_off_the_papers_data_parallelism_says_so(caplog):
         assert not caplog.records  # the paper's 8 x 8: nothing to say
         check_paper_setup(setup, 2, 32)
     assert "2 process(es) x 32 images; the paper's setup is 8 x 8" in caplog.text
+
+
+def test_a_dry_run_of_a_huge_epoch_count_plans_its_lr_curve_in_bounded_memory(make_cfg, tmp_path):
+    """trainer.epochs=10^8 with a dry run: the lr figure samples the schedule (it used to build a list of
+    every iteration's lr, a MemoryError); the run plans and exits at once."""
+    started = time.perf_counter()
+    result = train(make_cfg("trainer.dry_run=true", "trainer.epochs=100000000"))
+    assert result["dry_run"] and (tmp_path / "run" / "lr_schedule.png").is_file()
+    assert time.perf_counter() - started < 60

@@ -4,6 +4,7 @@ Files generated in the formats users bring live in :mod:`tests.helpers.generated
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -211,3 +212,8 @@ def design_rows(design: str) -> dict[str, dict]:
 
 
 DESIGN_ROWS = {row: tricks for design in DESIGNS for row, tricks in design_rows(design).items()}
+
+
+def full_disk(*args, **kwargs):
+    """Monkeypatched over a write (os.replace, a file's write): what a full disk raises."""
+    raise OSError(errno.ENOSPC, "No space left on device")

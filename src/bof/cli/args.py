@@ -1,5 +1,6 @@
 """The ``key=value`` command lines of bof-eval and bof-predict: their own keys, and overrides of the
-run's stored config (the dotted keys bof-train takes, e.g. ``data.root=/data/VOCdevkit``)."""
+run's stored config (the dotted keys bof-train takes, e.g. ``data.root=/data/VOCdevkit``; applied by
+:func:`bof.utils.stored_config.with_overrides`, which names a key the stored config lacks)."""
 
 from __future__ import annotations
 

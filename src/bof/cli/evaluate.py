@@ -1,8 +1,10 @@
 """bof-eval: evaluates a trained detector's checkpoint on its run's validation data (or other data, by
-overriding the stored config) and writes eval.json with the result files.
+overriding the stored config: it is resolved again, so data.root reaches data.val) and writes eval.json
+with the result files. An override of a key the stored config lacks is an error (+key=value adds one).
 
     bof-eval checkpoint=outputs/2026-11-26/10-00-00/best.pt
-    bof-eval checkpoint=run/last.pt data.root=/data/VOCdevkit data.val.image_set=test output=run/eval-test
+    bof-eval checkpoint=run/last.pt data.root=/data/VOCdevkit output=run/eval-other
+    bof-eval checkpoint=run/last.pt data.val.image_sets=[[VOC2007,val]] output=run/eval-val
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from bof.engine.run_setup import autocast_dtype, build_dataset, pick_device
 from bof.evaluation.ranked_record import RECORD_FILE
 from bof.tricks.augment import Resize
 from bof.tricks.random_shapes import FixedShape
-from bof.utils.atomic import write_json_atomically
+from bof.utils.atomic import write_json_atomically, writing
 from bof.utils.fingerprint import fingerprint
 
 log = logging.getLogger("bof.cli.evaluate")
@@ -59,8 +61,9 @@ def evaluate_checkpoint(checkpoint: str, overrides: list[str], output: str | Non
         show_progress=cfg.trainer.progress,
     )
     out_dir = Path(output) if output else Path(checkpoint).parent / "eval"
-    evaluator.write_results(out_dir / "results")
-    evaluator.per_image_record().save(out_dir / RECORD_FILE)  # what bof-report's intervals resample
+    with writing(out_dir, "bof-eval's output "):  # a full disk: an error naming the file, not a bare one
+        evaluator.write_results(out_dir / "results")
+        evaluator.per_image_record().save(out_dir / RECORD_FILE)  # what bof-report's intervals resample
     resolved = OmegaConf.to_container(cfg, resolve=True)
     result = {
         "map": metrics["map"],
@@ -73,7 +76,7 @@ def evaluate_checkpoint(checkpoint: str, overrides: list[str], output: str | Non
         "fingerprint": fingerprint(resolved),
         "config": resolved,
     }
-    write_json_atomically(out_dir / "eval.json", result)
+    write_json_atomically(out_dir / "eval.json", result)  # its errors name eval.json
     print(ap_table(result, class_names))
     log.info("wrote %s and the result files in %s", out_dir / "eval.json", out_dir / "results")
     return result

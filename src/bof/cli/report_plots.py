@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from bof.cli.report_runs import is_number  # noqa: E402
+from bof.utils.checks import is_number  # noqa: E402
 
 
 def forest_plot(entries: list[dict], title: str, xlabel: str, path: Path) -> Path:

@@ -13,6 +13,7 @@ import yaml
 
 from bof.config import CONFIG_DIR, row_name
 from bof.evaluation.ranked_record import RECORD_FILE, RankedDetections
+from bof.utils.checks import is_number
 
 ROW_KEYS = ("label", "paper", "trick", "removes", "paper_delta", "design")  # a row's meta in its config
 
@@ -117,11 +118,6 @@ def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
         else:
             row["unfinished"] += 1
     return sorted(rows.values(), key=lambda r: (r["order"], r["name"]))
-
-
-def is_number(value) -> bool:
-    """A JSON number (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _empty_row(name: str, order: int | None) -> dict:

@@ -15,6 +15,7 @@ from bof.models.classifiers import load_backbone
 from bof.models.yolov3 import YOLOv3Detector
 from bof.tricks.label_smoothing import LabelSmoothing
 from bof.utils.checkpoint import load_checkpoint
+from bof.utils.stored_config import with_overrides
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,23 @@ def with_detector_weights(model, path: str | None):
 
 def load_trained(path: str | Path, overrides: list[str], device: torch.device):
     """(config, detector in eval mode, checkpoint) of a run's checkpoint: the config stored in it, with
-    ``overrides`` (``key=value``, e.g. ``data.root=...``) applied; no backbone or init file is read."""
+    ``overrides`` (``key=value``, e.g. ``data.root=...``) applied and re-resolved, so that an override
+    reaches every key that interpolates it; no backbone or init file is read."""
     checkpoint = load_checkpoint(path, expect=("model",))
     if "config" not in checkpoint:
         raise ValueError(f"checkpoint={path} stores no config; it predates bof-eval")
-    check_stored_targets(checkpoint["config"], f"checkpoint={path}")  # before anything is instantiated
-    cfg = OmegaConf.merge(OmegaConf.create(checkpoint["config"]), OmegaConf.from_dotlist(overrides))
-    check_stored_targets(OmegaConf.to_container(cfg), f"checkpoint={path} with {overrides}")
+    where = f"checkpoint={path}"
+    check_stored_targets(checkpoint["config"], where)  # before anything is instantiated
+    source = checkpoint.get("config_source")  # unresolved: ${data.root} still an interpolation
+    if source is not None:
+        check_stored_targets(source, where)
+    else:  # a checkpoint of before: its resolved config holds the old root as a literal
+        source = moved_root(checkpoint["config"], overrides, where)
+    cfg = with_overrides(source, overrides, where)
+    for part in ("model", "data"):  # what is instantiated, resolved: an interpolation may build a node
+        if isinstance(cfg.get(part), DictConfig):
+            resolved = OmegaConf.to_container(cfg[part], resolve=True)
+            check_stored_targets(resolved, f"{where} {overrides}", part)
     if cfg.get("task", "detect") != "detect":
         raise ValueError(
             f"checkpoint={path} is a task={cfg.task} run; bof-eval and bof-predict take detectors"
@@ -128,3 +139,41 @@ def load_trained(path: str | Path, overrides: list[str], device: torch.device):
             f"checkpoint={path} holds {len(bad)} non-finite tensors ({', '.join(bad[:3])}): nothing to run"
         )
     return cfg, model.eval(), checkpoint
+
+
+def moved_root(config: dict, overrides: list[str], where: str) -> dict:
+    """A checkpoint written before checkpoints stored their unresolved config: ``data.root=NEW`` replaces
+    the old root where the resolved data set keys hold it (``data.val.root``, ``data.train.cache_dir``),
+    as ``${data.root}`` would have; said in a log line, and an error where no key holds it."""
+    new = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("data.root=")), None)
+    old = (config.get("data") or {}).get("root")
+    if new is None or not isinstance(old, str) or "${" in old:
+        return config
+    moved = []
+
+    def move(node, key: str):
+        if isinstance(node, dict):
+            return {k: move(v, f"{key}.{k}") for k, v in node.items()}
+        if isinstance(node, list):
+            return [move(v, f"{key}[{i}]") for i, v in enumerate(node)]
+        if isinstance(node, str) and (node == old or node.startswith(old.rstrip("/") + "/")):
+            moved.append(key)
+            return new if node == old else new.rstrip("/") + node[len(old.rstrip("/")) :]
+        return node
+
+    data = {k: v if k == "root" else move(v, f"data.{k}") for k, v in config["data"].items()}
+    if not moved and not any("${data.root}" in str(v) for v in config["data"].values()):
+        raise ValueError(
+            f"{where}: data.root={new} would reach no data set key (none holds the old root {old}); "
+            "override the data set's own keys instead (data.val.root=...)"
+        )
+    if moved:
+        log.info(
+            "%s stores only its resolved config (written before bof stored the unresolved one): "
+            "data.root=%s replaces the old root %s in %s",
+            where,
+            new,
+            old,
+            ", ".join(moved),
+        )
+    return {**config, "data": data}

@@ -102,7 +102,8 @@ class StopSignal:
 class Epochs:
     """The end-of-epoch policy of a run (the module docstring). ``module`` is the model without DDP, the
     one checkpoints hold; ``score`` the key of ``validate``'s metrics that decides ``best.pt``; ``best``,
-    ``start_epoch`` and ``counts`` come from the checkpoint a run resumes (``restore``)."""
+    ``start_epoch`` and ``counts`` come from the checkpoint a run resumes (``restore``); ``config_source``
+    is the unresolved config checkpoints store beside ``config``."""
 
     def __init__(
         self,
@@ -115,10 +116,11 @@ class Epochs:
         start_epoch: int = 0,
         best: float = -1.0,
         class_names: list[str] | None = None,
+        config_source: dict | None = None,
     ):
         self.run, self.module, self.optimization, self.config = run, module, optimization, config
         self.counts, self.score, self.start_epoch, self.best = counts, score, start_epoch, best
-        self.class_names = class_names
+        self.class_names, self.config_source = class_names, config_source
 
     def state(self, epoch: int) -> dict:
         """The checkpoint after ``epoch`` (built only when one is written)."""
@@ -130,6 +132,7 @@ class Epochs:
             self.config,
             self.class_names,
             self.counts.as_dict(),
+            self.config_source,
         )
 
     def run_all(

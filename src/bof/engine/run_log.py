@@ -16,6 +16,8 @@ from bof.config import row_name
 from bof.engine.epochs import RunCounts
 from bof.engine.run_setup import Tricks
 from bof.evaluation.coco_eval import STAT_NAMES as COCO_STATS
+from bof.tricks.lr_schedule import curve_iterations
+from bof.utils.atomic import naming
 from bof.utils.drawing import draw_training_samples, lr_curve_figure
 from bof.utils.fingerprint import fingerprint
 
@@ -110,17 +112,33 @@ def log_evaluation(writer: SummaryWriter, metrics: dict, drawn: list, epoch: int
 
 def preview(train_loader, class_names, trainer, tricks: Tricks, optimizer, iters_per_epoch: int):
     """(grid of the first training samples of the first epoch exactly as the loader will produce them,
-    figure of the planned LR of every iteration). Built in the main process from the sampler's keys, so
-    the loader, its workers and the RNG streams of the run are untouched."""
+    figure of the planned LR over the run, at the iterations :func:`curve_iterations` samples). Built in
+    the main process from the sampler's keys, so the loader, its workers and the RNG streams of the run
+    are untouched."""
     sampler = train_loader.batch_sampler
     sampler.set_epoch(0)
     keys = next(iter(sampler))[: max(trainer.num_images_logged, 1)]
     images, targets = zip(*(train_loader.dataset[key] for key in keys), strict=True)
     base_lr = optimizer.param_groups[0]["initial_lr"]
-    total = trainer.epochs * iters_per_epoch
-    lrs = [base_lr * tricks.lr_schedule.factor(i, iters_per_epoch, trainer.epochs) for i in range(total)]
-    figure = lr_curve_figure(lrs, iters_per_epoch, tricks.lr_schedule.describe(trainer.epochs))
+    schedule = tricks.lr_schedule
+    iterations = curve_iterations(schedule, iters_per_epoch, trainer.epochs)
+    lrs = [base_lr * schedule.factor(i, iters_per_epoch, trainer.epochs) for i in iterations]
+    figure = lr_curve_figure(iterations, lrs, iters_per_epoch, schedule.describe(trainer.epochs))
     return draw_training_samples(list(images), list(targets), class_names), figure
+
+
+class EventWriter(SummaryWriter):
+    """TensorBoard's SummaryWriter, whose errors name its folder: it writes on a background thread, and
+    what fails there (a full disk) surfaces as a bare OSError at a later add, flush or close."""
+
+    def _get_file_writer(self):
+        file_writer = super()._get_file_writer()
+        events = file_writer.event_writer
+        if not getattr(events, "names_its_folder", False):
+            for name in ("add_event", "flush", "close"):
+                setattr(events, name, naming(self.log_dir, "TensorBoard's events in ")(getattr(events, name)))
+            events.names_its_folder = True
+        return file_writer
 
 
 def open_writer(
@@ -128,7 +146,7 @@ def open_writer(
 ) -> SummaryWriter:
     """The run's TensorBoard with its config, tricks, first training samples and planned LR. A resumed
     run (``first_step`` > 0) drops the events its interrupted part wrote after its checkpoint."""
-    writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=first_step or None)
+    writer = EventWriter(str(out_dir / "tensorboard"), purge_step=first_step or None)
     writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(resolved) + "\n```")
     writer.add_text("tricks", "\n".join(f"* {line}" for line in tricks))
     writer.add_image("train/samples", samples, 0)  # as the run will see them: augmented, mixed, weighted

@@ -12,7 +12,7 @@ import contextlib
 import io
 import json
 import logging
-import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from bof.evaluation.ranked_record import RankedDetections, ranked_record
 from bof.utils.atomic import write_text_atomically
+from bof.utils.checks import is_number
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,35 @@ def load_coco(annotation_file: str | Path, backend: str = "pycocotools"):
     COCO, _ = coco_api(backend)
     with contextlib.redirect_stdout(io.StringIO()):
         try:
-            return COCO(str(path))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{path}: not a COCO instances file ({error})") from error
+            coco = COCO(str(path))
+        except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as error:  # assert: not a dict
+            raise ValueError(f"{path}: not a COCO instances file ({error}); {INSTANCES}") from error
+    check_instances(coco.dataset, path)
+    return coco
+
+
+INSTANCES = "one is a JSON object with images, annotations and categories lists"
+
+
+def check_instances(dataset, path: Path) -> None:
+    """What COCOeval needs of the annotation file and pycocotools does not check: the three lists (an
+    empty object loads, then fails deep in COCOeval), and one annotation per id (pycocotools indexes
+    annotations by id, so a duplicated id silently scores one object's box in place of another's)."""
+    missing = [
+        key for key in ("images", "annotations", "categories") if not isinstance(dataset.get(key), list)
+    ]
+    if missing:
+        raise ValueError(
+            f"{path}: not a COCO instances file: it has no {', '.join(missing)} list; {INSTANCES}"
+        )
+    ids = Counter(ann.get("id") for ann in dataset["annotations"] if isinstance(ann, dict))
+    duplicated = [i for i, n in ids.items() if n > 1]
+    if duplicated:
+        raise ValueError(
+            f"{path}: {len(duplicated)} annotation ids are used more than once (e.g. {duplicated[:3]}): "
+            "COCOeval looks annotations up by id and would score one object's box in place of another's. "
+            "Give every annotation its own id"
+        )
 
 
 def check_results(results, coco_gt, source: str) -> list[dict]:
@@ -80,11 +107,11 @@ def check_results(results, coco_gt, source: str) -> list[dict]:
         if det["category_id"] not in categories:
             problem("a category_id not in the annotations", i)
         box, score = det["bbox"], det["score"]
-        if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
+        if not (isinstance(box, list) and len(box) == 4 and all(is_number(v, finite=True) for v in box)):
             problem("a bbox that is not four finite numbers [x, y, w, h]", i)
         elif box[2] < 0 or box[3] < 0:
             problem("a bbox with a negative width or height", i)
-        if not _finite(score):
+        if not is_number(score, finite=True):
             problem("a score that is not a finite number", i)
     if problems:
         listed = "; ".join(
@@ -92,10 +119,6 @@ def check_results(results, coco_gt, source: str) -> list[dict]:
         )
         raise ValueError(f"{source}: {listed}")
     return results
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def evaluate_coco(

@@ -109,6 +109,18 @@ class CosineSchedule(Warmup):
         return f"cosine lr: {self.describe_warmup()}, then cosine to 0 at epoch {epochs}"
 
 
+def curve_iterations(schedule, iters_per_epoch: int, epochs: int, points: int = 2000) -> list[int]:
+    """The iterations a plot of the schedule samples: at most ``points`` evenly spaced, plus each side of
+    every corner (warmup end, step milestones) and the last, so the curve is exact where it turns and its
+    memory bounded however many iterations the run has (trainer.epochs=10^8 would be a list of 10^9)."""
+    total = epochs * iters_per_epoch
+    corners = [math.ceil(schedule.warmup_length(iters_per_epoch))]
+    if isinstance(schedule, StepSchedule):
+        corners += [m * iters_per_epoch for m in schedule.milestone_epochs(epochs)]
+    spaced = range(0, total, max(1, math.ceil(total / points)))
+    return sorted({i for i in (*spaced, *corners, *(c - 1 for c in corners), total - 1) if 0 <= i < total})
+
+
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, schedule, iters_per_epoch: int, epochs: int):
     """A LambdaLR stepped once per iteration; its ``last_epoch`` counts iterations."""
     return torch.optim.lr_scheduler.LambdaLR(

@@ -1,7 +1,8 @@
 """Checkpoints: one dict, written atomically, loadable with ``torch.load(..., weights_only=True)`` on any
 device (tensors load to the CPU first) and by any number of processes.
 
-A checkpoint holds model, optimizer, lr scheduler, AMP scaler, epoch, RNG states and the resolved config.
+A checkpoint holds model, optimizer, lr scheduler, AMP scaler, epoch, RNG states and the config, resolved
+(what the run used) and unresolved (``config_source``: what bof-eval's overrides re-resolve).
 It is written to a temporary file in the same directory, flushed to disk, then renamed over the old one,
 so a crash or a stop at any moment leaves the last good checkpoint intact.
 """
@@ -141,9 +142,11 @@ def checkpoint_state(
     config: dict,
     class_names=None,
     counts: dict | None = None,
+    config_source: dict | None = None,
 ) -> dict:
     """``counts``: what the run has counted so far (wall time, skipped samples and steps), carried over
-    a resume so that metrics.json covers the whole run."""
+    a resume so that metrics.json covers the whole run. ``config_source``: the unresolved config
+    (:func:`bof.utils.stored_config.portable_config`)."""
     return {
         "counts": dict(counts or {}),
         "class_names": list(class_names or []),  # bof-predict names its detections without the data
@@ -155,6 +158,7 @@ def checkpoint_state(
         "best_map": best_map,
         "rng": rng_state(),
         "config": config,
+        **({"config_source": config_source} if config_source is not None else {}),
     }
 
 

@@ -5,7 +5,17 @@ once, before any data is read, so that message is what a wrong value gets."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+
+
+def is_number(value, finite: bool = False) -> bool:
+    """A JSON number: an int or float, not a bool (JSON's true is no number, Python's True is 1);
+    ``finite``: neither inf nor NaN. What a config value, a metrics.json entry or a detection's score
+    must be before it is compared or scored."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) or not finite
 
 
 def whole(value: float) -> bool:
@@ -36,5 +46,5 @@ def require(key: str, value, ok: Callable[[float], bool], expected: str, optiona
     is allowed too (a default left to the code)."""
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+    if not is_number(value) or not ok(value):
         raise ValueError(f"{key}={value!r}: must be {expected}")

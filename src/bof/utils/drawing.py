@@ -15,6 +15,8 @@ from PIL import Image  # noqa: E402
 from torchvision.transforms.v2.functional import resize  # noqa: E402
 from torchvision.utils import draw_bounding_boxes, make_grid  # noqa: E402
 
+from bof.utils.atomic import writing  # noqa: E402
+
 # one colour per class (matplotlib's tab20, cycled), and label text that stays readable on it
 PALETTE = [tuple(round(255 * c) for c in rgb) for rgb in matplotlib.colormaps["tab20"].colors]
 FONT = str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
@@ -79,10 +81,10 @@ def draw_training_samples(images: list[torch.Tensor], targets: list[dict], class
     return make_grid(drawn, nrow=min(4, len(drawn)), padding=2)
 
 
-def lr_curve_figure(lrs: list[float], iters_per_epoch: int, title: str):
-    """The learning rate of every iteration against the epoch, as a matplotlib figure."""
+def lr_curve_figure(iterations: list[int], lrs: list[float], iters_per_epoch: int, title: str):
+    """The learning rate at ``iterations`` against the epoch, as a matplotlib figure."""
     figure, axes = plt.subplots(figsize=(6, 3), dpi=100)
-    axes.plot([i / iters_per_epoch for i in range(len(lrs))], lrs)
+    axes.plot([i / iters_per_epoch for i in iterations], lrs)
     axes.set(xlabel="epoch", ylabel="learning rate", title=title)
     axes.grid(alpha=0.3)
     figure.tight_layout()
@@ -90,5 +92,6 @@ def lr_curve_figure(lrs: list[float], iters_per_epoch: int, title: str):
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
-    """uint8 [3, H, W] -> PNG file."""
-    Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(path)
+    """uint8 [3, H, W] -> PNG file (an OSError names it)."""
+    with writing(path):
+        Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(path)

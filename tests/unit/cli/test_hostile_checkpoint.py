@@ -70,6 +70,22 @@ def test_a_stored_config_naming_foreign_code_is_refused_before_anything_runs(tmp
     assert not target.exists()
 
 
+def test_a_stored_unresolved_config_that_builds_foreign_code_when_resolved_is_refused(tmp_path):
+    """The unresolved config (``config_source``) is resolved after bof-eval's overrides: a resolver that
+    builds a node (oc.create) is checked as what it builds, before anything is instantiated."""
+    target = tmp_path / "pwned.txt"
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        config = OmegaConf.to_container(compose("train", overrides=["+debug=fast"]), resolve=False)
+    path = f"{{_target_:pathlib.Path,_args_:['{target}']}}"
+    built = f"{{_target_:pathlib.Path.write_text,self:{path},data:pwned}}"
+    source = {**config, "model": {**config["model"], "postprocess": f"${{oc.create:{built}}}"}}
+    checkpoint = tmp_path / "hostile.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "config": config, "config_source": source}, checkpoint)
+    with pytest.raises(ValueError, match=r"model\.postprocess\._target_=.*not one of bof's own components"):
+        evaluate.main([f"checkpoint={checkpoint}", f"output={tmp_path / 'out'}"])
+    assert not target.exists()
+
+
 def test_the_allowlist_is_what_conf_names():
     targets = bof_targets()
     assert "bof.models.yolov3.YOLOv3Postprocess" in targets or any(

@@ -48,13 +48,16 @@ def test_evaluator_round_trips_xyxy_boxes_and_contiguous_labels():
     assert evaluator.compute()["AP"] == pytest.approx(EXPECTED["AP"], abs=1e-4)  # 2-decimal rounding
 
 
-def test_eval_coco_script_prints_and_writes_the_12_numbers(tmp_path, capsys):
-    path = SCRIPTS / "eval_coco.py"
-    spec = importlib.util.spec_from_file_location("eval_coco", path)
+def eval_coco_script():
+    spec = importlib.util.spec_from_file_location("eval_coco", SCRIPTS / "eval_coco.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_coco_script_prints_and_writes_the_12_numbers(tmp_path, capsys):
     out = tmp_path / "result.json"
-    module.main(
+    eval_coco_script().main(
         [
             "--ann",
             str(GOLDEN / "instances_val2014_100.json"),
@@ -88,3 +91,26 @@ def test_faster_coco_eval_backend_gives_the_same_numbers():
     )
     for name in STAT_NAMES:
         assert stats[name] == pytest.approx(EXPECTED[name], abs=1e-6), name
+
+
+def test_an_annotation_file_that_is_not_one_or_reuses_ids_is_named_not_a_traceback_or_a_wrong_score(tmp_path):
+    """``{}`` loads in pycocotools and fails deep in COCOeval, a list fails its assert; a duplicated
+    annotation id makes COCOeval score one object's box in place of another's, silently."""
+    results = GOLDEN / "instances_val2014_fakebbox100_results.json"
+    dataset = json.loads((GOLDEN / "instances_val2014_100.json").read_text())
+    reused = dataset["annotations"][1]["id"] = dataset["annotations"][0]["id"]
+    cases = {
+        "empty.json": (
+            {},
+            r"empty.json: not a COCO instances file: it has no images, annotations, categories list",
+        ),
+        "list.json": ([], r"list.json: not a COCO instances file .*a JSON object with images, annotations"),
+        "reused.json": (
+            dataset,
+            rf"reused.json: 1 annotation ids are used more than once \(e.g. \[{reused}\]\)",
+        ),
+    }
+    for name, (content, error) in cases.items():
+        (tmp_path / name).write_text(json.dumps(content))
+        with pytest.raises(SystemExit, match=error):
+            eval_coco_script().main(["--ann", str(tmp_path / name), "--results", str(results)])

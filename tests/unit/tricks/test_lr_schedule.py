@@ -9,7 +9,7 @@ import torch
 
 from bof.engine.loops import GradClip
 from bof.engine.optim import param_groups
-from bof.tricks.lr_schedule import CosineSchedule, StepSchedule, build_lr_scheduler
+from bof.tricks.lr_schedule import CosineSchedule, StepSchedule, build_lr_scheduler, curve_iterations
 from bof.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
@@ -32,6 +32,19 @@ def test_cosine_schedule_half_at_midpoint_zero_at_end():
     assert schedule.factor(60, ipe, epochs) == pytest.approx(0.5)
     assert schedule.factor(110, ipe, epochs) == pytest.approx(0.0, abs=1e-12)
     assert schedule.factor(109, ipe, epochs) == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))
+
+
+def test_the_plotted_curve_is_sampled_with_its_corners_however_long_the_run():
+    """The dry run's lr figure: bounded memory for any epoch count (10^8 epochs: no list of 10^9 lrs),
+    and every corner (warmup end, each milestone) exact."""
+    step = StepSchedule(warmup_epochs=2, milestones=[160, 180], reference_epochs=200)
+    iterations = curve_iterations(step, 1000, 100_000_000)
+    assert len(iterations) < 2100 and iterations[0] == 0 and iterations[-1] == 100_000_000 * 1000 - 1
+    for corner in (2000, 80_000_000 * 1000, 90_000_000 * 1000):  # warmup end, the scaled milestones
+        assert {corner - 1, corner} <= set(iterations)
+    factors = [step.factor(i, 1000, 100_000_000) for i in iterations]
+    assert factors[iterations.index(1999)] == 1.0 and math.isclose(factors[-1], 0.01)
+    assert curve_iterations(CosineSchedule(warmup_epochs=1), 4, 2) == list(range(8))  # short: every one
 
 
 def test_lambda_lr_steps_per_iteration():
