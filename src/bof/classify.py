@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from contextlib import ExitStack
 
 import numpy as np
 import torch
@@ -80,8 +81,9 @@ class SoftTargets:
         return images, targets
 
 
-def train_classifier(cfg: DictConfig) -> dict:
-    run = start_run(cfg)
+def train_classifier(cfg: DictConfig, job: ExitStack) -> dict:
+    """The classification recipe; ``job`` holds the run directory's lock until the job ends."""
+    run = start_run(cfg, job)
     trainer, out_dir = run.trainer, run.out_dir
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if (done := finished_run(trainer, resolved, out_dir)) is not None:

@@ -18,11 +18,13 @@ import json
 import logging
 import os
 import traceback
+from contextlib import ExitStack
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch.multiprocessing import ProcessRaisedException
 
 from bof.classify import train_classifier
 from bof.config import check_backbone, check_paper_setup
@@ -50,7 +52,8 @@ from bof.utils import distributed
 from bof.utils.atomic import write_json_atomically
 from bof.utils.checkpoint import restore
 from bof.utils.drawing import save_png
-from bof.utils.fingerprint import finished_run
+from bof.utils.fingerprint import REFUSED_FILE, RunConflict, finished_run
+from bof.utils.run_lock import RunDirBusy
 
 log = logging.getLogger("bof.train")
 
@@ -62,16 +65,20 @@ def train(cfg: DictConfig) -> dict:
     training again (:func:`bof.utils.fingerprint.finished_run`), and continues one that was interrupted
     (what a rerun of a sweep needs)."""
     check_backbone(cfg)
+    recipe = train_classifier if cfg.get("task", "detect") == "classify" else train_detector
     try:
-        return train_classifier(cfg) if cfg.get("task", "detect") == "classify" else train_detector(cfg)
+        # what the job holds until it ends, however it ends (an error, a signal's SystemExit): rank 0's
+        # lock on the run directory, free for a sweep's next job in this process
+        with ExitStack() as job:
+            return recipe(cfg, job)
     finally:  # a sweep's next job in this process: what the recipe froze can be collected again
         gc.unfreeze()
 
 
-def train_detector(cfg: DictConfig) -> dict:
+def train_detector(cfg: DictConfig, job: ExitStack) -> dict:
     """The detection recipe (``task=detect``)."""
-    # seed, device, and the process group the environment describes (one process: rank 0 of 1)
-    run = start_run(cfg)
+    # seed, device, the process group the environment describes (one process: rank 0 of 1), the run dir
+    run = start_run(cfg, job)
     trainer, out_dir = run.trainer, run.out_dir
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if (done := finished_run(trainer, resolved, out_dir)) is not None:
@@ -249,18 +256,35 @@ def run_job(cfg: DictConfig) -> float | None:
         distributed.cleanup()
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
-        # one failed job of a sweep must not stop the jobs after it: record it where its run would be
+        # one failed job of a sweep must not stop the jobs after it: record it where its run would be. A
+        # refused job (the directory holds another config's finished run, or a live run) changed nothing
+        # there: refused.json, not a failed.json beside a run that did not fail
         out_dir = Path(HydraConfig.get().runtime.output_dir)
+        refused = is_refusal(error)
+        record = out_dir / (REFUSED_FILE if refused else "failed.json")
         write_json_atomically(
-            out_dir / "failed.json",
-            {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()},
+            record, {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
         )
         log.error(
-            "this job failed (%s: %s); details in %s", type(error).__name__, error, out_dir / "failed.json"
+            "this job %s (%s: %s); details in %s",
+            "was refused" if refused else "failed",
+            type(error).__name__,
+            error,
+            record,
         )
         if in_group:  # the launcher (torchrun, SLURM, submitit) must see this task fail: exit non-zero
             raise
         return None
+
+
+def is_refusal(error: Exception) -> bool:
+    """A RunConflict or RunDirBusy (the job was refused for its run directory, which it left as it was),
+    also from a process of ``trainer.devices=N``: torch raises its traceback as text in the launcher."""
+    kinds = (RunConflict, RunDirBusy)
+    if isinstance(error, ProcessRaisedException):
+        last = (str(error).strip().splitlines() or [""])[-1]
+        return last.startswith(tuple(f"{kind.__module__}.{kind.__name__}:" for kind in kinds))
+    return isinstance(error, kinds)
 
 
 def train_process(resolved: dict) -> dict:
