@@ -27,6 +27,7 @@ from bof.data.loader import worker_context
 from bof.engine.epochs import Epochs, RunCounts
 from bof.engine.loops import train_one_epoch
 from bof.engine.optim import build_optimization
+from bof.engine.run_log import epoch_step
 from bof.engine.run_setup import build_dataset, build_tricks, compiled, data_parallel, resume_path, start_run
 from bof.models.classifiers import SoftTargetClassifier, build_classifier
 from bof.tricks.label_smoothing import softmax_targets
@@ -149,7 +150,13 @@ def train_classifier(cfg: DictConfig, job: ExitStack) -> dict:
     )
     counts = RunCounts(counts, run.world_size)
     epochs = Epochs(run, classifier.net, optimization, resolved, counts, "top1", start_epoch, best_top1)
-    writer = SummaryWriter(str(out_dir / "tensorboard")) if run.main_process else None
+    iters_per_epoch = len(train_loader)
+    # as detection's writer (bof.engine.run_log.open_writer): a resumed run drops what its interrupted part
+    # wrote after its checkpoint, a fresh run what an earlier one wrote; each epoch's evaluation at the
+    # step of its last iteration
+    writer = None
+    if run.main_process:
+        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_epoch * iters_per_epoch)
     train_metrics = {}
 
     def train_epoch(epoch: int) -> None:
@@ -175,16 +182,16 @@ def train_classifier(cfg: DictConfig, job: ExitStack) -> dict:
         log.info(
             "epoch %d/%d: top-1 %.4f top-5 %.4f", epoch + 1, trainer.epochs, metrics["top1"], metrics["top5"]
         )
-        if writer is not None:
-            writer.add_scalar("val/top1", metrics["top1"], epoch + 1)
-            writer.add_scalar("val/top5", metrics["top5"], epoch + 1)
+        if writer is not None and epoch >= start_epoch:  # before: logged by the run before its checkpoint
+            writer.add_scalar("val/top1", metrics["top1"], epoch_step(epoch, iters_per_epoch))
+            writer.add_scalar("val/top5", metrics["top5"], epoch_step(epoch, iters_per_epoch))
         return metrics
 
     metrics = epochs.run_all(train_epoch, validate)
     result = {
         **metrics,
         "best_top1": epochs.best,
-        "train_loss": train_metrics.get("loss", float("nan")),
+        "train_loss": counts.train_loss,  # the last epoch's, also when recovered from last.pt
         "task": "classify",
         "world_size": run.world_size,
         "batch_per_process": run.batch_per_process,

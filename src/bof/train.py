@@ -34,7 +34,15 @@ from bof.engine.epochs import Epochs, RunCounts
 from bof.engine.evaluator import build_evaluator
 from bof.engine.loops import evaluate, train_one_epoch
 from bof.engine.optim import build_optimization
-from bof.engine.run_log import RunLog, hparams, log_evaluation, open_writer, preview, start_hparams
+from bof.engine.run_log import (
+    RunLog,
+    epoch_step,
+    hparams,
+    log_evaluation,
+    open_writer,
+    preview,
+    start_hparams,
+)
 from bof.engine.run_setup import (
     Run,
     Tricks,
@@ -181,8 +189,10 @@ def train_detector(cfg: DictConfig, job: ExitStack) -> dict:
             trainer.num_images_logged,
             trainer.progress and run.main_process,
         )
-        if run.main_process:
-            log_evaluation(writer, metrics, drawn, epoch)
+        if run.main_process:  # an epoch before start_epoch (a run recovered after its last checkpoint,
+            # evaluated again) has its points in TensorBoard already: the log line only
+            shown = writer if epoch >= start_epoch else None
+            log_evaluation(shown, metrics, drawn, epoch, epoch_step(epoch, iters_per_epoch))
         return metrics
 
     def write_results(epoch: int) -> None:  # the official result files of the best evaluation
