@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bof.data.synthetic_render import ENVIRONMENTS, render_synthetic_image
+from bof.data.synthetic_render import render_synthetic_image
+from bof.data.synthetic_scene import ENVIRONMENTS
 
 ALL_ON = dict(object_scale=(0.04, 0.9), max_objects=10, occlusion=0.5, clutter=(3, 8), context=0.8)
 # (row title, scene options, split index: 0 train, 3 ooc, as bof.data.synthetic seeds them)

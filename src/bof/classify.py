@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from contextlib import ExitStack
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from bof.data.loader import worker_context
 from bof.engine.epochs import Epochs, RunCounts
 from bof.engine.loops import train_one_epoch
 from bof.engine.optim import build_optimization
-from bof.engine.run_log import EventWriter
+from bof.engine.run_log import EventWriter, epoch_step
 from bof.engine.run_setup import build_dataset, build_tricks, compiled, data_parallel, resume_path, start_run
 from bof.models.classifiers import SoftTargetClassifier, build_classifier
 from bof.tricks.label_smoothing import softmax_targets
@@ -80,8 +81,9 @@ class SoftTargets:
         return images, targets
 
 
-def train_classifier(cfg: DictConfig) -> dict:
-    run = start_run(cfg)
+def train_classifier(cfg: DictConfig, job: ExitStack) -> dict:
+    """The classification recipe; ``job`` holds the run directory's lock until the job ends."""
+    run = start_run(cfg, job)
     trainer, out_dir = run.trainer, run.out_dir
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if (done := finished_run(trainer, resolved, out_dir)) is not None:
@@ -147,7 +149,13 @@ def train_classifier(cfg: DictConfig) -> dict:
     )
     counts = RunCounts(counts, run.world_size)
     epochs = Epochs(run, classifier.net, optimization, resolved, counts, "top1", start_epoch, best_top1)
-    writer = EventWriter(str(out_dir / "tensorboard")) if run.main_process else None
+    iters_per_epoch = len(train_loader)
+    # as detection's writer (bof.engine.run_log.open_writer): a resumed run drops what its interrupted part
+    # wrote after its checkpoint, a fresh run what an earlier one wrote; each epoch's evaluation at the
+    # step of its last iteration
+    writer = None
+    if run.main_process:
+        writer = EventWriter(str(out_dir / "tensorboard"), purge_step=start_epoch * iters_per_epoch)
     train_metrics = {}
 
     def train_epoch(epoch: int) -> None:
@@ -173,16 +181,16 @@ def train_classifier(cfg: DictConfig) -> dict:
         log.info(
             "epoch %d/%d: top-1 %.4f top-5 %.4f", epoch + 1, trainer.epochs, metrics["top1"], metrics["top5"]
         )
-        if writer is not None:
-            writer.add_scalar("val/top1", metrics["top1"], epoch + 1)
-            writer.add_scalar("val/top5", metrics["top5"], epoch + 1)
+        if writer is not None and epoch >= start_epoch:  # before: logged by the run before its checkpoint
+            writer.add_scalar("val/top1", metrics["top1"], epoch_step(epoch, iters_per_epoch))
+            writer.add_scalar("val/top5", metrics["top5"], epoch_step(epoch, iters_per_epoch))
         return metrics
 
     metrics = epochs.run_all(train_epoch, validate)
     result = {
         **metrics,
         "best_top1": epochs.best,
-        "train_loss": train_metrics.get("loss", float("nan")),
+        "train_loss": counts.train_loss,  # the last epoch's, also when recovered from last.pt
         "task": "classify",
         "world_size": run.world_size,
         "batch_per_process": run.batch_per_process,

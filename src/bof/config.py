@@ -237,6 +237,16 @@ def typed_choices() -> dict:
     }
 
 
+def command_overrides() -> list[str]:
+    """The command line's overrides of this job (Hydra's ``overrides.task``), kept in the resolved config
+    so that a run's result carries them (a refused rerun puts them back into .hydra/overrides.yaml);
+    empty where the config was composed without bof-train."""
+    try:
+        return [str(o) for o in HydraConfig.get().overrides.task]
+    except ValueError:  # no Hydra app around
+        return []
+
+
 def row_name(experiment: str) -> str:
     """A paper table's row, named by its experiment file: ``table2/no_aug`` -> ``no_aug``. The table
     sweeps name each job's folder with it (``multirun/table2/no_aug/seed0``, conf/sweep/), and bof-report
@@ -247,6 +257,7 @@ def row_name(experiment: str) -> str:
 OmegaConf.register_new_resolver("bof_run_name", run_name, replace=True)
 OmegaConf.register_new_resolver("bof_row", row_name, replace=True)
 OmegaConf.register_new_resolver("bof_choices", typed_choices, replace=True)
+OmegaConf.register_new_resolver("bof_overrides", command_overrides, replace=True)
 
 
 @functools.cache

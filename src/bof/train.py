@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import traceback
+from contextlib import ExitStack
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -32,7 +33,15 @@ from bof.engine.epochs import Epochs, RunCounts
 from bof.engine.evaluator import build_evaluator
 from bof.engine.loops import evaluate, train_one_epoch
 from bof.engine.optim import build_optimization
-from bof.engine.run_log import RunLog, hparams, log_evaluation, open_writer, preview, start_hparams
+from bof.engine.run_log import (
+    RunLog,
+    epoch_step,
+    hparams,
+    log_evaluation,
+    open_writer,
+    preview,
+    start_hparams,
+)
 from bof.engine.run_setup import (
     Run,
     Tricks,
@@ -50,7 +59,7 @@ from bof.utils import distributed
 from bof.utils.atomic import write_json_atomically, writing
 from bof.utils.checkpoint import restore
 from bof.utils.drawing import save_png
-from bof.utils.fingerprint import finished_run
+from bof.utils.fingerprint import REFUSED_FILE, finished_run, is_refusal
 from bof.utils.stored_config import portable_config
 
 log = logging.getLogger("bof.train")
@@ -63,16 +72,20 @@ def train(cfg: DictConfig) -> dict:
     training again (:func:`bof.utils.fingerprint.finished_run`), and continues one that was interrupted
     (what a rerun of a sweep needs)."""
     check_backbone(cfg)
+    recipe = train_classifier if cfg.get("task", "detect") == "classify" else train_detector
     try:
-        return train_classifier(cfg) if cfg.get("task", "detect") == "classify" else train_detector(cfg)
+        # what the job holds until it ends, however it ends (an error, a signal's SystemExit): rank 0's
+        # lock on the run directory, free for a sweep's next job in this process
+        with ExitStack() as job:
+            return recipe(cfg, job)
     finally:  # a sweep's next job in this process: what the recipe froze can be collected again
         gc.unfreeze()
 
 
-def train_detector(cfg: DictConfig) -> dict:
+def train_detector(cfg: DictConfig, job: ExitStack) -> dict:
     """The detection recipe (``task=detect``)."""
-    # seed, device, and the process group the environment describes (one process: rank 0 of 1)
-    run = start_run(cfg)
+    # seed, device, the process group the environment describes (one process: rank 0 of 1), the run dir
+    run = start_run(cfg, job)
     trainer, out_dir = run.trainer, run.out_dir
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if (done := finished_run(trainer, resolved, out_dir)) is not None:
@@ -177,8 +190,10 @@ def train_detector(cfg: DictConfig) -> dict:
             trainer.num_images_logged,
             trainer.progress and run.main_process,
         )
-        if run.main_process:
-            log_evaluation(writer, metrics, drawn, epoch)
+        if run.main_process:  # an epoch before start_epoch (a run recovered after its last checkpoint,
+            # evaluated again) has its points in TensorBoard already: the log line only
+            shown = writer if epoch >= start_epoch else None
+            log_evaluation(shown, metrics, drawn, epoch, epoch_step(epoch, iters_per_epoch))
         return metrics
 
     def write_results(epoch: int) -> None:  # the official result files of the best evaluation
@@ -252,14 +267,21 @@ def run_job(cfg: DictConfig) -> float | None:
         distributed.cleanup()
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
-        # one failed job of a sweep must not stop the jobs after it: record it where its run would be
+        # one failed job of a sweep must not stop the jobs after it: record it where its run would be. A
+        # refused job (the directory holds another config's finished run, or a live run) changed nothing
+        # there: refused.json, not a failed.json beside a run that did not fail
         out_dir = Path(HydraConfig.get().runtime.output_dir)
+        refused = is_refusal(error)
+        record = out_dir / (REFUSED_FILE if refused else "failed.json")
         write_json_atomically(
-            out_dir / "failed.json",
-            {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()},
+            record, {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
         )
         log.error(
-            "this job failed (%s: %s); details in %s", type(error).__name__, error, out_dir / "failed.json"
+            "this job %s (%s: %s); details in %s",
+            "was refused" if refused else "failed",
+            type(error).__name__,
+            error,
+            record,
         )
         if in_group:  # the launcher (torchrun, SLURM, submitit) must see this task fail: exit non-zero
             raise

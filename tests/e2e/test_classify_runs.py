@@ -3,6 +3,7 @@ backbone to YOLOv3 and Faster R-CNN R101 (backbone equal after loading, heads un
 
 import json
 import logging
+import shutil
 
 import pytest
 import torch
@@ -122,3 +123,18 @@ def test_a_classify_run_that_trains_removes_an_earlier_failure(make_cfg, tmp_pat
     (tmp_path / "run" / "failed.json").write_text('{"error": "RuntimeError: earlier attempt"}')
     train(make_cfg(*CLS_TINY))
     assert (tmp_path / "run" / "metrics.json").is_file() and not (tmp_path / "run" / "failed.json").exists()
+
+
+def test_classify_logs_each_evaluation_once_at_its_epochs_last_iteration_across_resumes(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(make_cfg(*CLS_TINY))
+    shutil.copy(run / "last.pt", tmp_path / "epoch1.pt")
+    train(make_cfg(*CLS_TINY, "trainer.epochs=2", "trainer.resume=true"))
+    shutil.copy(tmp_path / "epoch1.pt", run / "last.pt")  # killed before the second epoch's checkpoint
+    (run / "metrics.json").unlink()
+    train(make_cfg(*CLS_TINY, "trainer.epochs=2", "trainer.resume=true"))
+    (run / "metrics.json").unlink()  # killed after the last checkpoint: evaluated again, not logged again
+    recovered = train(make_cfg(*CLS_TINY, "trainer.epochs=2", "trainer.resume=true"))
+    iterations = len(scalar_tags(run).Scalars("train/lr")) // 2
+    assert [e.step for e in scalar_tags(run).Scalars("val/top1")] == [iterations - 1, 2 * iterations - 1]
+    assert recovered["train_loss"] == load_checkpoint(run / "last.pt")["counts"]["train_loss"] is not None

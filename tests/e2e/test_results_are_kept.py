@@ -13,6 +13,7 @@ from PIL import Image
 from bof.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml
 from bof.engine.evaluator import VOCDatasetEvaluator
 from bof.train import train
+from tests.helpers import scalar_tags
 
 XML = """<annotation><size><width>100</width><height>80</height><depth>3</depth></size>
 <object><name>dog</name><difficult>{difficult}</difficult>
@@ -24,7 +25,10 @@ def test_a_run_stopped_after_its_last_checkpoint_gets_its_final_numbers(make_cfg
     (tmp_path / "run" / "metrics.json").unlink()  # killed after last.pt of the final epoch
     again = train(make_cfg("trainer.resume=true"))
     assert again["map"] == pytest.approx(first["map"]) and again["ap"] == pytest.approx(first["ap"])
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["map"] is not None
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["map"] is not None and saved["train_loss"] == first["train_loss"] is not None
+    # its final evaluation, run again, is in TensorBoard once
+    assert len(scalar_tags(tmp_path / "run").Scalars("val/mAP")) == 2
 
 
 def test_counts_and_wall_time_cover_the_whole_run_across_a_resume(make_cfg, tmp_path):

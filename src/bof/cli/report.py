@@ -52,6 +52,7 @@ def summarise(rows: list[dict], replicates: Replicates | None = None) -> list[di
             (row["unreadable"], "with no readable result in metrics.json"),
             (row["nonfinite"], "with a NaN or infinite result"),
             (row["never_started"], "never started"),
+            (row["refused"], "with a refused rerun (refused.json)"),
         )
         speed = _mean(row["images_per_s"])
         vs_base, vs_above = (_interval(replicates, row, reference) for reference in (baseline, above))

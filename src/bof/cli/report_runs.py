@@ -1,7 +1,8 @@
 """The runs of a sweep directory, read for bof-report: a table sweep's ``<row>/seed<k>/`` (its order and
 launched rows from Hydra's ``multirun.yaml``) or a plain multirun's numbered jobs. Per row: its label and
 the paper's number from the runs' configs, each finished run's metric, throughput and per-image record
-(``eval_record.npz``), and what did not finish (failed, unfinished, unreadable, never started)."""
+(``eval_record.npz``), what did not finish (failed, unfinished, unreadable, never started) and which
+runs had a rerun refused (``refused.json``)."""
 
 from __future__ import annotations
 
@@ -90,9 +91,11 @@ def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
     for name, seed_dir, order in runs:
         row = rows.setdefault(name, _empty_row(name, order))
         metrics_file, failed_file = seed_dir / "metrics.json", seed_dir / "failed.json"
-        metrics = _read_json(metrics_file)
+        row["refused"] += (seed_dir / "refused.json").is_file()  # a note: the run there is untouched
+        later = failed_later(failed_file, metrics_file)  # the last attempt failed: a failure, not a result
+        metrics = None if later else _read_json(metrics_file)
         value = (metrics or {}).get("map")
-        if metrics_file.is_file() and not is_number(value):
+        if not later and metrics_file.is_file() and not is_number(value):
             row["unreadable"] += 1  # empty (a full disk), garbage, no mAP or not a number: said, not done
             continue
         if metrics is not None and not math.isfinite(value):
@@ -120,6 +123,15 @@ def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (r["order"], r["name"]))
 
 
+def failed_later(failed_file: Path, metrics_file: Path) -> bool:
+    """A failed.json newer than metrics.json: the directory was trained again (more epochs, or afresh)
+    and that attempt failed, so its checkpoints are no longer what metrics.json measured."""
+    try:
+        return failed_file.stat().st_mtime_ns > metrics_file.stat().st_mtime_ns
+    except OSError:  # either one missing
+        return False
+
+
 def _empty_row(name: str, order: int | None) -> dict:
     return {
         "name": name,
@@ -133,6 +145,7 @@ def _empty_row(name: str, order: int | None) -> dict:
         "unfinished": 0,
         "unreadable": 0,
         "nonfinite": 0,
+        "refused": 0,
         "never_started": 0,
         "ap": [],
         "records": [],

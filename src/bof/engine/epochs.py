@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 class RunCounts:
     """What a run counts over its whole life, resumes included (a checkpoint carries :meth:`as_dict`):
     wall time, samples replaced in training, non-finite steps skipped, each epoch's images/s over all
-    processes, and the images and seconds of training (evaluation excluded): the run's throughput, which
-    bof-report compares across a table's rows (what a trick costs)."""
+    processes, the images and seconds of training (evaluation excluded): the run's throughput, which
+    bof-report compares across a table's rows (what a trick costs), and the last epoch's training loss."""
 
     def __init__(self, carried: dict | None = None, world_size: int = 1):
         carried = carried or {}
@@ -40,6 +40,7 @@ class RunCounts:
         self.images_per_s = list(carried.get("images_per_s", []))
         self.train_images = carried.get("train_images", 0)
         self.train_time_s = carried.get("train_time_s", 0.0)
+        self.train_loss = carried.get("train_loss")  # the last epoch's: metrics.json of a recovered run
 
     def add_epoch(self, train_metrics: dict) -> None:
         """One epoch's :func:`bof.engine.loops.train_one_epoch` metrics (its images/s become the group's)."""
@@ -49,6 +50,8 @@ class RunCounts:
         self.train_time_s += train_metrics["train_time_s"]
         self.replaced_in_training += train_metrics["bad_samples"]
         self.nonfinite_skipped += train_metrics["nonfinite_skipped"]
+        loss = train_metrics.get("loss")  # none: every step of the epoch was skipped
+        self.train_loss = None if loss is None else float(loss)
 
     @property
     def wall_time_s(self) -> float:
@@ -69,6 +72,7 @@ class RunCounts:
             "images_per_s": list(self.images_per_s),
             "train_images": self.train_images,
             "train_time_s": self.train_time_s,
+            "train_loss": self.train_loss,
         }
 
 

@@ -78,16 +78,37 @@ def start_hparams(writer: SummaryWriter, values: dict) -> None:
     writer.file_writer.add_summary(session_start)
 
 
-def log_evaluation(writer: SummaryWriter, metrics: dict, drawn: list, epoch: int) -> None:
-    writer.add_scalar("val/mAP", metrics["map"], epoch + 1)
+def epoch_step(epoch: int, iters_per_epoch: int) -> int:
+    """The TensorBoard step of what is logged once per epoch (its evaluation): the global step of the
+    epoch's last iteration. A resumed run's writer drops every tag's points from its first iteration's
+    step on (``open_writer``), so the points of the epochs after its checkpoint go, in one purge, and
+    those of the checkpoint's own epoch stay."""
+    return (epoch + 1) * iters_per_epoch - 1
+
+
+def log_evaluation(writer: SummaryWriter | None, metrics: dict, drawn: list, epoch: int, step: int) -> None:
+    """The evaluation after ``epoch``: TensorBoard at ``step`` (:func:`epoch_step`; no ``writer``: the log
+    line only) and the log."""
+    if writer is not None:
+        _write_evaluation(writer, metrics, drawn, step)
+    log.info(
+        "epoch %d: mAP %.4f | %s",
+        epoch + 1,
+        metrics["map"],
+        " ".join(f"{k} {v:.3f}" for k, v in metrics["ap"].items()),
+    )
+
+
+def _write_evaluation(writer: SummaryWriter, metrics: dict, drawn: list, step: int) -> None:
+    writer.add_scalar("val/mAP", metrics["map"], step)
     for name in COCO_STATS:
         if name in metrics:
-            writer.add_scalar(f"val/coco/{name}", metrics[name], epoch + 1)
+            writer.add_scalar(f"val/coco/{name}", metrics[name], step)
     for name, ap in metrics["ap"].items():
         if ap == ap:  # nan: no positives of that class
-            writer.add_scalar(f"val/AP/{name}", ap, epoch + 1)
+            writer.add_scalar(f"val/AP/{name}", ap, step)
     for i, image in enumerate(drawn):
-        writer.add_image(f"val/detections/{i}", image, epoch + 1)
+        writer.add_image(f"val/detections/{i}", image, step)
     for name, (tp, fp, positives) in metrics.get("pr_curves", {}).items():
         if len(tp):  # lowest threshold first, as the PR-curve plugin reads them
             tp, fp = tp[::-1].astype(float), fp[::-1].astype(float)
@@ -99,15 +120,9 @@ def log_evaluation(writer: SummaryWriter, metrics: dict, drawn: list, epoch: int
                 positives - tp,
                 tp / np.maximum(tp + fp, 1),
                 tp / positives,
-                epoch + 1,
+                step,
                 num_thresholds=len(tp),
             )
-    log.info(
-        "epoch %d: mAP %.4f | %s",
-        epoch + 1,
-        metrics["map"],
-        " ".join(f"{k} {v:.3f}" for k, v in metrics["ap"].items()),
-    )
 
 
 def preview(train_loader, class_names, trainer, tricks: Tricks, optimizer, iters_per_epoch: int):
@@ -145,8 +160,9 @@ def open_writer(
     out_dir: Path, resolved: dict, tricks: list[str], samples, lr_figure, first_step: int = 0
 ) -> SummaryWriter:
     """The run's TensorBoard with its config, tricks, first training samples and planned LR. A resumed
-    run (``first_step`` > 0) drops the events its interrupted part wrote after its checkpoint."""
-    writer = EventWriter(str(out_dir / "tensorboard"), purge_step=first_step or None)
+    run (``first_step``: its first iteration's global step) drops the events its interrupted part wrote
+    after its checkpoint; a run started afresh (0), those of an earlier run in its directory."""
+    writer = EventWriter(str(out_dir / "tensorboard"), purge_step=first_step)
     writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(resolved) + "\n```")
     writer.add_text("tricks", "\n".join(f"* {line}" for line in tricks))
     writer.add_image("train/samples", samples, 0)  # as the run will see them: augmented, mixed, weighted
@@ -163,9 +179,11 @@ class RunLog:
     ):
         self.cfg, self.resolved, self.num_params = cfg, resolved, num_params
         self.world_size, self.batch_per_process = world_size, batch_per_process
-        self.train_metrics, self.counts, self.bad_at_load = {}, RunCounts(world_size=world_size), 0
+        self.counts, self.bad_at_load = RunCounts(world_size=world_size), 0
+        self.iters_per_epoch = 1
 
     def plan(self, device, train_set, val_set, iters_per_epoch: int, tricks: list[str]) -> None:
+        self.iters_per_epoch = iters_per_epoch
         log.info("config:\n%s", OmegaConf.to_yaml(self.resolved))
         log.info(
             "device %s x %d processes | %d trainable parameters | %d train / %d val images | "
@@ -188,7 +206,6 @@ class RunLog:
 
     def epoch(self, epoch: int, epochs: int, train_metrics: dict) -> None:
         self.counts.add_epoch(train_metrics)
-        self.train_metrics = train_metrics
         replaced = self.counts.replaced_in_training
         bad = self.bad_at_load or replaced
         log.info(
@@ -205,8 +222,10 @@ class RunLog:
     def final(self, val_metrics: dict, best_map: float, writer: SummaryWriter | None) -> dict:
         """The metrics.json of the run; the HParams of the run go to TensorBoard, which is closed."""
         if writer is not None:  # the HParams row's metrics, in the run itself, and its end
-            writer.add_scalar("hparam/mAP", val_metrics.get("map", float("nan")), self.cfg.trainer.epochs)
-            writer.add_scalar("hparam/best_mAP", best_map, self.cfg.trainer.epochs)
+            # after the last iteration's step: the purge of a run recovered after its last checkpoint
+            end = self.cfg.trainer.epochs * self.iters_per_epoch
+            writer.add_scalar("hparam/mAP", val_metrics.get("map", float("nan")), end)
+            writer.add_scalar("hparam/best_mAP", best_map, end)
             writer.file_writer.add_summary(hparams_summaries(hparams(self.cfg), {})[2])
             writer.close()
         metrics = {
@@ -215,7 +234,7 @@ class RunLog:
             "ap": val_metrics.get("ap", {}),
             "metric": val_metrics.get("metric"),  # voc07 | area | coco
             **{name: val_metrics[name] for name in COCO_STATS if name in val_metrics},  # the 12 COCO numbers
-            "train_loss": self.train_metrics.get("loss"),
+            "train_loss": self.counts.train_loss,  # the last epoch's, also when recovered from last.pt
             "num_params": self.num_params,
             "wall_time_s": self.counts.wall_time_s,
             "images_per_s": self.counts.mean_images_per_s,  # training only: bof-report's cost column

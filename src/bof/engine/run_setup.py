@@ -9,6 +9,7 @@ import os
 import random
 import re
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +29,7 @@ from bof.tricks.random_shapes import RandomShapes
 from bof.tricks.syncbn import SyncBatchNorm
 from bof.utils import distributed
 from bof.utils.checks import count, require
+from bof.utils.run_lock import RunDirBusy, own_run_dir
 
 log = logging.getLogger("bof.engine.run_setup")
 
@@ -62,9 +64,11 @@ class Run:
         return self.trainer.channels_last and self.device.type == "cuda"
 
 
-def start_run(cfg: DictConfig) -> Run:
+def start_run(cfg: DictConfig, job: ExitStack) -> Run:
     """Checks ``trainer``, seeds, picks the device and joins the process group the environment describes;
-    rank 0 creates the run directory."""
+    rank 0 creates the run directory and owns it until ``job`` closes (:mod:`bof.utils.run_lock`): a
+    directory another live process owns stops every rank with RunDirBusy before anything in it changes.
+    Only then are the temporary files of a killed write removed (never a live run's)."""
     trainer = validate_trainer(cfg.trainer)
     out_dir = Path(trainer.output_dir)
     seed_everything(cfg.seed, trainer.deterministic)
@@ -83,11 +87,18 @@ def start_run(cfg: DictConfig) -> Run:
             device,
             torch.cuda.get_device_name(device),
         )
+    busy = None
     if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(".*.tmp"):  # a write killed before its rename (bof.utils.atomic)
-            stale.unlink(missing_ok=True)
-            log.warning("removed %s, left by a write that was killed", stale)
+        try:
+            job.enter_context(own_run_dir(out_dir))
+        except RunDirBusy as error:
+            busy = str(error)
+        else:
+            for stale in out_dir.glob(".*.tmp"):  # a write killed before its rename (bof.utils.atomic)
+                stale.unlink(missing_ok=True)
+                log.warning("removed %s, left by a write that was killed", stale)
+    if (busy := distributed.from_rank0(busy)) is not None:  # every rank stops, not rank 0 alone
+        raise RunDirBusy(busy)
     if trainer.batch_size % world_size:
         raise ValueError(
             f"trainer.batch_size={trainer.batch_size} (the global batch) is not divisible by the "

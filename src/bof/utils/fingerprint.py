@@ -10,8 +10,10 @@ import logging
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from torch.multiprocessing import ProcessRaisedException
 
 from bof.utils import distributed
+from bof.utils.run_lock import RunDirBusy
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,11 @@ NOT_THE_RESULT = (
     "trainer.checkpoint_interval",
     "eval.coco_backend",
     "choices",
+    "overrides",
 )
+# a job refused for a run directory (another config's finished run, another live process) leaves its error
+# here, not in failed.json: the run in that directory did not fail. It stays until a job gets through.
+REFUSED_FILE = "refused.json"
 
 
 class RunConflict(RuntimeError):
@@ -73,14 +79,17 @@ def finished_run(trainer, resolved: dict, out_dir: Path) -> dict | None:
     is not trained again), else None.
 
     ``resume=auto`` (a rerun of a sweep): the stored metrics if the fingerprints match; otherwise
-    RunConflict, naming the differing keys, before anything is written (Hydra's .hydra/config.yaml,
-    already rewritten with the new flags, gets the finished run's config back). ``resume=true`` with all
-    ``trainer.epochs`` done: the stored metrics, unchanged (with more epochs asked for, it continues).
-    Rank 0 decides, every rank follows."""
+    RunConflict, naming the differing keys, before anything is written (Hydra's .hydra/config.yaml and
+    overrides.yaml, already rewritten with the new flags, get the finished run's back). ``resume=true``
+    with all ``trainer.epochs`` done: the stored metrics, unchanged (with more epochs asked for, it
+    continues). Rank 0 decides, every rank follows; a job that gets through removes an earlier
+    refused.json."""
     decision = _decide(trainer, resolved, out_dir) if distributed.is_main() else None
     kind, value = distributed.from_rank0(decision) or (None, None)
     if kind == "conflict":
         raise RunConflict(value)
+    if distributed.is_main():  # this job gets through: an earlier refusal is no longer the directory's news
+        (out_dir / REFUSED_FILE).unlink(missing_ok=True)
     return value
 
 
@@ -102,9 +111,7 @@ def _decide(trainer, resolved: dict, out_dir: Path) -> tuple[str, object] | None
         resolved
     ):
         changed = differences(stored["config"], resolved)
-        hydra_config = out_dir / ".hydra" / "config.yaml"
-        if hydra_config.is_file():
-            OmegaConf.save(OmegaConf.create(stored["config"]), hydra_config)
+        restore_hydra_files(out_dir, stored["config"])
         return "conflict", (
             f"{out_dir} holds a finished run of another config (trainer.resume=auto), so it is not "
             f"trained again and not reused; differing keys: {'; '.join(changed)}. Either write the new run "
@@ -115,7 +122,35 @@ def _decide(trainer, resolved: dict, out_dir: Path) -> tuple[str, object] | None
     return "done", stored
 
 
+def restore_hydra_files(out_dir: Path, config: dict) -> None:
+    """The finished run's config and overrides back into the .hydra/ files Hydra rewrote for a refused
+    rerun (bof-report labels a run by its overrides). A run from before configs recorded their overrides
+    keeps the rerun's overrides.yaml, which is said."""
+    hydra_dir = out_dir / ".hydra"
+    if (hydra_dir / "config.yaml").is_file():
+        OmegaConf.save(OmegaConf.create(config), hydra_dir / "config.yaml")
+    if (hydra_dir / "overrides.yaml").is_file():
+        if isinstance(config.get("overrides"), list):
+            OmegaConf.save(OmegaConf.create(config["overrides"]), hydra_dir / "overrides.yaml")
+        else:
+            log.warning(
+                "%s now holds this rerun's overrides: the finished run's are not recorded in its "
+                "metrics.json (a run from an older bof)",
+                hydra_dir / "overrides.yaml",
+            )
+
+
 def warn_if_changed(checkpoint_config: dict | None, resolved: dict, path: Path) -> None:
     """Resuming a checkpoint under another config is allowed (more epochs, a new data root) but said."""
     if checkpoint_config and (changed := differences(checkpoint_config, resolved)):
         log.warning("resuming %s under a different config: %s", path, "; ".join(changed))
+
+
+def is_refusal(error: Exception) -> bool:
+    """A RunConflict or RunDirBusy (the job was refused for its run directory, which it left as it was),
+    also from a process of ``trainer.devices=N``: torch raises its traceback as text in the launcher."""
+    kinds = (RunConflict, RunDirBusy)
+    if isinstance(error, ProcessRaisedException):
+        last = (str(error).strip().splitlines() or [""])[-1]
+        return last.startswith(tuple(f"{kind.__module__}.{kind.__name__}:" for kind in kinds))
+    return isinstance(error, kinds)

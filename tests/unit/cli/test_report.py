@@ -4,6 +4,7 @@ throughput column, the forest plot, and a design's trick effects with their sign
 
 import csv
 import json
+import os
 
 import pytest
 
@@ -104,3 +105,22 @@ def test_odd_results_are_said_not_tracebacks(tmp_path, capsys):
     assert table["nan"]["status"] == "1 with a NaN or infinite result" and table["nan"]["mean"] is None
     assert table["text"]["status"] == "1 with no readable result in metrics.json"
     assert csv_path.is_file() and (tmp_path / "per_class_other_vs_base.png").is_file()
+
+
+def test_a_failure_after_a_result_is_a_failure_and_a_refused_rerun_a_note(tmp_path):
+    """A failed.json newer than metrics.json (trained again, failed) is not "done"; an older one (the
+    attempt before the result) is forgotten; a refused rerun (refused.json) leaves the result counted."""
+    for row in ("base", "again", "before", "refused"):
+        write_run(tmp_path, row, 0, simulated_voc_record(1), order=0 if row == "base" else 1)
+    for row, delta in (("again", 10), ("before", -10)):
+        metrics = tmp_path / row / "seed0" / "metrics.json"
+        failed = metrics.with_name("failed.json")
+        failed.write_text('{"error": "FloatingPointError: ..."}')
+        stamp = metrics.stat().st_mtime_ns + delta * 10**9
+        os.utime(failed, ns=(stamp, stamp))
+    (tmp_path / "refused" / "seed0" / "refused.json").write_text('{"error": "RunConflict: ..."}')
+    table = {r["name"]: r for r in report([str(tmp_path), "--replicates", "0"])}
+    assert table["again"]["status"] == "1 failed" and table["again"]["runs"] == 0
+    assert table["before"]["status"] == "done" and table["before"]["runs"] == 1
+    assert table["refused"]["status"] == "1 with a refused rerun (refused.json)"
+    assert table["refused"]["runs"] == 1 and table["refused"]["mean"] is not None

@@ -9,7 +9,7 @@ import torch
 
 from bof.data.coco import COCODetection
 from bof.data.coco_cache import coco_boxes
-from bof.data.synthetic import synthetic_coco
+from bof.data.synthetic_coco import synthetic_coco
 from tests.helpers import FIXTURES
 
 ANNOTATIONS = FIXTURES / "coco_val2014_100" / "instances_val2014_100.json"

@@ -15,15 +15,16 @@ from omegaconf import OmegaConf
 
 from bof.config import CONFIG_DIR
 from bof.data import synthetic_render as R
+from bof.data import synthetic_scene as S
 from bof.data.image_folder import synthetic_image_folder
 from bof.data.synthetic import (
     SYNTHETIC_CLASSES,
     ensure_synthetic_voc,
     generate_synthetic_voc,
-    synthetic_coco,
     synthetic_voc,
     synthetic_voc_name,
 )
+from bof.data.synthetic_coco import synthetic_coco
 from bof.data.voc import VOCDetection
 
 N = 50  # images per measurement
@@ -179,9 +180,9 @@ def test_clutter_adds_unannotated_shapes_behind_the_same_objects(default_scenes)
 
 
 def test_clutter_shapes_are_no_class_shapes():
-    assert not set(R.CLUTTER_SHAPES) & set(SYNTHETIC_CLASSES)
-    for shape, angle in itertools.product(R.CLUTTER_SHAPES, np.linspace(0, 2 * np.pi, 13)):
-        mask = R._clutter_mask(shape, 64, 64, angle)
+    assert not set(S.CLUTTER_SHAPES) & set(SYNTHETIC_CLASSES)
+    for shape, angle in itertools.product(S.CLUTTER_SHAPES, np.linspace(0, 2 * np.pi, 13)):
+        mask = S.clutter_mask(shape, 64, 64, angle)
         assert 0.1 < mask.mean() < 0.9, shape
         for name in SYNTHETIC_CLASSES:
             cls = R._shape_mask(name, 64, 64)
@@ -191,7 +192,7 @@ def test_clutter_shapes_are_no_class_shapes():
 @pytest.mark.parametrize("p", [0.0, 0.5, 0.8, 1.0])
 def test_context_puts_objects_in_their_home_environment(p):
     scenes = render(80, context=p)
-    home = [o["label"] in R.HOME_CLASSES[o["environment"]] for _, objects in scenes for o in objects]
+    home = [o["label"] in S.HOME_CLASSES[o["environment"]] for _, objects in scenes for o in objects]
     # p at home, and the rest uniform over all 6 classes, of which 2 are at home
     assert abs(np.mean(home) - (p + (1 - p) / 3)) < 0.06
     assert {o["environment"] for _, objects in scenes for o in objects} == {0, 1, 2}
@@ -207,14 +208,14 @@ def test_environments_are_distinct_muted_palettes():
         saturations.append(np.percentile(saturation(image)[free], 95))
     assert np.mean(hits) > 0.9
     assert max(saturations) < 70  # as muted as today's backgrounds (95th percentile < 60 there)
-    assert [e["name"] for e in R.ENVIRONMENTS] == ["cool", "green-brown", "warm"]
-    assert sorted(c for home in R.HOME_CLASSES for c in home) == list(range(len(SYNTHETIC_CLASSES)))
+    assert [e["name"] for e in S.ENVIRONMENTS] == ["cool", "green-brown", "warm"]
+    assert sorted(c for home in S.HOME_CLASSES for c in home) == list(range(len(SYNTHETIC_CLASSES)))
 
 
 def test_out_of_context_scenes_have_no_home_class():
     scenes = render(split=3, **ALL_ON, ooc=True)
     objects = [o for _, os in scenes for o in os]
-    assert len(objects) > 100 and not any(o["label"] in R.HOME_CLASSES[o["environment"]] for o in objects)
+    assert len(objects) > 100 and not any(o["label"] in S.HOME_CLASSES[o["environment"]] for o in objects)
     assert len({o["label"] for o in objects}) == len(SYNTHETIC_CLASSES)
 
 
