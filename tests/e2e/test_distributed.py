@@ -234,8 +234,9 @@ def test_a_signal_stops_every_rank_after_the_same_epoch_and_the_run_resumes(targ
     it, the job ends with one line and exit status 1, and the run resumes from there (checked once)."""
     run = tmp_path / "run"
     args = [*TINY, f"data.root={cache_dir}", f"hydra.run.dir={run}", "trainer.eval_interval=1000"]
+    workers = ["trainer.num_workers=1"] if target == "process group" else []  # they get it too
     job = subprocess.Popen(
-        [sys.executable, "-m", "bof.train", "trainer.devices=2", *args, "trainer.epochs=1000"],
+        [sys.executable, "-m", "bof.train", "trainer.devices=2", *args, *workers, "trainer.epochs=1000"],
         cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL,
