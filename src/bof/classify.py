@@ -22,7 +22,7 @@ from torchvision.transforms import v2
 
 from bof.config import check_paper_setup
 from bof.data.image_folder import PCALighting
-from bof.data.loader import worker_context
+from bof.data.loader import ignore_stop_signals, worker_context
 from bof.engine.epochs import Epochs, RunCounts
 from bof.engine.loops import train_one_epoch
 from bof.engine.optim import build_optimization
@@ -109,6 +109,7 @@ def train_classifier(cfg: DictConfig, job: ExitStack) -> dict:
         num_workers=trainer.num_workers,
         drop_last=True,
         multiprocessing_context=worker_context(trainer.worker_start_method, trainer.num_workers),
+        worker_init_fn=ignore_stop_signals,
     )
     val_shard = torch.utils.data.Subset(val_set, range(run.rank, len(val_set), run.world_size))
     val_workers = min(trainer.num_workers, 2)
@@ -117,6 +118,7 @@ def train_classifier(cfg: DictConfig, job: ExitStack) -> dict:
         run.batch_per_process,
         num_workers=val_workers,
         multiprocessing_context=worker_context(trainer.worker_start_method, val_workers),
+        worker_init_fn=ignore_stop_signals,
     )
 
     # model: the detector's backbone with a classification head (behind the detectors' interface);

@@ -1,10 +1,15 @@
 """Data-parallel training on CPU (gloo): SyncBN math, 2 processes = 1 process, one output directory."""
 
+import contextlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -204,3 +209,79 @@ def test_more_processes_than_visible_gpus_fails_before_starting_any(monkeypatch)
         distributed.check_local_gpus("auto", 8)
     distributed.check_local_gpus("auto", 2)  # as many as there are: fine
     distributed.check_local_gpus("cpu", 8)  # gloo processes on the CPU: any number
+
+
+def ranks_of(job: subprocess.Popen, log: Path) -> list[int]:
+    """The PIDs of a ``trainer.devices=2`` job's processes, rank 0 first (it holds train.log open)."""
+    ranks = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = stat.read_text().rsplit(")", 1)[-1].split()[1]
+            if parent == str(job.pid) and b"spawn_main" in (stat.parent / "cmdline").read_bytes():
+                holds_log = any(f.resolve() == log for f in (stat.parent / "fd").iterdir())
+                ranks.append(
+                    (not holds_log, int(stat.parent.name))
+                )  # (not multiprocessing's resource tracker)
+        except OSError:  # a process that ended meanwhile
+            continue
+    return [pid for _, pid in sorted(ranks)]
+
+
+@pytest.mark.parametrize("target", ["job", "process group", pytest.param("one rank", marks=pytest.mark.slow)])
+def test_a_signal_stops_every_rank_after_the_same_epoch_and_the_run_resumes(target, tmp_path, cache_dir):
+    """SIGTERM to the job (what timeout and docker stop send), to its whole process group (SLURM's
+    scancel, a terminal), or to rank 1 only: every rank stops after the same epoch, rank 0's last.pt holds
+    it, the job ends with one line and exit status 1, and the run resumes from there (checked once)."""
+    run = tmp_path / "run"
+    args = [*TINY, f"data.root={cache_dir}", f"hydra.run.dir={run}", "trainer.eval_interval=1000"]
+    workers = ["trainer.num_workers=1"] if target == "process group" else []  # they get it too
+    job = subprocess.Popen(
+        [sys.executable, "-m", "bof.train", "trainer.devices=2", *args, *workers, "trainer.epochs=1000"],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as under a scheduler
+    )
+    try:
+        log, deadline = run / "train.log", time.monotonic() + 180
+        while not (log.is_file() and "epoch 2/1000" in log.read_text()):  # mid-run
+            assert job.poll() is None, job.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no second epoch in 3 minutes"
+            time.sleep(0.05)
+        if target == "job":
+            job.send_signal(signal.SIGTERM)
+        elif target == "process group":
+            os.killpg(job.pid, signal.SIGTERM)
+        else:
+            ranks = ranks_of(job, log.resolve())
+            assert len(ranks) == 2
+            os.kill(ranks[1], signal.SIGTERM)
+        _, stderr = job.communicate(timeout=90)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the job's processes
+            os.killpg(job.pid, signal.SIGKILL)
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert job.returncode == 1, stderr[-3000:]  # not finished: afterok dependencies must not start
+    epoch = int(re.search(r"^stopped by a signal after epoch (\d+) \(in last.pt\)", stderr, re.M).group(1))
+    assert sorted(re.findall(r"\[rank (\d)\] - stopping after epoch (\d+)", stderr)) == [
+        ("0", str(epoch)),
+        ("1", str(epoch)),
+    ]
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == epoch - 1
+    assert not (run / "metrics.json").exists()
+    if target != "job":
+        return
+    done = cli(
+        sys.executable,
+        "-m",
+        "bof.train",
+        *args,
+        f"trainer.epochs={epoch + 1}",
+        "trainer.resume=true",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == epoch
+    assert (run / "metrics.json").is_file()

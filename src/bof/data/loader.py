@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -24,6 +25,7 @@ from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler
 from bof.data.bad_samples import BadSampleError, substitute_index
 from bof.tricks.mixup import mixup_detection
 from bof.utils.boxes import box_weights
+from bof.utils.distributed import STOP_SIGNALS
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,15 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor | list
     return torch.stack(images), list(targets)
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """A loader worker's ``worker_init_fn``: SIGTERM and SIGUSR1 sent to the whole process group (SLURM,
+    a container, a terminal) reach the workers too, and one killed would crash the run its process is
+    stopping cleanly (:class:`bof.engine.epochs.StopSignal`). The loader ends its workers itself, and a
+    worker whose process is gone exits on its own."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def worker_context(start_method: str, num_workers: int):
     """The loader workers' multiprocessing context (``trainer.worker_start_method``). ``auto``: ``fork`` on
     Linux, where workers then share the data set's pages instead of each unpickling its own copy (Python
@@ -213,6 +224,7 @@ def build_data_loader(
         num_workers=num_workers,
         collate_fn=collate if shuffle else collate_eval,
         persistent_workers=num_workers > 0,
+        worker_init_fn=ignore_stop_signals,
         pin_memory=torch.cuda.is_available(),
         multiprocessing_context=worker_context(start_method, num_workers),
     )

@@ -12,7 +12,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 
@@ -79,28 +78,36 @@ class RunCounts:
 class StopSignal:
     """SIGTERM (a scheduler stopping or pre-empting the job) and SIGUSR1 (SLURM's ``--signal``, sent before
     the time limit) ask the run to stop at the end of the current epoch, after writing last.pt, so that
-    ``trainer.resume=true`` (or a sweep's ``auto``) continues it. Rank 0's request stops every rank."""
+    ``trainer.resume=true`` (or a sweep's ``auto``) continues it. Any rank's request stops every rank
+    after the same epoch, whether the signal reached one of them or all (a process group's)."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = distributed.STOP_SIGNALS
 
     def __init__(self):
         self.received: int | None = None
-        self.previous = {}
+        self.previous, self.mask = {}, None
         if threading.current_thread() is threading.main_thread():  # handlers live in the main thread only
             self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+            # a process of distributed.spawn starts with them blocked: one that came meanwhile arrives now
+            self.mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
 
     def release(self) -> None:
-        """The handlers from before the run, back (a process that trains twice, a test runner)."""
+        """The handlers from before the run, back (a process that trains twice, a test runner), and the
+        signal mask: a spawned process holds a signal that comes after its run until it has ended."""
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-        self.previous = {}
+        if self.mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        self.previous, self.mask = {}, None
 
     def _handle(self, signum, frame) -> None:
+        if self.received is None:  # a process group's signal and its parent's copy: one line
+            log.warning("received %s: stopping after this epoch's checkpoint", signal.Signals(signum).name)
         self.received = signum
-        log.warning("received %s: stopping after this epoch's checkpoint", signal.Signals(signum).name)
 
     def requested(self) -> bool:
-        return bool(distributed.from_rank0(self.received is not None))
+        """Whether any rank received a signal (one all-reduce: called at each epoch's end only)."""
+        return distributed.any_rank(self.received is not None)
 
 
 class Epochs:
@@ -155,8 +162,7 @@ class Epochs:
                 check_finite(self.module, self.optimization.optimizer, epoch, out_dir / "last.pt")
                 if (epoch + 1) % trainer.eval_interval == 0 or epoch + 1 == trainer.epochs:
                     val_metrics = self._evaluate(epoch, validate, on_best, saver)
-                main = self.run.main_process
-                self._end_of_epoch(epoch, stop, partial(self._save_last, saver, epoch) if main else None)
+                self._end_of_epoch(epoch, stop, saver)
             if not val_metrics:  # no epoch left (stopped after its last checkpoint): the final model's score
                 val_metrics = self._evaluate(trainer.epochs - 1, validate, on_best, saver)
         finally:
@@ -177,17 +183,23 @@ class Epochs:
                 saver.save(self.state(epoch), self.run.out_dir / "best.pt")
         return metrics
 
-    def _end_of_epoch(self, epoch: int, stop: StopSignal, save_last: Callable[[], None] | None) -> None:
-        """``save_last()`` (rank 0's last.pt; None on the other ranks) after every
-        ``trainer.checkpoint_interval`` epochs, after the last one, and when a signal asks the run to stop,
-        which it then does (SystemExit)."""
+    def _end_of_epoch(self, epoch: int, stop: StopSignal, saver: CheckpointWriter) -> None:
+        """Rank 0's last.pt after every ``trainer.checkpoint_interval`` epochs, after the last one, and when
+        a signal asks the run to stop, which every rank then does (:class:`distributed.Stopped`) once that
+        file is on disk: a launcher (srun, torchrun) ends the other ranks when one exits non-zero."""
         trainer = self.run.trainer
         stopping = stop.requested()
         due = stopping or (epoch + 1) % trainer.checkpoint_interval == 0 or epoch + 1 == trainer.epochs
-        if due and save_last is not None:
-            save_last()
+        if due and self.run.main_process:
+            self._save_last(saver, epoch)
         if stopping:
-            raise SystemExit(f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true")
+            if distributed.world_size() > 1:  # every rank says where it stopped (the others warn only)
+                log.warning("stopping after epoch %d, as every rank does", epoch + 1)
+            saver.wait()
+            distributed.barrier()
+            raise distributed.Stopped(
+                f"stopped by a signal after epoch {epoch + 1} (in last.pt): trainer.resume=true continues it"
+            )
 
     def finish(self, metrics: dict) -> None:
         """metrics.json (rank 0), and an earlier failure of this job, now trained, forgotten."""

@@ -14,6 +14,10 @@ Four ways in, one code path (:func:`setup` reads the standard environment variab
 Only rank 0 writes files; other ranks log warnings and errors only. Collectives time out after
 ``trainer.collective_timeout_min`` minutes, so a rank left alone by a failed peer does not wait half an
 hour (torch's default); a failing rank tears its group down (:func:`cleanup`).
+
+A stop signal (SIGTERM, SIGUSR1) to any of these processes stops every rank after the same epoch
+(:func:`any_rank` at each epoch's end, in :mod:`bof.engine.epochs`); :func:`spawn`'s parent passes the
+ones it receives on to its processes and waits for them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -30,6 +36,15 @@ import torch
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # a scheduler stopping the job; SLURM's --signal
+
+
+class Stopped(SystemExit):
+    """A run that a stop signal ended after an epoch's checkpoint; its message names the epoch. Exit
+    status 1: the run is not finished, so ``afterok`` dependencies and ``set -e`` scripts must not take it
+    for one; ``trainer.resume=true`` continues it. Under :func:`spawn` the parent raises it again once
+    every rank has stopped: one line, no traceback."""
 
 
 def launched_externally() -> bool:
@@ -96,6 +111,17 @@ def from_rank0(obj):
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any (one all-reduce of one number): a decision every
+    rank must share whichever of them saw its cause; ``flag`` without a process group."""
+    if not dist.is_initialized():
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def all_mean(values: torch.Tensor) -> torch.Tensor:
@@ -167,15 +193,54 @@ def check_local_gpus(device: str, nprocs: int) -> None:
 
 
 def spawn(fn: Callable, nprocs: int, *args) -> None:
-    """Runs ``fn(*args)`` in ``nprocs`` new local processes that form one process group."""
+    """Runs ``fn(*args)`` in ``nprocs`` new local processes that form one process group.
+
+    A stop signal to this process (a scheduler's, ``timeout``'s, ``docker stop``'s) is passed on to the
+    processes, and this one waits for them: they stop after the same epoch's checkpoint, and this process
+    then raises :class:`Stopped` with their message. The processes start with the stop signals blocked
+    (their handlers come with the run, :class:`bof.engine.epochs.StopSignal`), so that one arriving while
+    they import and build is held until then rather than killing them."""
     port = free_port()
     log.info("starting %d processes (torch.distributed, MASTER_PORT=%d)", nprocs, port)
-    torch.multiprocessing.start_processes(
-        _process_entry, args=(fn, nprocs, port, args), nprocs=nprocs, start_method="spawn"
-    )
+    stops = torch.multiprocessing.get_context("spawn").SimpleQueue()  # rank 0's Stopped message
+    processes, received = [], []
+
+    def pass_on(signum: int) -> None:
+        for process in processes:
+            if process.exitcode is None:  # not yet ended (and reaped: its pid is still its own)
+                os.kill(process.pid, signum)
+
+    def forward(signum, frame) -> None:
+        received.append(signum)
+        log.warning("received %s: passed on to the processes", signal.Signals(signum).name)
+        pass_on(signum)
+
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the processes inherit the mask
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS} if in_main_thread else {}
+    try:
+        context = torch.multiprocessing.start_processes(
+            _process_entry,
+            args=(fn, nprocs, port, stops, args),
+            nprocs=nprocs,
+            join=False,
+            start_method="spawn",
+        )
+        processes.extend(context.processes)
+        for signum in set(received):  # any that came while they started
+            pass_on(signum)
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+        while not context.join():
+            pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not stops.empty():
+        raise Stopped(stops.get())
 
 
-def _process_entry(local_rank: int, fn: Callable, nprocs: int, port: int, args: tuple) -> None:
+def _process_entry(local_rank: int, fn: Callable, nprocs: int, port: int, stops, args: tuple) -> None:
     os.environ.update(
         RANK=str(local_rank),
         LOCAL_RANK=str(local_rank),
@@ -188,6 +253,9 @@ def _process_entry(local_rank: int, fn: Callable, nprocs: int, port: int, args: 
     torch.set_num_threads(max(1, torch.get_num_threads() // nprocs))
     try:
         fn(*args)
+    except Stopped as stopped:  # every rank stopped after the same epoch: a clean end, not a failure
+        if local_rank == 0:  # (a non-zero exit would make the parent end the other processes)
+            stops.put(str(stopped.code))
     finally:
         cleanup()
 
