@@ -80,3 +80,17 @@ def test_draw_synthetic_draws_every_option_row(tmp_path):
     module.main(["--out", str(out), "--columns", "2", "--cell", "40"])
     with Image.open(out) as picture:  # a row per option setting, a column per image seed
         assert picture.height == len(module.ROWS) * 44 and picture.width == 110 + 2 * 44
+
+
+def test_bench_faster_rcnn_mini_times_the_narrow_c4_and_the_narrow_yolov3():
+    args = ["--mini", "--iters", "1", "--depths", "50", "--widths", "0.125", "--rois", "16"]
+    result = load("bench_faster_rcnn").main([*args, "--batch-sizes", "2", "--threads", "1"])
+    assert set(result) == {
+        ("train", "faster_rcnn_r50_c4", 0.125, 16, "12000/2000", 2, 1),
+        ("train", "faster_rcnn_r50_c4", 0.125, 16, "850/150", 2, 1),
+        ("train", "yolov3_narrow", 0.125, "-", "-", 2, 1),
+        ("infer", "faster_rcnn_r50_c4", 0.125, "6000/300", 1),
+        ("infer", "faster_rcnn_r50_c4", 0.125, "430/25", 1),
+        ("infer", "yolov3_narrow", 0.125, "-", 1),
+    }
+    assert all(seconds > 0 for seconds in result.values())

@@ -1,13 +1,16 @@
 """Backbone pretraining: classification mixup math, a short task=classify run, and the hand-over of its
-backbone to YOLOv3 and Faster R-CNN R101 (backbone equal after loading, heads untouched)."""
+backbone to YOLOv3, Faster R-CNN R101 and the miniature's narrow R50 C4 (backbone equal after loading,
+heads untouched)."""
 
 import numpy as np
 import pytest
 import torch
 
-from bof.models.classifiers import C4_NAMES, Darknet53Classifier, load_backbone
+from bof.models.classifiers import C4_NAMES, Darknet53Classifier, build_classifier, load_backbone
 from bof.models.faster_rcnn import FasterRCNNDetector
+from bof.models.resnet import build_resnet
 from bof.models.yolov3 import YOLOv3
+from bof.train import build_model
 from bof.tricks.mixup import ClassificationMixup, mixup_batch
 from bof.utils.checkpoint import save_checkpoint
 
@@ -92,3 +95,46 @@ def test_a_checkpoint_of_another_width_is_refused_naming_it(tmp_path):
     path = classifier_checkpoint(Darknet53Classifier(6, width=0.25), tmp_path / "wide.pt")
     with pytest.raises(ValueError, match=r"wide.pt does not fit YOLOv3's backbone.*same model and width"):
         load_backbone(YOLOv3(3, width=0.125), path)
+
+
+@pytest.mark.parametrize("variant", ["v1b", "v1d"])
+def test_a_narrow_resnet_classifier_initialises_the_narrow_c4_detector(make_cfg, tmp_path, variant):
+    """The miniature's hand-over, through the config as a run makes it: task=classify's classifier of
+    model=faster_rcnn_r50_c4 at width 1/8 -> its checkpoint -> model.backbone_checkpoint of the detector
+    at the same width: every backbone tensor filled (stem to layer4), the RPN and predictor untouched."""
+    narrow = ("model=faster_rcnn_r50_c4", "model.net.width=0.125", f"backbones.resnet_variant={variant}")
+    cfg = make_cfg(*narrow, "model.net.anchor_sizes=[8,16,32,64,128]")
+    torch.manual_seed(0)
+    classifier = build_classifier(cfg.model.net, num_classes=6)
+    assert classifier(torch.zeros(2, 3, 32, 32)).shape == (2, 6)
+    path = classifier_checkpoint(classifier, tmp_path / "cls.pt")
+    torch.manual_seed(1)
+    fresh = build_model(cfg, 3, torch.device("cpu"))
+    cfg.model.backbone_checkpoint = str(path)
+    torch.manual_seed(1)
+    detector = build_model(cfg, 3, torch.device("cpu"))
+    loaded, source = detector.state_dict(), classifier.state_dict()
+    backbone = [k for k in loaded if k.startswith(tuple(f"{name}." for name in C4_NAMES.values()))]
+    pairs = {
+        f"{C4_NAMES[k.split('.')[0]]}.{k.split('.', 1)[1]}": k for k in source if not k.startswith("fc.")
+    }
+    assert backbone and set(backbone) <= set(pairs)  # every backbone tensor has its classifier tensor
+    assert all(torch.equal(loaded[k], source[pairs[k]]) for k in backbone)
+    heads = [k for k in loaded if k.startswith(("detector.rpn.", "detector.roi_heads.box_predictor."))]
+    assert heads and all(torch.equal(loaded[k], fresh.state_dict()[k]) for k in heads)
+    assert not any(
+        p.requires_grad for p in detector.detector.backbone[0].parameters()
+    )  # stem frozen, as with any backbone file
+    losses = detector.train()(
+        [torch.rand(3, 224, 288)],
+        [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 120.0]]), "labels": torch.tensor([1])}],
+    )
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_a_resnet_checkpoint_of_another_width_is_refused_naming_it(tmp_path):
+    path = classifier_checkpoint(build_resnet(50, width=0.25, num_classes=6), tmp_path / "wide.pt")
+    with pytest.raises(
+        ValueError, match=r"wide.pt does not fit FasterRCNNDetector's backbone.*same model and width"
+    ):
+        load_backbone(FasterRCNNDetector(3, design="c4", width=0.125), path)

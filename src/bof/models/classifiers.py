@@ -3,8 +3,8 @@ of its weights to the detector (``model.backbone_checkpoint``).
 
 ``bof-train task=classify`` trains the backbone of the configured detector as an image classifier:
 YOLOv3 -> Darknet-53 (at the model's width) with darknet53.cfg's head (global average pooling, one fully
-connected layer); Faster R-CNN -> torchvision's ResNet-50/101 with its own head. The classifier's
-checkpoint then loads into the detector's backbone, without the classifier head.
+connected layer); Faster R-CNN -> torchvision's ResNet-50/101 (at the model's width) with its own head.
+The classifier's checkpoint then loads into the detector's backbone, without the classifier head.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def build_classifier(net_cfg, num_classes: int) -> nn.Module:
             net_cfg.get("variant", "v1b"),
             last_gamma=net_cfg.get("last_gamma", False),
             num_classes=num_classes,
+            width=net_cfg.get("width", 1.0),
         )
     raise ValueError(f"task=classify: no classifier for model.net._target_={target}")
 

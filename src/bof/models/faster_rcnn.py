@@ -24,6 +24,7 @@ smoothing (:class:`WeightedRoIHeads`, :class:`WeightedRPN`); inference is torchv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.error import URLError
 
 import torch
@@ -41,9 +42,34 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from bof.models.float32_boxes import Float32Anchors, Float32Predictor, Float32RPNHead
 from bof.models.resnet import RESNETS, build_resnet, check_variant
 from bof.utils.boxes import box_weights
+from bof.utils.checks import positive, require
 
 ALL_DETECTIONS = 1 << 30  # detections_per_image None: torchvision's slice keep[:n] keeps them all
 SMOOTH_L1_BETA = 1.0 / 9  # torchvision's (and Detectron's) RPN and RoI box loss; GluonCV's RPN box loss
+# anchor sides (input pixels) per design: C4 one stride-16 map with all five (GluonCV's base 16 x scales
+# 2..32), FPN one per level (torchvision's); aspect ratios 0.5, 1, 2 at every size
+ANCHOR_SIZES = {"c4": (32, 64, 128, 256, 512), "fpn": (32, 64, 128, 256, 512)}
+FPN_LEVELS = 5
+
+
+def anchor_generator(design: str, anchor_sizes: Sequence[float] | None) -> Float32Anchors:
+    """The design's anchors: ``anchor_sizes`` None is its own (:data:`ANCHOR_SIZES`); else the sides to use
+    instead (C4: any number, all on its one map; FPN: one per level, five)."""
+    if anchor_sizes is None:
+        sizes = ANCHOR_SIZES[design]
+    else:
+        sizes = tuple(float(size) for size in anchor_sizes)
+        for size in sizes:
+            require("model.net.anchor_sizes", size, positive, "anchor sides in input pixels, each > 0")
+        if not sizes or (design == "fpn" and len(sizes) != FPN_LEVELS):
+            raise ValueError(
+                f"model.net.anchor_sizes={list(anchor_sizes)}: "
+                + ("one side per FPN level, 5" if design == "fpn" else "at least one side")
+                + f" (null: {list(ANCHOR_SIZES[design])})"
+            )
+    if design == "fpn":
+        return Float32Anchors(tuple((size,) for size in sizes), ((0.5, 1.0, 2.0),) * FPN_LEVELS)
+    return Float32Anchors((sizes,), ((0.5, 1.0, 2.0),))
 
 
 class WeightedRoIHeads(RoIHeads):
@@ -165,7 +191,11 @@ class FasterRCNNDetector(nn.Module):
 
     ``num_classes``: K foreground classes (the softmax head has K + 1). ``variant``: the ResNet, GluonCV's
     ``v1b`` (torchvision's layout) or ``v1d`` (deep stem, average-pool shortcuts; :mod:`bof.models.resnet`),
-    ``last_gamma`` its blocks' last BN starting at gamma 0. BN: frozen (FrozenBatchNorm2d)
+    ``last_gamma`` its blocks' last BN starting at gamma 0. ``width``: the ResNet's channel multiplier
+    (miniature runs; 1.0 the paper's model; :mod:`bof.models.resnet`): the C4 feature map, RPN head and RoI
+    head follow the built ResNet's channels; the FPN's own 256 channels and 1024-wide box head stay.
+    ``anchor_sizes``: anchor sides in input pixels (None: the design's, 32 to 512; a miniature at a small
+    ``min_size`` scales them with its images). BN: frozen (FrozenBatchNorm2d)
     unless ``trainable_bn`` (what syncbn=on needs). ``pretrained_backbone``: torchvision's ImageNet
     weights (internet needed once). ``freeze_stem``: conv1 and layer1 stay as they start, as torchvision
     and GluonCV do with a pretrained backbone (None: when ``pretrained_backbone``; true for a backbone
@@ -206,6 +236,8 @@ class FasterRCNNDetector(nn.Module):
         detections_per_image: int | None = 100,
         variant: str = "v1b",
         last_gamma: bool = False,
+        width: float = 1.0,
+        anchor_sizes: Sequence[float] | None = None,
     ):
         super().__init__()
         if depth not in RESNETS or design not in ("fpn", "c4"):
@@ -220,6 +252,7 @@ class FasterRCNNDetector(nn.Module):
                 norm_layer=nn.BatchNorm2d if trainable_bn else FrozenBatchNorm2d,
                 last_gamma=last_gamma,
                 pretrained=pretrained_backbone,
+                width=width,
             )
         except URLError as error:
             raise RuntimeError(
@@ -229,9 +262,9 @@ class FasterRCNNDetector(nn.Module):
                 "model.net.pretrained_backbone=false, or use model.backbone_checkpoint=<task=classify .pt>"
             ) from None
         freeze_stem = pretrained_backbone if freeze_stem is None else freeze_stem
-        if design == "fpn":  # torchvision's fasterrcnn_resnet50_fpn layout
+        anchors = anchor_generator(design, anchor_sizes)
+        if design == "fpn":  # torchvision's fasterrcnn_resnet50_fpn layout (its inputs: the stages' channels)
             backbone = _resnet_fpn_extractor(resnet, trainable_layers=3 if freeze_stem else 5)
-            anchors = Float32Anchors(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
             box_roi_pool = MultiScaleRoIAlign(
                 ["0", "1", "2", "3"], output_size=7, sampling_ratio=roi_sampling_ratio
             )
@@ -243,11 +276,10 @@ class FasterRCNNDetector(nn.Module):
                     module.requires_grad_(False)
             stem = (resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
             backbone = nn.Sequential(*stem, resnet.layer1, resnet.layer2, resnet.layer3)
-            backbone.out_channels = 1024  # stride 16
-            anchors = Float32Anchors(((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),))
+            backbone.out_channels = resnet.layer3[-1].conv3.out_channels  # stride 16; 1024 at width 1
             box_roi_pool = MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=roi_sampling_ratio)
             box_head = nn.Sequential(resnet.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            box_predictor = Float32Predictor(2048, num_classes + 1)
+            box_predictor = Float32Predictor(resnet.layer4[-1].conv3.out_channels, num_classes + 1)  # 2048
             # GluonCV's rcnn.py: class scores N(0, 0.01), box deltas N(0, 0.001), biases 0 (docs/fidelity.md
             # "Faster R-CNN"); the RPN head is torchvision's N(0, 0.01), as GluonCV's rpn.py
             for layer, std in ((box_predictor.cls_score, 0.01), (box_predictor.bbox_pred, 0.001)):
