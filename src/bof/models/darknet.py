@@ -73,7 +73,7 @@ class Darknet53(nn.Module):
 
     @staticmethod
     def check(width: float = 1.0) -> None:
-        require("model.net.width", width, positive, "a channel multiplier > 0 (1.0: the paper's YOLOv3)")
+        require("model.net.width", width, positive, "a channel multiplier > 0 (1.0: the paper's network)")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.stem(x)

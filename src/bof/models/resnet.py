@@ -109,7 +109,7 @@ def build_resnet(
     ImageNet weights, which exist for v1b at width 1 only. ``width``: the channel multiplier (1.0:
     torchvision's model; else :class:`NarrowResNet`)."""
     check_variant(variant)
-    require("model.net.width", width, positive, "a channel multiplier > 0 (1.0: the paper's ResNet)")
+    require("model.net.width", width, positive, "a channel multiplier > 0 (1.0: the paper's network)")
     builder, weights = RESNETS[depth]
     if pretrained and width != 1:
         raise ValueError(
