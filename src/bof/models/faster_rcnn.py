@@ -39,37 +39,12 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from bof.models.float32_boxes import Float32Anchors, Float32Predictor, Float32RPNHead
+from bof.models.float32_boxes import Float32Predictor, Float32RPNHead, anchor_generator
 from bof.models.resnet import RESNETS, build_resnet, check_variant
 from bof.utils.boxes import box_weights
-from bof.utils.checks import positive, require
 
 ALL_DETECTIONS = 1 << 30  # detections_per_image None: torchvision's slice keep[:n] keeps them all
 SMOOTH_L1_BETA = 1.0 / 9  # torchvision's (and Detectron's) RPN and RoI box loss; GluonCV's RPN box loss
-# anchor sides (input pixels) per design: C4 one stride-16 map with all five (GluonCV's base 16 x scales
-# 2..32), FPN one per level (torchvision's); aspect ratios 0.5, 1, 2 at every size
-ANCHOR_SIZES = {"c4": (32, 64, 128, 256, 512), "fpn": (32, 64, 128, 256, 512)}
-FPN_LEVELS = 5
-
-
-def anchor_generator(design: str, anchor_sizes: Sequence[float] | None) -> Float32Anchors:
-    """The design's anchors: ``anchor_sizes`` None is its own (:data:`ANCHOR_SIZES`); else the sides to use
-    instead (C4: any number, all on its one map; FPN: one per level, five)."""
-    if anchor_sizes is None:
-        sizes = ANCHOR_SIZES[design]
-    else:
-        sizes = tuple(float(size) for size in anchor_sizes)
-        for size in sizes:
-            require("model.net.anchor_sizes", size, positive, "anchor sides in input pixels, each > 0")
-        if not sizes or (design == "fpn" and len(sizes) != FPN_LEVELS):
-            raise ValueError(
-                f"model.net.anchor_sizes={list(anchor_sizes)}: "
-                + ("one side per FPN level, 5" if design == "fpn" else "at least one side")
-                + f" (null: {list(ANCHOR_SIZES[design])})"
-            )
-    if design == "fpn":
-        return Float32Anchors(tuple((size,) for size in sizes), ((0.5, 1.0, 2.0),) * FPN_LEVELS)
-    return Float32Anchors((sizes,), ((0.5, 1.0, 2.0),))
 
 
 class WeightedRoIHeads(RoIHeads):
