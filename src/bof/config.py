@@ -229,9 +229,13 @@ def typed_choices() -> dict:
     """The config groups' options as chosen on the command line (Hydra's runtime choices), for the
     HParams tab; empty where the config was composed without bof-train (tests, scripts)."""
     try:
-        choices = HydraConfig.get().runtime.choices
+        return group_options(HydraConfig.get().runtime.choices)
     except ValueError:  # no Hydra app around
         return {}
+
+
+def group_options(choices) -> dict:
+    """Hydra's runtime choices without Hydra's own groups and the groups left empty."""
     return {
         group: str(option) for group, option in choices.items() if option and not group.startswith("hydra")
     }

@@ -53,6 +53,7 @@ from bof.engine.run_setup import (
     start_run,
 )
 from bof.evaluation.ranked_record import RECORD_FILE
+from bof.pretrained import ensure_pretrained
 from bof.tricks.augment import Resize
 from bof.tricks.random_shapes import FixedShape
 from bof.utils import distributed
@@ -72,6 +73,7 @@ def train(cfg: DictConfig) -> dict:
     training again (:func:`bof.utils.fingerprint.finished_run`), and continues one that was interrupted
     (what a rerun of a sweep needs)."""
     check_backbone(cfg)
+    ensure_pretrained(cfg)  # scale=mini: its pretrained backbone, built on first use
     recipe = train_classifier if cfg.get("task", "detect") == "classify" else train_detector
     try:
         # what the job holds until it ends, however it ends (an error, a signal's SystemExit): rank 0's
@@ -251,6 +253,7 @@ def run_job(cfg: DictConfig) -> float | None:
     ${hydra:runtime.output_dir} is fixed before any process starts."""
     try:
         check_backbone(cfg)
+        ensure_pretrained(cfg)  # before the processes start: they find it built
         devices = cfg.trainer.get("devices", 1)
         if devices > 1 and not distributed.launched_externally():
             build_tricks(cfg)  # the start-up checks before the config is resolved; each process repeats them

@@ -13,8 +13,9 @@ PACKAGE = REPO / "src" / "bof"
 # docs/architecture.md, top to bottom: a module imports its own layer and the layers below it, never a
 # layer above it or beside it (data and models are siblings, as are evaluation, tricks and config)
 LAYERS = {
-    "cli": 7,
-    "train": 6,
+    "cli": 8,
+    "train": 7,
+    "pretrained": 6,
     "classify": 5,
     "engine": 4,
     "data": 3,

@@ -1,0 +1,88 @@
+"""The mini scale's pretrained backbones, built on first use (docs/mini_scale.md "Backbones").
+
+The paper's detectors start from ImageNet-pretrained backbones; the miniature's start from narrow ones
+that ``task=classify`` pretrains on synthetic crops with the paper's ImageNet recipe at mini scale. Each
+is named under ``mini.pretrained`` (conf/scale/mini.yaml) with its checkpoint ``path`` (in the cache beside
+the synthetic data) and its ``recipe`` (bof-train overrides). A run whose ``model.backbone_checkpoint`` is
+one of those paths builds it first when it is missing, as the synthetic data is generated on first use:
+one build under a file lock (jobs of a sweep launched side by side wait for it), then every later run
+reads it. A recipe whose config changed since its checkpoint was built stops with the fingerprint's
+RunConflict, naming the keys and the folder to delete.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from bof.classify import train_classifier
+from bof.config import CONFIG_DIR, group_options
+from bof.utils import distributed
+
+log = logging.getLogger("bof.pretrained")
+
+
+def ensure_pretrained(cfg: DictConfig) -> None:
+    """Builds the mini-scale backbone that ``model.backbone_checkpoint`` names, when it is one of
+    ``mini.pretrained`` and its checkpoint is missing; nothing otherwise (the paper's scale included)."""
+    recipes = OmegaConf.select(cfg, "mini.pretrained", default=None)
+    wanted = OmegaConf.select(cfg, "model.backbone_checkpoint", default=None, throw_on_missing=False)
+    if not recipes or not wanted or cfg.get("task", "detect") != "detect":
+        return
+    for name, recipe in recipes.items():
+        path = Path(recipe.path)
+        if Path(wanted) != path or path.is_file():
+            continue
+        if distributed.launched_externally():  # torchrun / SLURM ranks: not one process to build it in
+            raise FileNotFoundError(
+                f"model.backbone_checkpoint={path}: the mini-scale backbone {name} is not built yet; "
+                f"build it once with `bof-train scale=mini task=classify {' '.join(recipe.recipe)} "
+                f"trainer.output_dir={path.parent}`, then launch the ranks"
+            )
+        build(name, [*recipe.recipe, *cfg.mini.get("pretrain_overrides", [])], path, cfg.data.root)
+
+
+def build(name: str, recipe: list[str], path: Path, data_root: str) -> None:
+    """Runs the ``recipe`` (task=classify at mini scale) into ``path``'s folder, once: a second process
+    waits on the lock and finds it built."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent.with_name(f".{name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():  # another job built it while this one waited
+            return
+        log.info("building the mini-scale backbone %s once, into %s: %s", name, path.parent, " ".join(recipe))
+        overrides = [
+            *recipe,
+            "scale=mini",
+            f"data.root={data_root}",
+            f"trainer.output_dir={path.parent}",
+            "trainer.resume=auto",  # an interrupted build continues
+        ]
+        try:
+            with ExitStack() as job:  # the classification run's own lock on its folder
+                train_classifier(composed(overrides), job)
+        finally:  # what the recipe froze can be collected again (bof.train.train does the same)
+            gc.unfreeze()
+
+
+def composed(overrides: list[str]) -> DictConfig:
+    """conf/train.yaml with ``overrides``, inside bof-train's Hydra app or outside one (tests, the
+    processes of ``trainer.devices=N``), recording its own group options and overrides (not those of the
+    detection job that asked for it)."""
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    else:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.choices = group_options(cfg.hydra.runtime.choices)
+        cfg.overrides = list(overrides)
+        del cfg["hydra"]
+    return cfg
