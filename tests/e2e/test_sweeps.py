@@ -27,6 +27,8 @@ from tests.helpers import (
     DESIGNS,
     PAPER_ROWS,
     TINY,
+    TINY_FASTER_RCNN,
+    TINY_MINI,
     TRICK_NAMES,
     bof_train,
     stacked_tricks,
@@ -124,8 +126,8 @@ def test_every_design_row_is_its_baseline_row_with_one_trick_changed_and_says_wh
 @pytest.mark.parametrize("table", TABLES)
 def test_every_row_at_full_and_mini_scale(table, tmp_path):
     """Each row is one experiment file, the same config alone or in its sweep (which adds only
-    trainer.resume=auto); +scale=mini swaps the data, the model and the run's size but keeps the row's
-    tricks, in whichever order it is given; the mini row builds its tricks and model."""
+    trainer.resume=auto); scale=mini makes it its family's miniature but keeps the row's tricks, in
+    whichever order it is given; the mini row builds its tricks and model."""
     baselines = []
     for row in rows_of(table):
         full = compose_row(f"experiment={row}", "trainer.resume=auto", *BACKBONES)
@@ -138,17 +140,18 @@ def test_every_row_at_full_and_mini_scale(table, tmp_path):
         assert full.model.name != "yolov3_narrow"  # and an ImageNet-pretrained backbone, as the paper:
         assert full.model.backbone_checkpoint is not None or full.model.net.pretrained_backbone
         baselines.append(row == f"{table}/{full.row.baseline_row}")
+        no_backbone = "model.backbone_checkpoint=null"  # built on first use (tests/e2e/test_mini_scale.py)
         for mini in (
-            compose_row(f"+sweep={table}", f"experiment={row}", "+scale=mini"),
-            compose_row("+scale=mini", f"+sweep={table}", f"experiment={row}"),
-            compose_row(f"experiment={row}", "+scale=mini"),
+            compose_row(f"+sweep={table}", f"experiment={row}", "scale=mini", no_backbone),
+            compose_row("scale=mini", f"+sweep={table}", f"experiment={row}", no_backbone),
+            compose_row(f"experiment={row}", "scale=mini", no_backbone),
         ):
             assert (mini.data.name, mini.model.name, mini.trainer.devices) == (
-                "synthetic",
-                "yolov3_narrow",
+                "synthetic_scenes",
+                f"{full.hydra.runtime.choices.model}_narrow",
                 1,
             )
-            assert mini.model.backbone_checkpoint is None and mini.paper_setup is None
+            assert mini.paper_setup is None
             assert trick_choices(mini) == trick_choices(full) and mini.row == full.row
         tricks = build_tricks(mini)  # and the mini row runs: its tricks and model build
         for group, choice in trick_choices(full).items():  # a trick the row names is on, and only those
@@ -160,9 +163,11 @@ def test_every_row_at_full_and_mini_scale(table, tmp_path):
 @pytest.mark.parametrize("table", ["table3", "table4", "table5", "table6"])
 def test_the_last_row_of_each_table_trains_at_mini_scale(table, make_cfg):
     """Table 2's mini rows run as a sweep below; here the other tables' most complete row (all its
-    tricks) trains at mini scale, where the Faster R-CNN experiments and backbone rows are swapped out."""
+    tricks) trains at mini scale, in its own family (Faster R-CNN for Tables 3, 4 and 6) from the
+    miniature's pretrained backbone."""
     row = rows_of(table)[-1]
-    metrics = train(make_cfg(f"+sweep={table}", f"experiment={row}", "+scale=mini"))
+    small = TINY_FASTER_RCNN if table in ("table3", "table4", "table6") else []  # the row's own family
+    metrics = train(make_cfg(f"+sweep={table}", f"experiment={row}", "scale=mini", *TINY_MINI, *small))
     label = yaml.safe_load((Path(CONFIG_DIR) / "experiment" / f"{row}.yaml").read_text())["row"]["label"]
     assert metrics["map"] is not None and metrics["config"]["row"]["label"] == label
 
@@ -172,7 +177,7 @@ def test_a_design_row_trains_at_mini_scale(make_cfg):
     scale with the step schedule and mixup, its row block saved for bof-report."""
     row = "table2_loo/no_cosine"
     assert DESIGN_ROWS[row] not in [PAPER_ROWS[r] for r in rows_of("table2")]
-    metrics = train(make_cfg("+sweep=table2_loo", f"experiment={row}", "+scale=mini"))
+    metrics = train(make_cfg("+sweep=table2_loo", f"experiment={row}", "scale=mini", *TINY_MINI))
     saved = metrics["config"]
     assert metrics["map"] is not None and saved["row"] == OmegaConf.to_container(
         compose_row(f"experiment={row}").row
@@ -203,7 +208,7 @@ def test_each_job_of_a_sweep_lands_in_multirun_table_row_seed(
     table, tmp_path, monkeypatch, hydra_restore_singletons
 ):
     """Where `bof-train -m +sweep=tableN seed=0,1` puts each job: multirun/tableN/<row>/seed<k>, <row>
-    being the row's experiment file; with +scale=mini (anywhere) multirun/tableN-mini; a sweep of some
+    being the row's experiment file; with scale=mini (anywhere) multirun/tableN-mini; a sweep of some
     rows (`experiment=tableN/<row>,...`) runs just those, in the same folders. The designs' likewise:
     multirun/table2_loo/<row>/seed<k>, multirun/table2_loo-mini."""
     jobs = {}
@@ -228,7 +233,7 @@ def test_each_job_of_a_sweep_lands_in_multirun_table_row_seed(
     launch(
         tmp_path,
         monkeypatch,
-        "+scale=mini",
+        "scale=mini",
         f"+sweep={table}",
         f"experiment={table}/{rows[-1]},{table}/{rows[0]}",
     )
@@ -253,9 +258,10 @@ def sweep(tmp_path, cache_dir, *rows):
     return bof_train(
         "-m",
         "+sweep=table2",
-        "+scale=mini",
+        "scale=mini",
         f"experiment={','.join(rows)}",
         *TINY,
+        *TINY_MINI,
         f"data.root={cache_dir}",
         cwd=tmp_path,
         timeout=600,
@@ -319,7 +325,7 @@ def test_report_marks_failed_and_unfinished_rows_and_draws_per_class_deltas(tmp_
 
 def test_ablation_demo_target_exists():
     makefile = (Path(CONFIG_DIR).parent / "Makefile").read_text()
-    assert "ablation-demo:" in makefile and "+sweep=table2 +scale=mini" in makefile
+    assert "ablation-demo:" in makefile and "+sweep=table2 scale=mini" in makefile
 
 
 def test_report_refuses_a_missing_directory(tmp_path):
@@ -399,7 +405,7 @@ def test_report_orders_rows_as_the_sweep_lists_them(tmp_path, monkeypatch, hydra
         (Path(HydraConfig.get().runtime.output_dir) / "metrics.json").write_text(json.dumps(result))
 
     launched = "experiment=table2/mixup,table2/cosine,table2/baseline,table2/no_aug"
-    runs = launch(tmp_path, monkeypatch, "+sweep=table2", "+scale=mini", launched, job=job) / "table2-mini"
+    runs = launch(tmp_path, monkeypatch, "+sweep=table2", "scale=mini", launched, job=job) / "table2-mini"
     shutil.rmtree(runs / "cosine")  # a job that never started (a SLURM job still queued)
     table = report([str(runs)])
     assert [r["row"] for r in table] == ["- data augmentation", "baseline", "+ cosine lr schedule", "+ mixup"]

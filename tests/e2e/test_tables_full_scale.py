@@ -1,7 +1,7 @@
 """Every row of the paper's Tables 1-6 at full scale (`make test-tables`, not part of `make test`).
 
 Each row is composed exactly as its sweep composes it (`+sweep=tableN experiment=tableN/<row>`, no
-`+scale=mini`), built at full size (YOLOv3 Darknet-53 at 416/608, Faster R-CNN C4 at 600x1000 / 800x1333),
+`scale=mini`), built at full size (YOLOv3 Darknet-53 at 416/608, Faster R-CNN C4 at 600x1000 / 800x1333),
 started from the backbone files a user passes (a darknet53.conv.74-format file, torchvision's cached
 ResNet weights, task=classify checkpoints), and trained for two epochs of one or two iterations on a small
 data set in the table's own layout (a VOCdevkit of 500x375 JPEGs for Tables 1-3, COCO 2017 of 640x480 for

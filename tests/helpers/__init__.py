@@ -37,12 +37,21 @@ TINY = [
     "++data.generator.num_val=8",
     "++data.generator.num_test=4",
     "++data.generator.image_size=[64,96]",
+    "++data.generator.num_ooc=0",
     "trainer.epochs=2",
     "trainer.batch_size=4",
     "trainer.eval_interval=1",
     "trainer.num_workers=0",
     "trainer.progress=false",
     "trainer.num_images_logged=2",
+]
+# scale=mini: its backbones pretrained in a second (built once per test session in the cache), the
+# narrow detectors at the width the miniature's backbones have
+TINY_MINI = [
+    "mini.pretrain_overrides=['data.generator.num_train=12','data.generator.num_val=6',"
+    "'data.generator.image_size=[64,96]','trainer.epochs=1','trainer.batch_size=4','trainer.num_workers=0',"
+    "'trainer.progress=false']",
+    "model.net.width=0.125",
 ]
 # runs whose weights two process counts must move alike (tests/e2e/e2e/test_distributed.py)
 DETERMINISTIC = [

@@ -1,0 +1,106 @@
+"""scale=mini, the miniature of the paper's regime (docs/mini_scale.md "Design 1"): every row of every
+table becomes its own family's miniature on the synthetic scenes, from a backbone pretrained on synthetic
+crops that the first run builds and every later run reuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bof.config import CONFIG_DIR
+from bof.engine.build_model import build_model
+from bof.train import train
+from tests.helpers import TINY_MINI
+
+PAPER_TABLES = ["table1", "table2", "table3", "table4", "table5", "table6"]
+# the backbone each row's miniature starts from (docs/mini_scale.md "Backbones"), by its row file
+YOLO_MIXUP, YOLO_PLAIN = "darknet53_mixup", "darknet53_plain"
+R50, R101, R101_MIXUP = "resnet50_v1b_plain", "resnet101_v1d_plain", "resnet101_v1d_mixup"
+
+
+def expected_backbone(row: str) -> str:
+    table, name = row.split("/")
+    if table in ("table1", "table2") or name.startswith("yolov3"):
+        return YOLO_MIXUP
+    if table == "table5":
+        return YOLO_MIXUP if name.startswith("mixup") else YOLO_PLAIN
+    if table == "table3" or name.startswith("frcnn_r50"):
+        return R50
+    if table == "table6":
+        return R101_MIXUP if name.startswith("mixup") else R101
+    return R101  # Table 4's R101 rows
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        overrides = [*overrides, "trainer.output_dir=/tmp/unused"]
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def rows_of(table: str) -> list[str]:
+    return composed(f"+sweep={table}").hydra.sweeper.params.experiment.split(",")
+
+
+@pytest.mark.parametrize("table", PAPER_TABLES)
+def test_every_row_becomes_its_own_familys_miniature(table):
+    """The row keeps its tricks and its detector family, on the scenes in its table's layout (VOC or
+    COCO), narrow, one CPU process, the family's schedule, from the backbone the authors' row used."""
+    for row in rows_of(table):
+        full = composed(f"experiment={row}", *(f"backbones.{b}=x" for b in ("darknet53", "plain", "mixup")))
+        mini = composed(f"+sweep={table}", f"experiment={row}", "scale=mini")
+        choices = full.hydra.runtime.choices
+        assert mini.hydra.runtime.choices.scale_setup == f"mini_{full.data.name}_{choices.model}"
+        assert mini.data.name == "synthetic_scenes" and mini.data.generator.context == 0.8
+        layout = "synthetic_voc" if full.data.name == "voc" else "synthetic_coco"
+        assert mini.data.train._target_.endswith(layout) and mini.data.val._target_.endswith(layout)
+        assert mini.model.net._target_ == full.model.net._target_ and mini.model.net.width == 0.125
+        yolo = full.model.net._target_.endswith("YOLOv3")
+        assert (mini.trainer.epochs, mini.trainer.batch_size) == ((24, 8) if yolo else (20, 4))
+        assert mini.trainer.devices == 1 and mini.trainer.device == "cpu" and mini.paper_setup is None
+        for group in ("augment", "mixup", "smoothing", "lr_schedule", "random_shapes", "syncbn"):
+            assert mini.hydra.runtime.choices[group] == full.hydra.runtime.choices[group], (row, group)
+        assert mini.row == full.row
+        backbone = Path(mini.model.backbone_checkpoint)
+        assert backbone == Path(mini.data.root) / "pretrained" / expected_backbone(row) / "last.pt", row
+
+
+@pytest.mark.parametrize("name", [YOLO_MIXUP, YOLO_PLAIN, R50, R101, R101_MIXUP])
+def test_each_backbone_recipe_pretrains_the_narrow_backbone_of_its_rows(name):
+    """The recipe is the paper's ImageNet experiment at mini scale: crops of scenes of another seed, the
+    narrow net of the rows that load it, mixup 5/3 as long as without."""
+    mini = composed("experiment=table2/baseline", "scale=mini")
+    recipe = mini.mini.pretrained[name]
+    cfg = composed(*OmegaConf.to_container(recipe, resolve=True)["recipe"], "scale=mini")
+    assert cfg.task == "classify" and cfg.data.name == "synthetic_scenes_crops"
+    assert cfg.data.generator.seed != mini.data.generator.seed  # no pretraining image is a detection image
+    assert cfg.model.net.width == 0.125 and cfg.trainer.devices == 1
+    mixup = cfg.hydra.runtime.choices.mixup == "classification"
+    assert mixup == name.endswith("mixup")
+    assert cfg.trainer.epochs == mini.mini.pretrain_epochs["mixup" if mixup else "plain"]
+    if name.startswith("resnet"):
+        assert (cfg.model.net.depth, cfg.model.net.variant) == ((50, "v1b") if name == R50 else (101, "v1d"))
+
+
+def test_a_mini_row_builds_its_backbone_once_and_loads_it(make_cfg, cache_dir):
+    """The first mini run pretrains its backbone into the cache (task=classify, the recipe); the detector
+    starts from those weights; a second row finds the file and does not build it again."""
+    first = make_cfg("experiment=table2/baseline", "scale=mini", *TINY_MINI, "trainer.epochs=1")
+    path = Path(OmegaConf.to_container(first, resolve=True)["model"]["backbone_checkpoint"])
+    assert path.is_relative_to(cache_dir)
+    metrics = train(first)
+    assert path.is_file() and metrics["map"] is not None
+    pretrained = torch.load(path, map_location="cpu", weights_only=True)
+    assert pretrained["config"]["task"] == "classify"
+    detector = build_model(first, num_classes=6, device=torch.device("cpu"))  # as the run starts
+    backbone = detector.net.backbone.state_dict()
+    assert backbone and all(torch.equal(v, pretrained["model"][f"backbone.{k}"]) for k, v in backbone.items())
+    built = path.stat().st_mtime_ns
+    second_dir = Path(first.trainer.output_dir).with_name("second")
+    row = ("experiment=table2/no_aug", "scale=mini", *TINY_MINI, "trainer.epochs=1")
+    second = make_cfg(*row, output_dir=second_dir)
+    train(second)
+    assert path.stat().st_mtime_ns == built
