@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test-unit test test-tables test-all lint tensorboard bench ablation-demo clean
+.PHONY: help install train test-unit test test-tables test-all lint tensorboard bench ablation-demo ablation-mini-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ bench: $(STAMP)  ## training-throughput benchmark (scripts/bench_train.py)
 clean:  ## remove caches (keeps .venv and outputs/)
 	rm -rf .pytest_cache .ruff_cache src/*.egg-info
 
-ablation-demo: $(STAMP)  ## Table 2 at the mini scale on synthetic data (CPU, ~30 min), then its report
-	.venv/bin/bof-train -m +sweep=table2 +scale=mini trainer.progress=false $(ARGS)
+ablation-demo: $(STAMP)  ## Table 2's miniature (scale=mini, seed 0) on a CPU in under 30 min, then its report with intervals
+	.venv/bin/bof-train -m +sweep=table2 scale=mini trainer.progress=false $(ARGS)
 	.venv/bin/bof-report multirun/table2-mini
+
+ablation-mini-all: $(STAMP)  ## every table's miniature (Tables 2-3: seeds 0-2), then their reports (docs/mini_scale.md)
+	.venv/bin/bof-train -m +sweep=table2 scale=mini seed=0,1,2 trainer.progress=false $(ARGS)
+	.venv/bin/bof-train -m +sweep=table3 scale=mini seed=0,1,2 trainer.progress=false $(ARGS)
+	for t in table1 table4 table5 table6; do .venv/bin/bof-train -m +sweep=$$t scale=mini trainer.progress=false $(ARGS) || exit 1; done
+	for t in table1 table2 table3 table4 table5 table6; do .venv/bin/bof-report multirun/$$t-mini || exit 1; done
