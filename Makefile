@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test-unit test test-tables test-all lint tensorboard bench ablation-demo ablation-mini-all clean
+.PHONY: help install train test-unit test test-tables test-all lint tensorboard bench ablation-demo ablation-mini-all mechanisms-mini clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,3 +59,7 @@ ablation-mini-all: $(STAMP)  ## every table's miniature (Tables 2-3: seeds 0-2),
 	.venv/bin/bof-train -m +sweep=table3 scale=mini seed=0,1,2 trainer.progress=false $(ARGS)
 	for t in table1 table4 table5 table6; do .venv/bin/bof-train -m +sweep=$$t scale=mini trainer.progress=false $(ARGS) || exit 1; done
 	for t in table1 table2 table3 table4 table5 table6; do .venv/bin/bof-report multirun/$$t-mini || exit 1; done
+	$(PY) scripts/mini_mechanisms.py --runs multirun/table2-mini
+
+mechanisms-mini: $(STAMP)  ## the mini scale's four mechanism checks on Table 2's miniature (docs/mini_scale.md)
+	$(PY) scripts/mini_mechanisms.py --runs multirun/table2-mini $(ARGS)

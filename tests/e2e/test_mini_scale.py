@@ -4,6 +4,7 @@ crops that the first run builds and every later run reuses."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,40 @@ def test_a_mini_row_builds_its_backbone_once_and_loads_it(make_cfg, cache_dir):
     second = make_cfg(*row, output_dir=second_dir)
     train(second)
     assert path.stat().st_mtime_ns == built
+
+
+def test_the_mechanism_checks_score_rows_on_their_sizes_splits_and_calibration(make_cfg, tmp_path):
+    """scripts/mini_mechanisms.py on one tiny mini run standing for every row it reads (so every
+    difference is exactly 0, [0, 0]): random shapes evaluated at three test sizes, mixup on the split ooc
+    (other images than val), label smoothing's calibration error; each with its figure."""
+    import importlib.util
+    import shutil
+
+    from tests.helpers import SCRIPTS
+
+    run = tmp_path / "one"
+    ooc = "++data.generator.num_ooc=6"  # the scenes out of context of this tiny data set
+    train(make_cfg("experiment=table2/baseline", "scale=mini", *TINY_MINI, ooc, output_dir=run))
+    runs = tmp_path / "multirun" / "table2-mini"
+    for row in ("syncbn", "random_shapes", "cosine", "smoothing", "mixup"):
+        shutil.copytree(run, runs / row / "seed0")
+    spec = importlib.util.spec_from_file_location("mini_mechanisms", SCRIPTS / "mini_mechanisms.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    figures = tmp_path / "figures"
+    only = ["--only", "random_shapes", "mixup", "smoothing"]  # sync BN trains: tests/e2e/test_distributed.py
+    results = module.main(["--runs", str(runs), "--out", str(figures), *only])
+    assert sorted(p.name for p in figures.glob("*.png")) == [
+        "mechanism_mixup_ooc.png",
+        "mechanism_random_shapes.png",
+        "mechanism_smoothing_calibration.png",
+    ]
+    for size in module.SIZES:  # one checkpoint per size, scored at that size
+        assert (runs / "random_shapes" / "seed0" / f"eval-size{size}" / "eval.json").is_file()
+        assert results["random_shapes"][size]["+ random training shapes"]["vs_reference"] == [0.0, 0.0]
+    ooc = json.loads((runs / "mixup" / "seed0" / "eval-ooc" / "eval.json").read_text())
+    assert ooc["val_images"] == 6 and results["mixup"]["ooc"]["+ mixup"]["vs_reference"] == [0.0, 0.0]
+    rows = ("+ cosine lr schedule", "+ class label smoothing")
+    eces = [results["smoothing"][row]["mean_ece"] for row in rows]
+    assert eces[0] == eces[1] and 0 <= eces[0] <= 1
+    assert (runs / "mechanisms.json").is_file()
