@@ -95,9 +95,7 @@ def random_shapes(runs: Path, out: Path) -> dict:
     for label in rows:
         axes.plot(SIZES, [result[s][label]["mean"] for s in SIZES], marker="o", label=label)
     axes.set(xlabel="test size (px; trained at 160)", ylabel="VOC07 mAP (%)", xticks=SIZES)
-    axes.set_title("Random shapes: mAP at three test sizes")
-    axes.legend()
-    save(figure, out / "mechanism_random_shapes.png")
+    save(figure, axes, "Random shapes: mAP at three test sizes", out / "mechanism_random_shapes.png")
     return result
 
 
@@ -113,9 +111,7 @@ def out_of_context(runs: Path, out: Path) -> dict:
         means = [result[split][label]["mean"] for split in ("val", "ooc")]
         axes.bar(np.arange(2) + offset, means, 0.36, label=label)
     axes.set(xticks=[0, 1], xticklabels=["in context (val)", "out of context (ooc)"], ylabel="VOC07 mAP (%)")
-    axes.set_title("Mixup in and out of context")
-    axes.legend()
-    save(figure, out / "mechanism_mixup_ooc.png")
+    save(figure, axes, "Mixup in and out of context", out / "mechanism_mixup_ooc.png")
     return result
 
 
@@ -131,9 +127,7 @@ def calibration_check(runs: Path, out: Path) -> dict:
         filled = fit.count > 0
         axes.plot(fit.mean_score[filled], fit.precision[filled], marker="o", label=f"{label} (seed 0)")
     axes.set(xlabel="detection score (bin mean)", ylabel="precision at IoU 0.5", xlim=(0, 1), ylim=(0, 1))
-    axes.set_title("Label smoothing: reliability of the scores")
-    axes.legend()
-    save(figure, out / "mechanism_smoothing_calibration.png")
+    save(figure, axes, "Label smoothing: reliability of the scores", out / "mechanism_smoothing_calibration.png")
     return result
 
 
@@ -152,12 +146,15 @@ def sync_bn(runs: Path, out: Path) -> dict:
     figure, axes = plt.subplots(figsize=(5, 3.5))
     axes.bar(range(len(result)), [entry["mean"] for entry in result.values()])
     axes.set(xticks=range(len(result)), xticklabels=list(result), ylabel="VOC07 mAP (%)")
-    axes.set_title("Sync BN: 4 processes x 2 images against 1 x 8")
-    save(figure, out / "mechanism_syncbn.png")
+    save(figure, axes, "Sync BN: 4 processes x 2 images against 1 x 8", out / "mechanism_syncbn.png")
     return result
 
 
-def save(figure, path: Path) -> None:
+def save(figure, axes, title: str, path: Path) -> None:
+    """The figure with its title (and legend, where it has labels) as ``path``."""
+    axes.set_title(title)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
