@@ -127,7 +127,7 @@ def calibration_check(runs: Path, out: Path) -> dict:
         filled = fit.count > 0
         axes.plot(fit.mean_score[filled], fit.precision[filled], marker="o", label=f"{label} (seed 0)")
     axes.set(xlabel="detection score (bin mean)", ylabel="precision at IoU 0.5", xlim=(0, 1), ylim=(0, 1))
-    save(figure, axes, "Label smoothing: reliability of the scores", out / "mechanism_smoothing_calibration.png")
+    save(figure, axes, "Label smoothing: score reliability", out / "mechanism_smoothing_calibration.png")
     return result
 
 
