@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from bof.config import CONFIG_DIR
 from bof.engine.build_model import build_model
 from bof.train import train
-from tests.helpers import TINY_MINI
+from tests.helpers import TINY_MINI, compose_row, rows_of
 
 PAPER_TABLES = ["table1", "table2", "table3", "table4", "table5", "table6"]
 # the backbone each row's miniature starts from (docs/mini_scale.md "Backbones"), by its row file
@@ -36,23 +34,14 @@ def expected_backbone(row: str) -> str:
     return R101  # Table 4's R101 rows
 
 
-def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        overrides = [*overrides, "trainer.output_dir=/tmp/unused"]
-        return compose("train", overrides=overrides, return_hydra_config=True)
-
-
-def rows_of(table: str) -> list[str]:
-    return composed(f"+sweep={table}").hydra.sweeper.params.experiment.split(",")
-
-
 @pytest.mark.parametrize("table", PAPER_TABLES)
 def test_every_row_becomes_its_own_familys_miniature(table):
     """The row keeps its tricks and its detector family, on the scenes in its table's layout (VOC or
     COCO), narrow, one CPU process, the family's schedule, from the backbone the authors' row used."""
     for row in rows_of(table):
-        full = composed(f"experiment={row}", *(f"backbones.{b}=x" for b in ("darknet53", "plain", "mixup")))
-        mini = composed(f"+sweep={table}", f"experiment={row}", "scale=mini")
+        backbones = (f"backbones.{b}=x" for b in ("darknet53", "plain", "mixup"))
+        full = compose_row(f"experiment={row}", *backbones)
+        mini = compose_row(f"+sweep={table}", f"experiment={row}", "scale=mini")
         choices = full.hydra.runtime.choices
         assert mini.hydra.runtime.choices.scale_setup == f"mini_{full.data.name}_{choices.model}"
         assert mini.data.name == "synthetic_scenes" and mini.data.generator.context == 0.8
@@ -73,9 +62,9 @@ def test_every_row_becomes_its_own_familys_miniature(table):
 def test_each_backbone_recipe_pretrains_the_narrow_backbone_of_its_rows(name):
     """The recipe is the paper's ImageNet experiment at mini scale: crops of scenes of another seed, the
     narrow net of the rows that load it, mixup 5/3 as long as without."""
-    mini = composed("experiment=table2/baseline", "scale=mini")
+    mini = compose_row("experiment=table2/baseline", "scale=mini")
     recipe = mini.mini.pretrained[name]
-    cfg = composed(*OmegaConf.to_container(recipe, resolve=True)["recipe"], "scale=mini")
+    cfg = compose_row(*OmegaConf.to_container(recipe, resolve=True)["recipe"], "scale=mini")
     assert cfg.task == "classify" and cfg.data.name == "synthetic_scenes_crops"
     assert cfg.data.generator.seed != mini.data.generator.seed  # no pretraining image is a detection image
     assert cfg.model.net.width == 0.125 and cfg.trainer.devices == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
+from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
@@ -31,18 +31,13 @@ from tests.helpers import (
     TINY_MINI,
     TRICK_NAMES,
     bof_train,
+    compose_row,
+    rows_of,
     stacked_tricks,
 )
 
 TABLES = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))  # the designs' sweeps too
 PAPER_TABLES = [table for table in TABLES if table not in DESIGNS]
-
-
-def rows_of(table: str) -> list[str]:
-    """The experiments a table's sweep lists, in the table's order: ``table2/no_aug``, ..."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"+sweep={table}"], return_hydra_config=True)
-    return cfg.hydra.sweeper.params["experiment"].split(",")
 
 
 def row_files(table: str) -> list[str]:
@@ -66,11 +61,6 @@ BACKBONES = [
     "backbones.plain=/ckpt/plain.pt",
     "backbones.mixup=/ckpt/mixup.pt",
 ]
-
-
-def compose_row(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
 def trick_choices(cfg) -> dict:

@@ -226,3 +226,16 @@ DESIGN_ROWS = {row: tricks for design in DESIGNS for row, tricks in design_rows(
 def full_disk(*args, **kwargs):
     """Monkeypatched over a write (os.replace, a file's write): what a full disk raises."""
     raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def compose_row(*overrides: str):
+    """conf/train.yaml with ``overrides`` and Hydra's own node (its runtime choices, the sweeper)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def rows_of(table: str) -> list[str]:
+    """The experiments a table's sweep lists, in the table's order: ``table2/no_aug``, ..."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"+sweep={table}"], return_hydra_config=True)
+    return cfg.hydra.sweeper.params["experiment"].split(",")
