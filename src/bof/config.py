@@ -150,6 +150,21 @@ def check_backbone(cfg: DictConfig) -> None:
         ) from None
 
 
+def check_scale(choices) -> None:
+    """``scale=mini`` without conf/scale_setup/<scale>_<data>_<model>.yaml (an optional default) would
+    train the paper-size model on one CPU process: stop at start-up, naming the setups that exist."""
+    scale, setup, folder = choices.get("scale"), choices.get("scale_setup"), CONFIG_DIR / "scale_setup"
+    if scale in (None, "paper") or setup is None or (folder / f"{setup}.yaml").is_file():
+        return
+    existing = ", ".join(sorted(path.stem for path in folder.glob(f"{scale}_*.yaml"))) or "none"
+    raise ValueError(
+        f"scale={scale} has no setup for data={choices.get('data')} model={choices.get('model')} (no "
+        f"conf/scale_setup/{setup}.yaml), so it would train the experiment's own model on one CPU "
+        f"process. The setups of scale={scale} (<scale>_<data>_<model>): {existing}. Pick the data set and "
+        "model of one of them, or run scale=paper"
+    )
+
+
 def check_random_shapes(cfg: DictConfig) -> None:
     """``random_shapes=on`` draws YOLOv3's square input sizes from ``model.random_shape_range``: say so at
     start-up for a model without one, before anything resolves the config."""

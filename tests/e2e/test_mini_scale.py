@@ -5,12 +5,15 @@ crops that the first run builds and every later run reuses."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from bof.config import check_scale
 from bof.engine.build_model import build_model
 from bof.train import train
 from tests.helpers import TINY_MINI, compose_row, rows_of
@@ -56,6 +59,36 @@ def test_every_row_becomes_its_own_familys_miniature(table):
         assert mini.row == full.row
         backbone = Path(mini.model.backbone_checkpoint)
         assert backbone == Path(mini.data.root) / "pretrained" / expected_backbone(row) / "last.pt", row
+
+
+@pytest.mark.parametrize(
+    ("overrides", "missing"),
+    [
+        (["experiment=table2/baseline", "model=faster_rcnn_r50_fpn"], "mini_voc_faster_rcnn_r50_fpn"),
+        ([], "mini_synthetic_yolov3_narrow"),  # the demo has no miniature: it is one
+    ],
+)
+def test_scale_mini_without_a_setup_stops_at_start_up_naming_the_setups(overrides, missing):
+    """Without its conf/scale_setup file (an optional default), scale=mini would give the row the shared
+    values only and train the paper-size model on one CPU process: bof-train stops before anything."""
+    cfg = compose_row(*overrides, "scale=mini")
+    assert cfg.hydra.runtime.choices.scale_setup == missing
+    with pytest.raises(ValueError, match=rf"no conf/scale_setup/{missing}\.yaml.*mini_voc_yolov3"):
+        check_scale(cfg.hydra.runtime.choices)
+    for row in ("table2/baseline", "table3/baseline", "table4/frcnn_r101-bof"):
+        check_scale(compose_row(f"experiment={row}", "scale=mini").hydra.runtime.choices)  # setups exist
+    check_scale(compose_row(*overrides).hydra.runtime.choices)  # scale=paper has no setups
+
+
+def test_bof_train_checks_the_setup_before_it_starts(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "bof.cli.train", "scale=mini", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0 and "no conf/scale_setup/mini_synthetic_yolov3_narrow.yaml" in done.stderr
+    assert not list((tmp_path / "run").glob("*.pt"))  # stopped before any training
 
 
 @pytest.mark.parametrize("name", [YOLO_MIXUP, YOLO_PLAIN, R50, R101, R101_MIXUP])
