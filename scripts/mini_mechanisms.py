@@ -6,9 +6,11 @@ runs of Table 2's miniature, each with its figure, written down before they were
 1. Random shapes and scale: the rows "+ synchronize BN" and "+ random training shapes" (which differ only by
    random shapes), every seed, evaluated at test sizes 128, 160 and 224 (bof-eval, model.val_size).
 2. Mixup out of context: the rows "+ class label smoothing" and "+ mixup" evaluated on the split ooc of
-   the same scenes (data.val.split=ooc) beside their own evaluation on val.
+   the same scenes (data.val.split=ooc) beside their own evaluation on val, and the shift of mixup's
+   difference between the splits (ooc minus val) with its interval.
 3. Label smoothing and calibration: the expected calibration error of the detections of the rows "+ cosine
-   lr schedule" and "+ class label smoothing" (bof.evaluation.calibration, their eval_record.npz).
+   lr schedule" and "+ class label smoothing" (bof.evaluation.calibration, their eval_record.npz), and per
+   score band the share of false positives naming a class absent from their image.
 4. Sync BN: Table 2's baseline trained as 4 gloo processes x 2 images with sync BN and without it
    (trainer.devices=4 on the CPU; into <runs>/../mechanisms-mini/), against the baseline's own run
    (1 process x 8 images).
@@ -35,11 +37,12 @@ import torch  # noqa: E402
 
 from bof.cli.evaluate import evaluate_checkpoint  # noqa: E402
 from bof.evaluation.bootstrap import resample_rows  # noqa: E402
-from bof.evaluation.calibration import calibration  # noqa: E402
+from bof.evaluation.calibration import absent_class_detections, calibration  # noqa: E402
 from bof.evaluation.ranked_record import RECORD_FILE, RankedDetections  # noqa: E402
 from bof.evaluation.weighted_ap import WeightedMetric  # noqa: E402
 
 SIZES = (128, 160, 224)
+SCORE_BANDS = np.array([0.0, 0.05, 0.3, 1.0])  # false positives at low, middle and high scores
 SYNCBN_RUNS = {"4 x 2, sync BN": ["syncbn=on"], "4 x 2, plain BN": ["syncbn=off"]}
 
 
@@ -63,9 +66,10 @@ def evaluated(run: Path, name: str, overrides: list[str]) -> RankedDetections:
     return RankedDetections.load(out / RECORD_FILE)
 
 
-def compare(records: dict[str, list[RankedDetections]], reference: str) -> dict:
-    """Each entry's mean metric over its seeds and its paired interval against ``reference``."""
-    replicates = resample_rows(records, replicates=1000, seed=0)
+def compare(records: dict[str, list[RankedDetections]], reference: str, replicates=None) -> dict:
+    """Each entry's mean metric over its seeds and its paired interval against ``reference`` (from
+    ``replicates`` where given: :func:`resample_rows` of ``records``)."""
+    replicates = replicates or resample_rows(records, replicates=1000, seed=0)
     result = {}
     for name in records:
         interval = replicates.interval(name, reference)
@@ -101,11 +105,27 @@ def random_shapes(runs: Path, out: Path) -> dict:
 
 def out_of_context(runs: Path, out: Path) -> dict:
     rows = {"+ class label smoothing": "smoothing", "+ mixup": "mixup"}
-    result = {}
+    result, mixup_minus_reference = {}, {}
     for split in ("val", "ooc"):
         score = own if split == "val" else lambda run: evaluated(run, "ooc", ["data.val.split=ooc"])
         records = {label: [score(run) for run in seeds(runs, row)] for label, row in rows.items()}
-        result[split] = compare(records, "+ class label smoothing")
+        # the same seed: each replicate draws the same training seeds for both splits (paired by seed);
+        # their images differ, so each split's image resample is its own
+        replicates = resample_rows(records, replicates=1000, seed=0)
+        result[split] = compare(records, "+ class label smoothing", replicates)
+        mixup_minus_reference[split] = (
+            replicates.values["+ mixup"] - replicates.values["+ class label smoothing"]
+        )
+    # out of context minus in context: how much mixup's difference grows away from the scenes' context
+    shift = mixup_minus_reference["ooc"] - mixup_minus_reference["val"]
+    means = {
+        split: result[split]["+ mixup"]["mean"] - result[split]["+ class label smoothing"]["mean"]
+        for split in result
+    }
+    result["shift"] = {
+        "mean": means["ooc"] - means["val"],
+        "interval": np.percentile(shift, [2.5, 97.5]).tolist(),
+    }
     figure, axes = plt.subplots(figsize=(5, 3.5))
     for offset, label in ((-0.18, "+ class label smoothing"), (0.18, "+ mixup")):
         means = [result[split][label]["mean"] for split in ("val", "ooc")]
@@ -121,8 +141,13 @@ def calibration_check(runs: Path, out: Path) -> dict:
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="calibrated")
     for label, row in rows.items():
-        fits = [calibration(own(run)) for run in seeds(runs, row)]
+        records = [own(run) for run in seeds(runs, row)]
+        fits = [calibration(record) for record in records]
         result[label] = {"ece": [fit.ece for fit in fits], "mean_ece": float(np.mean([f.ece for f in fits]))}
+        # the hypothesis of docs/mini_scale.md: smoothed negatives make boxes name classes that are absent
+        absent, false = np.sum([absent_class_detections(r, SCORE_BANDS) for r in records], axis=0)
+        result[label]["false_positives_per_band"] = (false / len(records)).tolist()
+        result[label]["absent_class_share_per_band"] = (absent / np.maximum(false, 1)).tolist()
         fit = fits[0]
         filled = fit.count > 0
         axes.plot(fit.mean_score[filled], fit.precision[filled], marker="o", label=f"{label} (seed 0)")

@@ -160,7 +160,11 @@ def test_the_mechanism_checks_score_rows_on_their_sizes_splits_and_calibration(m
         assert results["random_shapes"][size]["+ random training shapes"]["vs_reference"] == [0.0, 0.0]
     ooc = json.loads((runs / "mixup" / "seed0" / "eval-ooc" / "eval.json").read_text())
     assert ooc["val_images"] == 6 and results["mixup"]["ooc"]["+ mixup"]["vs_reference"] == [0.0, 0.0]
+    assert results["mixup"]["shift"] == {"mean": 0.0, "interval": [0.0, 0.0]}  # mixup's gain out of context
     rows = ("+ cosine lr schedule", "+ class label smoothing")
     eces = [results["smoothing"][row]["mean_ece"] for row in rows]
     assert eces[0] == eces[1] and 0 <= eces[0] <= 1
+    for row in rows:  # per score band, how many false positives name a class absent from their image
+        shares = results["smoothing"][row]["absent_class_share_per_band"]
+        assert len(shares) == 3 and all(0 <= share <= 1 for share in shares)
     assert (runs / "mechanisms.json").is_file()

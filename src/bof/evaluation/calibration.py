@@ -44,3 +44,15 @@ def calibration(record: RankedDetections, bins: int = 15) -> Calibration:
     filled = count > 0
     ece = float((count[filled] * np.abs(precision[filled] - mean_score[filled])).sum() / max(count.sum(), 1))
     return Calibration(ece, edges, count, mean_score, precision)
+
+
+def absent_class_detections(record: RankedDetections, edges) -> tuple[np.ndarray, np.ndarray]:
+    """Per score band (``edges``: its bounds), the false positives of a class that has no box in their
+    image, and all false positives: how often a detector names a class that is not there (a smoothed
+    sigmoid target teaches every class a floor score, which may cross the detection threshold)."""
+    false = record.fp[:, 0]
+    absent = false & (record.positives[record.det_image, record.det_class] == 0)
+    band = np.clip(np.searchsorted(edges, record.det_score, side="right") - 1, 0, len(edges) - 2)
+    return np.bincount(band[absent], minlength=len(edges) - 1), np.bincount(
+        band[false], minlength=len(edges) - 1
+    )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bof.evaluation.calibration import calibration
+from bof.evaluation.calibration import absent_class_detections, calibration
 from bof.evaluation.ranked_record import ranked_record
 
 
@@ -39,3 +39,22 @@ def test_ignored_detections_are_left_out_and_a_score_of_one_is_binned():
     with_ignored = calibration(record([1.0, 1.0, 0.3], [1, None, 0]))
     assert with_ignored.count.sum() == 2  # the detection matched to a difficult box does not count
     assert with_ignored.count[-1] == 1 and with_ignored.ece == pytest.approx((0 + 0.3) / 2)
+
+
+def test_absent_class_detections_count_false_positives_of_classes_not_in_the_image():
+    # two images, two classes; image 0 holds one "a", image 1 one "b"
+    tp = np.array([[True], [False], [False], [False]])
+    fp = ~tp
+    rec = ranked_record(
+        "voc07",
+        ["i0", "i1"],
+        ["a", "b"],
+        np.array([[1, 0], [0, 1]]),
+        [
+            (np.array([0, 0], np.int32), np.array([0.9, 0.02]), tp[:2], fp[:2]),  # a: hit; a in image 0 again
+            (np.array([0, 1], np.int32), np.array([0.4, 0.03]), tp[2:], fp[2:]),  # b where absent; b present
+        ],
+    )
+    absent, false = absent_class_detections(rec, np.array([0.0, 0.05, 0.3, 1.0]))
+    # false positives: a@0.02 in image 0 (a is there), b@0.4 in image 0 (absent), b@0.03 in image 1 (there)
+    assert false.tolist() == [2, 0, 1] and absent.tolist() == [0, 0, 1]
