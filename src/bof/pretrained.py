@@ -46,7 +46,9 @@ def ensure_pretrained(cfg: DictConfig) -> None:
                 f"build it once with `bof-train scale=mini task=classify {' '.join(recipe.recipe)} "
                 f"trainer.output_dir={path.parent}`, then launch the ranks"
             )
-        build(name, [*recipe.recipe, *cfg.mini.get("pretrain_overrides", [])], path, cfg.data.root)
+        # the detection run's progress display (not part of any result), then the tests' small data
+        shown = f"trainer.progress={cfg.trainer.get('progress', True)}"
+        build(name, [*recipe.recipe, shown, *cfg.mini.get("pretrain_overrides", [])], path, cfg.data.root)
 
 
 def build(name: str, recipe: list[str], path: Path, data_root: str) -> None:

@@ -118,6 +118,7 @@ def test_a_mini_row_builds_its_backbone_once_and_loads_it(make_cfg, cache_dir):
     assert path.is_file() and metrics["map"] is not None
     pretrained = torch.load(path, map_location="cpu", weights_only=True)
     assert pretrained["config"]["task"] == "classify"
+    assert pretrained["config"]["trainer"]["progress"] is False  # the detection run's display, inherited
     detector = build_model(first, num_classes=6, device=torch.device("cpu"))  # as the run starts
     backbone = detector.net.backbone.state_dict()
     assert backbone and all(torch.equal(v, pretrained["model"][f"backbone.{k}"]) for k, v in backbone.items())

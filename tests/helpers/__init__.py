@@ -49,8 +49,7 @@ TINY = [
 # narrow detectors at the width the miniature's backbones have
 TINY_MINI = [
     "mini.pretrain_overrides=['data.generator.num_train=12','data.generator.num_val=6',"
-    "'data.generator.image_size=[64,96]','trainer.epochs=1','trainer.batch_size=4','trainer.num_workers=0',"
-    "'trainer.progress=false']",
+    "'data.generator.image_size=[64,96]','trainer.epochs=1','trainer.batch_size=4','trainer.num_workers=0']",
     "model.net.width=0.125",
 ]
 # runs whose weights two process counts must move alike (tests/e2e/e2e/test_distributed.py)
