@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bof.classify import train_classifier
-from bof.config import check_backbone, check_paper_setup, check_scale
+from bof.config import check_backbone, check_paper_setup, check_scale, typed_choices
 from bof.data.loader import build_data_loader
 from bof.engine.build_model import build_model
 from bof.engine.epochs import Epochs, RunCounts
@@ -252,7 +252,7 @@ def run_job(cfg: DictConfig) -> float | None:
     share this job's one output directory: the config is resolved here, so
     ${hydra:runtime.output_dir} is fixed before any process starts."""
     try:
-        check_scale(HydraConfig.get().runtime.choices)
+        check_scale(typed_choices())  # Hydra's runtime choices; none outside bof-train
         check_backbone(cfg)
         ensure_pretrained(cfg)  # before the processes start: they find it built
         devices = cfg.trainer.get("devices", 1)
