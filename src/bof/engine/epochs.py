@@ -101,9 +101,11 @@ class StopSignal:
         self.previous, self.mask = {}, None
 
     def _handle(self, signum, frame) -> None:
-        if self.received is None:  # a process group's signal and its parent's copy: one line
+        first, self.received = self.received is None, signum
+        # a process group's signal and its parent's copy: one line. The flag is set before the line: the
+        # copy can arrive while this handler writes it, and logging re-entered mid-write prints a traceback
+        if first:
             log.warning("received %s: stopping after this epoch's checkpoint", signal.Signals(signum).name)
-        self.received = signum
 
     def requested(self) -> bool:
         """Whether any rank received a signal (one all-reduce: called at each epoch's end only)."""
