@@ -152,7 +152,7 @@ def check_backbone(cfg: DictConfig) -> None:
 
 def check_scale(choices) -> None:
     """``scale=mini`` without conf/scale_setup/<scale>_<data>_<model>.yaml (an optional default) would
-    train the paper-size model on one CPU process: stop at start-up, naming the setups that exist."""
+    train the experiment's own model on one CPU process: stop at start-up, naming the setups that exist."""
     scale, setup, folder = choices.get("scale"), choices.get("scale_setup"), CONFIG_DIR / "scale_setup"
     if scale in (None, "paper") or setup is None or (folder / f"{setup}.yaml").is_file():
         return

@@ -36,7 +36,7 @@ def calibration(record: RankedDetections, bins: int = 15) -> Calibration:
     scores = np.clip(record.det_score[counted], 0.0, 1.0)
     correct = record.tp[counted, 0].astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, bins - 1)  # 1.0 in the last bin
+    which = bin_of(scores, edges)
     count = np.bincount(which, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_score = np.bincount(which, scores, minlength=bins) / count
@@ -52,7 +52,12 @@ def absent_class_detections(record: RankedDetections, edges) -> tuple[np.ndarray
     sigmoid target teaches every class a floor score, which may cross the detection threshold)."""
     false = record.fp[:, 0]
     absent = false & (record.positives[record.det_image, record.det_class] == 0)
-    band = np.clip(np.searchsorted(edges, record.det_score, side="right") - 1, 0, len(edges) - 2)
+    band = bin_of(record.det_score, edges)
     return np.bincount(band[absent], minlength=len(edges) - 1), np.bincount(
         band[false], minlength=len(edges) - 1
     )
+
+
+def bin_of(scores: np.ndarray, edges) -> np.ndarray:
+    """Each score's bin among ``edges`` (its bounds), a score on the top edge in the last bin."""
+    return np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, len(edges) - 2)
