@@ -146,7 +146,7 @@ ALL_YOLO = {
 # Table 4's YOLOv3 "all freebies" (and Table 5, built on it): the command behind the published 37.0 used the
 # step schedule (docs/tables.md "Table 4"); the VOC Table 2's last row is cosine
 ALL_YOLO_COCO = {**ALL_YOLO, "lr_schedule": "step"}
-ALL_RCNN = {**OFF, "augment": "rcnn", "mixup": "beta15", "smoothing": "on", "lr_schedule": "cosine"}
+ALL_RCNN = {**OFF, "augment": "rcnn", "mixup": "fixed05", "smoothing": "on", "lr_schedule": "cosine"}
 RCNN = {**OFF, "augment": "rcnn"}
 # every row of the paper (docs/tables.md), in its table's order (the sweeps', conf/sweep/) -> the tricks it
 # names; Tables 2-3 stack one trick per row

@@ -111,12 +111,14 @@ def mixup_images(image1: torch.Tensor, image2: torch.Tensor, lam: float) -> torc
 
 def mixup_targets(target1: dict, target2: dict, lam: float, canvas_size: tuple[int, int]) -> dict:
     """Concatenates the per-box fields (``boxes`` [N, 4] xyxy pixels, ``labels``, ``difficult``) and sets
-    ``weights``: lam for image 1's boxes, 1 - lam for image 2's (times any weight they already had)."""
+    ``weights``: lam for image 1's boxes, 1 - lam for image 2's (times any weight they already had), and
+    ``mixup_lambda``: lam (Faster R-CNN's GluonCV rule halves the loss of every mixed image)."""
     mixed = dict(target1)
     for key in ("boxes", "labels", "difficult"):
         mixed[key] = torch.cat([target1[key], target2[key].to(target1[key].dtype)])
     mixed["weights"] = torch.cat([box_weights(target1) * lam, box_weights(target2) * (1.0 - lam)])
     mixed["orig_size"] = canvas_size
+    mixed["mixup_lambda"] = lam
     return mixed
 
 

@@ -8,7 +8,8 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from bof.engine.run_setup import build_tricks
-from bof.models.faster_rcnn import ALL_DETECTIONS, SMOOTH_L1_BETA, FasterRCNNDetector
+from bof.models.faster_rcnn import ALL_DETECTIONS, FasterRCNNDetector
+from bof.models.rcnn_heads import SMOOTH_L1_BETA
 from bof.train import build_data_loaders, build_model
 from tests.helpers import cpu_run
 
@@ -55,27 +56,26 @@ def test_c4_predictor_starts_as_gluoncvs_and_the_backbone_is_left_as_built():
         assert not layer.bias.any()
 
 
-def batch(weight=1.0):
+def batch(lam=None):
+    """Two images; ``lam``: as mixup leaves them (lam on the first image's boxes, 1 - lam on the second's)."""
     torch.manual_seed(0)
     images = [torch.randn(3, 64, 80), torch.randn(3, 72, 64)]
     targets = [
         {
             "boxes": torch.tensor([[5.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]),
             "labels": torch.tensor([0, 2]),
-            "weights": torch.tensor([weight, weight]),
         },
-        {
-            "boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]]),
-            "labels": torch.tensor([1]),
-            "weights": torch.tensor([weight]),
-        },
+        {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]]), "labels": torch.tensor([1])},
     ]
+    if lam is not None:
+        targets[0] |= {"weights": torch.tensor([lam, lam]), "mixup_lambda": lam}
+        targets[1] |= {"weights": torch.tensor([1 - lam]), "mixup_lambda": lam}
     return images, targets
 
 
-def losses(model, weight=1.0):
+def losses(model, lam=None):
     torch.manual_seed(1)  # the RPN and RoI samplers draw from the global RNG
-    return model(*batch(weight))
+    return {k: v.item() for k, v in model(*batch(lam)).items()}
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +84,34 @@ def model():
     return FasterRCNNDetector(num_classes=3, depth=50, design="fpn", min_size=64, max_size=96).train()
 
 
-def test_mixup_weights_scale_the_rpn_and_roi_losses_of_matched_boxes(model):
-    full, half = ({k: v.item() for k, v in losses(model, w).items()} for w in (1.0, 0.5))
+def set_mixup_loss(model, rule):
+    model.detector.rpn.mixup_loss = model.detector.roi_heads.mixup_loss = rule
+
+
+def test_mixup_halved_halves_every_loss_of_a_mixed_image_whatever_its_lambda(model):
+    """GluonCV's rule (the default): a mixed image's whole loss x 0.5, its boxes at full weight."""
+    assert model.detector.rpn.mixup_loss == model.detector.roi_heads.mixup_loss == "halved"
+    plain = losses(model)
+    for lam in (0.5, 0.8):
+        assert losses(model, lam) == pytest.approx({k: 0.5 * v for k, v in plain.items()}, rel=1e-5)
+    assert losses(model, 1.0) == pytest.approx(plain, rel=1e-6)  # lam 1 mixes nothing in
+
+
+def test_mixup_per_box_scales_the_rpn_and_roi_losses_of_matched_boxes_only(model):
+    set_mixup_loss(model, "per_box")
+    try:
+        full, half = losses(model), losses(model, 0.5)
+    finally:
+        set_mixup_loss(model, "halved")
     assert half["loss_box_reg"] == pytest.approx(0.5 * full["loss_box_reg"], rel=1e-5)
     assert half["loss_rpn_box_reg"] == pytest.approx(0.5 * full["loss_rpn_box_reg"], rel=1e-5)
-    assert half["loss_classifier"] < full["loss_classifier"]  # background RoIs keep weight 1
-    assert half["loss_objectness"] < full["loss_objectness"]
+    assert 0.5 * full["loss_classifier"] < half["loss_classifier"] < full["loss_classifier"]  # background: 1
+    assert 0.5 * full["loss_objectness"] < half["loss_objectness"] < full["loss_objectness"]
+
+
+def test_mixup_loss_is_checked():
+    with pytest.raises(ValueError, match="model.net.mixup_loss must be one of"):
+        FasterRCNNDetector(num_classes=3, mixup_loss="gluoncv")
 
 
 def test_label_smoothing_changes_the_roi_classification_loss(model):

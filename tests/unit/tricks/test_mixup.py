@@ -65,7 +65,7 @@ def test_boxes_keep_their_coordinates_and_carry_lambda_and_one_minus_lambda():
     assert torch.equal(target["boxes"], torch.cat([ta["boxes"], tb["boxes"]]))
     assert target["labels"].tolist() == [3, 4, 1] and len(target["difficult"]) == 3
     assert torch.allclose(target["weights"], torch.tensor([0.7, 0.7, 0.3]))
-    assert target["orig_size"] == (40, 30)
+    assert target["orig_size"] == (40, 30) and target["mixup_lambda"] == 0.7  # Faster R-CNN's halved rule
 
 
 def test_lambda_distributions_and_partner():
@@ -144,6 +144,8 @@ def test_switch_off_reaches_persistent_workers():
         batches = list(loader)
         weights[epoch] = torch.cat([t["weights"] for _, targets in batches for t in targets])
         labels_per_image = [len(t["labels"]) for _, targets in batches for t in targets]
+        mixed = [t.get("mixup_lambda", 1.0) < 1 for _, targets in batches for t in targets]
+        assert mixed == [epoch == 0] * 8  # the image-level mark reaches the batch through the workers
         assert labels_per_image == ([2] * 8 if epoch == 0 else [1] * 8)
     assert ((weights[0] > 0) & (weights[0] < 1)).all()
     assert torch.equal(weights[1], torch.ones(8))
