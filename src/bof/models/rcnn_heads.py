@@ -29,10 +29,11 @@ def check_mixup_loss(mixup_loss: str) -> None:
 
 
 def term_weights(
-    target: dict, matched: torch.Tensor, positive: torch.Tensor, mixup_loss: str
+    target: dict, matched: torch.Tensor | None, positive: torch.Tensor, mixup_loss: str
 ) -> torch.Tensor:
     """The loss weight of each of one image's anchors or RoIs [A] (float32): ``matched`` the index of its
-    box, ``positive`` whether it is foreground. 1 everywhere for an image mixup did not touch."""
+    box (None for an image without boxes), ``positive`` whether it is foreground. 1 everywhere for an
+    image mixup did not touch."""
     if mixup_loss == "per_box":
         if not target["boxes"].numel():
             return torch.ones(positive.shape, device=positive.device)
@@ -140,7 +141,7 @@ class WeightedRPN(RegionProposalNetwork):
         matches = recording.matches[::-1]  # one per image with boxes, popped in image order
         weights = []
         for target, labels_i in zip(targets, labels, strict=True):
-            index = matches.pop().clamp(min=0) if target["boxes"].numel() else labels_i.long()
+            index = matches.pop().clamp(min=0) if target["boxes"].numel() else None  # no box: no match
             weights.append(term_weights(target, index, labels_i > 0, self.mixup_loss).to(labels_i))
         return labels, matched_gt_boxes, weights
 

@@ -97,6 +97,24 @@ def test_mixup_halved_halves_every_loss_of_a_mixed_image_whatever_its_lambda(mod
     assert losses(model, 1.0) == pytest.approx(plain, rel=1e-6)  # lam 1 mixes nothing in
 
 
+def test_a_mixed_image_without_boxes_is_halved_too_and_per_box_leaves_it_at_one(model):
+    images, targets = batch()
+    targets[1] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+
+    def objectness(rule, mixed):
+        set_mixup_loss(model, rule)
+        torch.manual_seed(1)
+        empty = {**targets[1], "weights": torch.zeros(0)} | ({"mixup_lambda": 0.5} if mixed else {})
+        marked = [targets[0], empty]
+        try:
+            return model(images, marked)["loss_objectness"].item()
+        finally:
+            set_mixup_loss(model, "halved")
+
+    assert objectness("halved", True) < objectness("halved", False)
+    assert objectness("per_box", True) == objectness("per_box", False)
+
+
 def test_mixup_per_box_scales_the_rpn_and_roi_losses_of_matched_boxes_only(model):
     set_mixup_loss(model, "per_box")
     try:
