@@ -333,7 +333,10 @@ def test_report_of_an_ad_hoc_multirun_has_a_row_per_combination_of_the_swept_ove
         if value is None:
             (job / "failed.json").write_text(json.dumps({"error": "boom"}))
         else:
-            (job / "metrics.json").write_text(json.dumps({"map": value, "metric": "voc07", "ap": {}}))
+            # every job is the same experiment row: its label and paper number must not name the rows
+            row = {"label": "+ mixup", "paper": 81.32, "baseline_row": "baseline"}
+            metrics = {"map": value, "metric": "voc07", "ap": {}, "config": {"row": row}}
+            (job / "metrics.json").write_text(json.dumps(metrics))
     table = report([str(tmp_path)])
     # one row per swept lr: the seeds pooled, mixup (the same in every job) left out
     assert [r["row"] for r in table] == ["optimizer.lr=0.001", "optimizer.lr=0.002"]

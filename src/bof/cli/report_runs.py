@@ -22,8 +22,8 @@ ROW_KEYS = ("label", "paper", "trick", "removes", "paper_delta", "design")  # a 
 def collect(sweep_dir: Path) -> list[dict]:
     """One dict per row, in table order: label, paper, values (one per finished seed), status, ap."""
     runs = [(p.parent.name, p, None) for p in sorted(sweep_dir.glob("*/seed*")) if p.is_dir()]
-    if not runs:
-        return _rows(adhoc_runs(sweep_dir))
+    if not runs:  # its rows are the override combinations, not the experiment's row (label, paper number)
+        return _rows(adhoc_runs(sweep_dir), table_rows=False)
     rows = _rows(runs)
     seen = {r["name"]: r for r in rows}
     table, launched, seeds = sweep_plan(sweep_dir)
@@ -86,7 +86,9 @@ def adhoc_runs(sweep_dir: Path) -> list[tuple[str, Path, int]]:
     ]
 
 
-def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
+def _rows(runs: list[tuple[str, Path, int | None]], table_rows: bool = True) -> list[dict]:
+    """``table_rows``: each run's config names its row (label, paper number, baseline); else the run's
+    name is its label (an ad-hoc multirun's override combination, which may vary one experiment)."""
     rows: dict[str, dict] = {}
     for name, seed_dir, order in runs:
         row = rows.setdefault(name, _empty_row(name, order))
@@ -103,7 +105,7 @@ def _rows(runs: list[tuple[str, Path, int | None]]) -> list[dict]:
             continue
         # a run without results still has its row's label and paper number, in the config Hydra saved
         config = (metrics or {}).get("config") or _read_yaml(seed_dir / ".hydra" / "config.yaml") or {}
-        meta = config.get("row") or {}
+        meta = (config.get("row") or {}) if table_rows else {}
         row.update({k: meta[k] for k in (*ROW_KEYS, "order") if k in meta})  # order: older runs
         if metrics is not None:
             row["metric"] = metrics.get("metric")
