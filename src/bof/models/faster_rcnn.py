@@ -29,7 +29,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from bof.models.float32_boxes import Float32Predictor, Float32RPNHead, anchor_generator
-from bof.models.rcnn_heads import SMOOTH_L1_BETA, WeightedRoIHeads, WeightedRPN, check_mixup_loss
+from bof.models.rcnn_heads import SMOOTH_L1_BETA, WeightedRoIHeads, WeightedRPN
 from bof.models.resnet import RESNETS, build_resnet, check_variant
 
 ALL_DETECTIONS = 1 << 30  # detections_per_image None: torchvision's slice keep[:n] keeps them all
@@ -98,7 +98,6 @@ class FasterRCNNDetector(nn.Module):
                 f"model.net: depth must be 50 or 101 and design fpn or c4, got {depth}, {design!r}"
             )
         check_variant(variant)
-        check_mixup_loss(mixup_loss)
         try:
             resnet = build_resnet(
                 depth,
