@@ -150,6 +150,7 @@ def test_the_mechanism_checks_score_rows_on_their_sizes_splits_and_calibration(m
     spec.loader.exec_module(module)
     figures = tmp_path / "figures"
     only = ["--only", "random_shapes", "mixup", "smoothing"]  # sync BN trains: tests/e2e/test_distributed.py
+    (runs / "mechanisms.json").write_text(json.dumps({"syncbn": {"kept": True}}))  # an earlier --only syncbn
     results = module.main(["--runs", str(runs), "--out", str(figures), *only])
     assert sorted(p.name for p in figures.glob("*.png")) == [
         "mechanism_mixup_ooc.png",
@@ -168,4 +169,5 @@ def test_the_mechanism_checks_score_rows_on_their_sizes_splits_and_calibration(m
     for row in rows:  # per score band, how many false positives name a class absent from their image
         shares = results["smoothing"][row]["absent_class_share_per_band"]
         assert len(shares) == 3 and all(0 <= share <= 1 for share in shares)
-    assert (runs / "mechanisms.json").is_file()
+    saved = json.loads((runs / "mechanisms.json").read_text())  # this run's checks added, the other's kept
+    assert saved["syncbn"] == {"kept": True} and set(saved) == {"syncbn", *results}
