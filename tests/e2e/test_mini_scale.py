@@ -59,6 +59,11 @@ def test_every_row_becomes_its_own_familys_miniature(table):
         assert mini.row == full.row
         backbone = Path(mini.model.backbone_checkpoint)
         assert backbone == Path(mini.data.root) / "pretrained" / expected_backbone(row) / "last.pt", row
+        if not yolo:  # the detector's ResNet is the one its recipe pretrains, or its weights do not load
+            recipe = mini.mini.pretrained[expected_backbone(row)]
+            pretraining = compose_row(*OmegaConf.to_container(recipe, resolve=True)["recipe"], "scale=mini")
+            built = (pretraining.model.net.depth, pretraining.model.net.variant)
+            assert (mini.model.net.depth, mini.model.net.variant) == built, row
 
 
 @pytest.mark.parametrize(
