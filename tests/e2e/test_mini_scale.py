@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from bof.config import check_scale
 from bof.engine.build_model import build_model
+from bof.models.classifiers import build_classifier
 from bof.train import train
 from tests.helpers import TINY_MINI, compose_row, rows_of
 
@@ -64,6 +65,22 @@ def test_every_row_becomes_its_own_familys_miniature(table):
             pretraining = compose_row(*OmegaConf.to_container(recipe, resolve=True)["recipe"], "scale=mini")
             built = (pretraining.model.net.depth, pretraining.model.net.variant)
             assert (mini.model.net.depth, mini.model.net.variant) == built, row
+
+
+@pytest.mark.parametrize("row", ["table3/baseline", "table4/frcnn_r101-original", "table6/mixup-plain"])
+def test_a_faster_rcnn_row_loads_the_backbone_its_recipe_pretrains(row, tmp_path):
+    """The classifier the row's backbone recipe trains (task=classify), saved as a checkpoint, loads into
+    the row's detector at mini scale: every tensor of the backbone filled, with its shape."""
+    table = row.split("/")[0]
+    mini = compose_row(f"+sweep={table}", f"experiment={row}", "scale=mini")
+    recipe = mini.mini.pretrained[expected_backbone(row)]
+    pretraining = compose_row(*OmegaConf.to_container(recipe, resolve=True)["recipe"], "scale=mini")
+    classifier = build_classifier(pretraining.model.net, num_classes=6)
+    torch.save({"model": classifier.state_dict()}, tmp_path / "last.pt")
+    mini.model.backbone_checkpoint = str(tmp_path / "last.pt")
+    detector = build_model(mini, num_classes=6, device=torch.device("cpu"))
+    stem = next(iter(detector.detector.backbone.state_dict().values()))
+    assert torch.equal(stem, next(iter(classifier.state_dict().values())))
 
 
 @pytest.mark.parametrize(
