@@ -6,8 +6,9 @@ is named under ``mini.pretrained`` (conf/scale/mini.yaml) with its checkpoint ``
 the synthetic data) and its ``recipe`` (bof-train overrides). A run whose ``model.backbone_checkpoint`` is
 one of those paths builds it first when it is missing, as the synthetic data is generated on first use:
 one build under a file lock (jobs of a sweep launched side by side wait for it), then every later run
-reads it. A recipe whose config changed since its checkpoint was built stops with the fingerprint's
-RunConflict, naming the keys and the folder to delete.
+reads it. A checkpoint that an earlier recipe built (conf/scale/mini.yaml changed since) stops the run
+with RunConflict, naming both recipes and the folder to delete: a table never mixes backbones of two
+recipes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 from contextlib import ExitStack
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,20 +27,25 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from bof.classify import train_classifier
 from bof.config import CONFIG_DIR, group_options
 from bof.utils import distributed
+from bof.utils.fingerprint import RunConflict
 
 log = logging.getLogger("bof.pretrained")
 
 
 def ensure_pretrained(cfg: DictConfig) -> None:
     """Builds the mini-scale backbone that ``model.backbone_checkpoint`` names, when it is one of
-    ``mini.pretrained`` and its checkpoint is missing; nothing otherwise (the paper's scale included)."""
+    ``mini.pretrained`` and its checkpoint is missing, and checks the recipe of one that exists; nothing
+    otherwise (the paper's scale included)."""
     recipes = OmegaConf.select(cfg, "mini.pretrained", default=None)
     wanted = OmegaConf.select(cfg, "model.backbone_checkpoint", default=None, throw_on_missing=False)
     if not recipes or not wanted or cfg.get("task", "detect") != "detect":
         return
     for name, recipe in recipes.items():
         path = Path(recipe.path)
-        if Path(wanted) != path or path.is_file():
+        if Path(wanted) != path:
+            continue
+        if path.is_file():
+            check_recipe(name, list(recipe.recipe), path, list(cfg.mini.get("pretrain_overrides", [])))
             continue
         if distributed.launched_externally():  # torchrun / SLURM ranks: not one process to build it in
             raise FileNotFoundError(
@@ -49,6 +56,26 @@ def ensure_pretrained(cfg: DictConfig) -> None:
         # the detection run's progress display (not part of any result), then the tests' small data
         shown = f"trainer.progress={cfg.trainer.get('progress', True)}"
         build(name, [*recipe.recipe, shown, *cfg.mini.get("pretrain_overrides", [])], path, cfg.data.root)
+
+
+# the overrides build() adds to a recipe, which say where and how it ran, not what it trains
+RUN_OVERRIDES = ("trainer.progress=", "scale=", "data.root=", "trainer.output_dir=", "trainer.resume=")
+
+
+def check_recipe(name: str, recipe: list[str], path: Path, extra: list[str]) -> None:
+    """Stops when the checkpoint at ``path`` was built by another recipe than ``mini.pretrained.<name>``'s
+    now (its stored overrides, less those :func:`build` adds and ``mini.pretrain_overrides``)."""
+    stored = torch.load(path, map_location="cpu", weights_only=True).get("config") or {}
+    overrides = stored.get("overrides")
+    if overrides is None:  # not built by build(): a file the user put there is theirs to vouch for
+        return
+    built = [o for o in overrides if not o.startswith(RUN_OVERRIDES) and o not in extra]
+    if built != recipe:
+        raise RunConflict(
+            f"model.backbone_checkpoint={path}: the mini-scale backbone {name} there was built by the recipe "
+            f"{built}, but mini.pretrained.{name}.recipe (conf/scale/mini.yaml) is now {recipe}; delete "
+            f'{path.parent} and rerun to build it again (docs/mini_scale.md "Amendment 2")'
+        )
 
 
 def build(name: str, recipe: list[str], path: Path, data_root: str) -> None:
