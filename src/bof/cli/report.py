@@ -242,9 +242,14 @@ def report_sweep(sweep_dir: Path, args) -> tuple[list[dict], list[dict]]:
             if row is not base
         ]
         title = f"{sweep_dir.name}: each row - {base['label'] if base else 'baseline'}"
-    if entries:
+    if any(e["delta"] is not None for e in entries):
         plot = forest_plot(entries, title, f"difference in {metric} (points)", sweep_dir / "forest.png")
         print(f"\nforest plot: {plot}")
+    elif entries:  # an empty figure would read as "no effect"
+        print(
+            "\nno forest plot: no row has a difference against the baseline (its run is missing or "
+            "unfinished)"
+        )
     if args.per_class:
         chart = per_class_chart(
             rows, *args.per_class, sweep_dir / f"per_class_{args.per_class[1]}_vs_{args.per_class[0]}.png"

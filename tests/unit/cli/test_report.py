@@ -59,6 +59,18 @@ def test_runs_without_records_get_no_interval_and_say_so(tmp_path, capsys):
     assert "No intervals (--replicates 0)." in capsys.readouterr().out
 
 
+def test_without_the_baselines_run_no_empty_forest_plot_is_drawn(tmp_path, capsys):
+    """A sweep whose baseline row has not run yet (Table 4 with its R101 rows only) still gets its table
+    and the differences against the row above, and says why it has no forest plot instead of drawing an
+    empty one."""
+    for order, row in enumerate(["r101", "r101_bof"], start=1):
+        write_run(tmp_path, row, 0, simulated_voc_record(order), order=order, baseline_row="r50")
+    table = {r["name"]: r for r in report([str(tmp_path), "--replicates", "50"])}
+    assert table["r101_bof"]["vs_above"] is not None and table["r101_bof"]["vs_baseline"] is None
+    assert "no forest plot: no row has a difference against the baseline" in capsys.readouterr().out
+    assert not (tmp_path / "forest.png").exists()
+
+
 def test_design_rows_give_each_tricks_effect_with_its_sign_and_both_designs_side_by_side(tmp_path, capsys):
     """A leave-one-out row removes its trick (effect = all - row), an add-one row adds it (row - base)."""
     loo, add = tmp_path / "table2_loo", tmp_path / "table2_add_one"
