@@ -44,8 +44,9 @@ def ensure_pretrained(cfg: DictConfig) -> None:
         path = Path(recipe.path)
         if Path(wanted) != path:
             continue
+        run = run_overrides(cfg, path)
         if path.is_file():
-            check_recipe(name, list(recipe.recipe), path, list(cfg.mini.get("pretrain_overrides", [])))
+            check_recipe(name, list(recipe.recipe), path, run)
             continue
         if distributed.launched_externally():  # torchrun / SLURM ranks: not one process to build it in
             raise FileNotFoundError(
@@ -53,50 +54,58 @@ def ensure_pretrained(cfg: DictConfig) -> None:
                 f"build it once with `bof-train scale=mini task=classify {' '.join(recipe.recipe)} "
                 f"trainer.output_dir={path.parent}`, then launch the ranks"
             )
-        # the detection run's progress display (not part of any result), then the tests' small data
-        shown = f"trainer.progress={cfg.trainer.get('progress', True)}"
-        build(name, [*recipe.recipe, shown, *cfg.mini.get("pretrain_overrides", [])], path, cfg.data.root)
+        build(name, [*recipe.recipe, *run], path)
 
 
-# the overrides build() adds to a recipe, which say where and how it ran, not what it trains
-RUN_OVERRIDES = ("trainer.progress=", "scale=", "data.root=", "trainer.output_dir=", "trainer.resume=")
+def run_overrides(cfg: DictConfig, path: Path) -> list[str]:
+    """What a build adds after its recipe: how and where it runs (the detection run's progress display,
+    ``mini.pretrain_overrides``, the data and output folders, resuming an interrupted build), not what
+    it trains."""
+    return [
+        f"trainer.progress={cfg.trainer.get('progress', True)}",
+        *cfg.mini.get("pretrain_overrides", []),
+        "scale=mini",
+        f"data.root={cfg.data.root}",
+        f"trainer.output_dir={path.parent}",
+        "trainer.resume=auto",
+    ]
 
 
-def check_recipe(name: str, recipe: list[str], path: Path, extra: list[str]) -> None:
+def check_recipe(name: str, recipe: list[str], path: Path, run: list[str]) -> None:
     """Stops when the checkpoint at ``path`` was built by another recipe than ``mini.pretrained.<name>``'s
-    now (its stored overrides, less those :func:`build` adds and ``mini.pretrain_overrides``)."""
+    now: its stored overrides are that recipe, then the :func:`run_overrides` of the run that built it
+    (which may differ from this run's in value: another display, data folder or device)."""
     stored = torch.load(path, map_location="cpu", weights_only=True).get("config") or {}
     overrides = stored.get("overrides")
     if overrides is None:  # not built by build(): a file the user put there is theirs to vouch for
         return
-    built = [o for o in overrides if not o.startswith(RUN_OVERRIDES) and o not in extra]
-    if built != recipe:
+    cut = max(len(overrides) - len(run), 0)
+    built, how = overrides[:cut], overrides[cut:]
+    if built != recipe or [key(o) for o in how] != [key(o) for o in run]:
         raise RunConflict(
             f"model.backbone_checkpoint={path}: the mini-scale backbone {name} there was built by the recipe "
-            f"{built}, but mini.pretrained.{name}.recipe (conf/scale/mini.yaml) is now {recipe}; delete "
-            f'{path.parent} and rerun to build it again (docs/mini_scale.md "Amendment 2")'
+            f"{built} (then {how}), but mini.pretrained.{name}.recipe (conf/scale/mini.yaml) is now {recipe} "
+            f"(then {run}); delete {path.parent} and rerun to build it again "
+            f'(docs/mini_scale.md "Amendment 2")'
         )
 
 
-def build(name: str, recipe: list[str], path: Path, data_root: str) -> None:
-    """Runs the ``recipe`` (task=classify at mini scale) into ``path``'s folder, once: a second process
-    waits on the lock and finds it built."""
+def key(override: str) -> str:
+    return override.split("=", 1)[0]
+
+
+def build(name: str, recipe: list[str], path: Path) -> None:
+    """Runs ``recipe`` (task=classify at mini scale, with its :func:`run_overrides`) into ``path``'s
+    folder, once: a second process waits on the lock and finds it built."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent.with_name(f".{name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.is_file():  # another job built it while this one waited
             return
         log.info("building the mini-scale backbone %s once, into %s: %s", name, path.parent, " ".join(recipe))
-        overrides = [
-            *recipe,
-            "scale=mini",
-            f"data.root={data_root}",
-            f"trainer.output_dir={path.parent}",
-            "trainer.resume=auto",  # an interrupted build continues
-        ]
         try:
             with ExitStack() as job:  # the classification run's own lock on its folder
-                train_classifier(composed(overrides), job)
+                train_classifier(composed(recipe), job)
         finally:  # what the recipe froze can be collected again (bof.train.train does the same)
             gc.unfreeze()
 

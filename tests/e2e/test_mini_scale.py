@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from bof.config import check_scale
 from bof.engine.build_model import build_model
 from bof.models.classifiers import build_classifier
-from bof.pretrained import ensure_pretrained
+from bof.pretrained import ensure_pretrained, run_overrides
 from bof.train import train
 from bof.utils.fingerprint import RunConflict
 from tests.helpers import TINY_MINI, compose_row, rows_of
@@ -137,18 +137,14 @@ def test_each_backbone_recipe_pretrains_the_narrow_backbone_of_its_rows(name):
 
 def test_a_backbone_built_by_an_earlier_recipe_stops_the_run(tmp_path):
     """A cached backbone whose stored recipe is not conf/scale/mini.yaml's now stops the run, naming both
-    recipes and the folder to delete; one built by today's recipe is used as it is (not built again)."""
+    recipes and the folder to delete; one built by today's recipe is used as it is (not built again), even
+    by a run with another display and data folder."""
     cfg = compose_row(
         "+sweep=table4", "experiment=table4/frcnn_r101-original", "scale=mini", f"data.root={tmp_path}"
     )
     path = Path(cfg.model.backbone_checkpoint)
     recipe = list(cfg.mini.pretrained[R101].recipe)
-    run = [
-        "trainer.progress=False",
-        "scale=mini",
-        f"data.root={tmp_path}",
-        f"trainer.output_dir={path.parent}",
-    ]
+    run = run_overrides(cfg, path)
     path.parent.mkdir(parents=True)
     earlier = [o for o in recipe if o != "backbones.resnet_last_gamma=false"]  # design 1's recipe
     torch.save({"model": {}, "config": {"overrides": [*earlier, *run]}}, path)
@@ -156,7 +152,9 @@ def test_a_backbone_built_by_an_earlier_recipe_stops_the_run(tmp_path):
         RunConflict, match=rf"built by the recipe .*now .*resnet_last_gamma=false.*delete {path.parent}"
     ):
         ensure_pretrained(cfg)
-    torch.save({"model": {}, "config": {"overrides": [*recipe, *run]}}, path)
+    moved = ("trainer.progress=", "data.root=")  # another display, the data set copied elsewhere
+    elsewhere = [f"{o.split('=')[0]}=elsewhere" if o.startswith(moved) else o for o in run]
+    torch.save({"model": {}, "config": {"overrides": [*recipe, *elsewhere]}}, path)  # how, not what
     built = path.stat().st_mtime_ns
     ensure_pretrained(cfg)
     assert path.stat().st_mtime_ns == built
