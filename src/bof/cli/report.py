@@ -4,7 +4,8 @@ paired bootstrap interval (Markdown on stdout; CSV and a forest plot beside).
 A table sweep (``+sweep=tableN``, ``+sweep=table2_loo``, ...) has ``<sweep dir>/<row>/seed<k>/metrics.json``
 (or ``failed.json``), ``<row>`` named by the row's experiment file; the sweep's list of experiments, in the
 ``multirun.yaml`` Hydra writes, is the table's order and says which rows were launched, and each run's
-config says its row's label, the paper's number and which row is the baseline. Any other multirun
+config says its row's label, the paper's number and which row is the baseline (Table 4: one per detector,
+each row against the nearest above it; ``--baseline`` chooses others). Any other multirun
 (``bof-train -m optimizer.lr=0.001,0.002 seed=0,1``) has Hydra's numbered job directories: one row per
 combination of the overrides that vary (seeds pooled), the first row as the baseline. Per row: the metric
 (VOC mAP or COCO AP, in %) as mean +- std over seeds ("n=1" for one run), the difference against the
@@ -16,6 +17,7 @@ stacked difference; given both designs, one table puts them side by side.
 
     bof-report multirun/table2 [--csv table2.csv] [--per-class baseline mixup] [--replicates 1000]
     bof-report multirun/table2_loo multirun/table2_add_one
+    bof-report multirun/table4 --baseline frcnn_r50-original frcnn_r101-original yolov3-original
     bof-report multirun/2026-11-26/10-00-00
 """
 
@@ -39,11 +41,10 @@ EFFECTS = {  # a design's rows -> what their difference to its baseline row says
 
 def summarise(rows: list[dict], replicates: Replicates | None = None) -> list[dict]:
     """One dict per row: the table's columns (``vs_*_low`` / ``_high``: the interval, None without one)."""
-    baseline = next((r for r in rows if r["baseline"] and r["values"]), None)
-    base_mean = statistics.mean(baseline["values"]) if baseline else None
-    base_speed = _mean(baseline["images_per_s"]) if baseline else None
     table, above = [], None
-    for row in rows:
+    for row, baseline in zip(rows, baselines(rows), strict=True):
+        base_mean = statistics.mean(baseline["values"]) if baseline else None
+        base_speed = _mean(baseline["images_per_s"]) if baseline else None
         mean = statistics.mean(row["values"]) if row["values"] else None
         std = statistics.stdev(row["values"]) if len(row["values"]) > 1 else 0.0
         problems = (
@@ -74,6 +75,7 @@ def summarise(rows: list[dict], replicates: Replicates | None = None) -> list[di
                 "paper": row["paper"],
                 "images_per_s": speed,
                 "throughput_vs_baseline": speed / base_speed if speed and base_speed else None,
+                "baseline": baseline and baseline["label"],
                 "status": ", ".join(f"{n} {what}" for n, what in problems if n) or "done",
                 "gpus_x_batch": ", ".join(sorted(row["setups"])) or "-",
                 "metric": METRIC_NAMES.get(row["metric"], "mAP"),
@@ -81,6 +83,18 @@ def summarise(rows: list[dict], replicates: Replicates | None = None) -> list[di
         )
         above = row if mean is not None else above
     return table
+
+
+def baselines(rows: list[dict]) -> list[dict | None]:
+    """Each row's baseline: the nearest baseline row at or above it (a table of several detectors, Table
+    4, names one per detector), the first one for rows above it; None where that row has no result (a
+    difference against another family's baseline would mean nothing)."""
+    current = next((r for r in rows if r["baseline"]), None)
+    found = []
+    for row in rows:
+        current = row if row["baseline"] else current
+        found.append(current if current and current["values"] else None)
+    return found
 
 
 def _interval(replicates: Replicates | None, row: dict, reference: dict | None):
@@ -119,6 +133,9 @@ def markdown(table: list[dict]) -> str:
             f"| {r['row']} | {metric} | {deltas} | {paper} | {speed} | {r['runs']} | {r['gpus_x_batch']} "
             f"| {r['status']} |"
         )
+    named = list(dict.fromkeys(r["baseline"] for r in table if r["baseline"]))
+    if len(named) > 1:  # Table 4: one per detector
+        lines.append(f"\nvs baseline: against the nearest baseline row above ({'; '.join(named)}).")
     return "\n".join(lines)
 
 
@@ -196,6 +213,8 @@ def report_sweep(sweep_dir: Path, args) -> tuple[list[dict], list[dict]]:
             f"no runs under {sweep_dir}: neither a table sweep's <row>/seed<k>/ nor a multirun's "
             "numbered job directories with .hydra/overrides.yaml"
         )
+    if args.baseline:
+        choose_baselines(rows, args.baseline, sweep_dir)
     replicates = None
     if args.replicates > 0:
         replicates = resample_rows(read_records(rows), args.replicates, args.seed, progress=True)
@@ -226,28 +245,28 @@ def report_sweep(sweep_dir: Path, args) -> tuple[list[dict], list[dict]]:
         ]
         title = f"{sweep_dir.name}: each trick's effect {EFFECTS[found[0]['design']]}"
     else:
-        base = next((r for r in rows if r["baseline"]), None)
-        base_paper = base and base["paper"]
         entries = [
             {
                 "label": r["row"],
                 "delta": r["vs_baseline"],
                 "low": r["vs_baseline_low"],
                 "high": r["vs_baseline_high"],
-                "paper": r["paper"] - base_paper
-                if r["paper"] is not None and base_paper is not None
+                "paper": r["paper"] - base["paper"]
+                if base and r["paper"] is not None and base["paper"] is not None
                 else None,
             }
-            for row, r in zip(rows, table, strict=True)
-            if row is not base
+            for row, r, base in zip(rows, table, baselines(rows), strict=True)
+            if not row["baseline"]
         ]
-        title = f"{sweep_dir.name}: each row - {base['label'] if base else 'baseline'}"
+        named = list(dict.fromkeys(r["label"] for r in rows if r["baseline"]))
+        versus = named[0] if len(named) == 1 else "the baseline row above it" if named else "baseline"
+        title = f"{sweep_dir.name}: each row - {versus}"
     if any(e["delta"] is not None for e in entries):
         plot = forest_plot(entries, title, f"difference in {metric} (points)", sweep_dir / "forest.png")
         print(f"\nforest plot: {plot}")
     elif entries:  # an empty figure would read as "no effect"
         print(
-            "\nno forest plot: no row has a difference against the baseline (its run is missing or "
+            "\nno forest plot: no row has a difference against its baseline (its run is missing or "
             "unfinished)"
         )
     if args.per_class:
@@ -256,6 +275,18 @@ def report_sweep(sweep_dir: Path, args) -> tuple[list[dict], list[dict]]:
         )
         print(f"per-class chart: {chart}")
     return table, found
+
+
+def choose_baselines(rows: list[dict], names: list[str], sweep_dir: Path) -> None:
+    """``--baseline``: these rows (names or labels) are the baselines, not those the runs' configs name."""
+    unknown = [n for n in names if not any(n in (r["name"], r["label"]) for r in rows)]
+    if unknown:
+        raise SystemExit(
+            f"--baseline {' '.join(unknown)}: no such row in {sweep_dir}; its rows are "
+            + ", ".join(r["name"] for r in rows)
+        )
+    for row in rows:
+        row["baseline"] = row["name"] in names or row["label"] in names
 
 
 def main(argv=None) -> list[dict]:
@@ -269,6 +300,13 @@ def main(argv=None) -> list[dict]:
         "--replicates", type=int, default=1000, help="bootstrap resamples of the images (0: no intervals)"
     )
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (the same report again)")
+    parser.add_argument(
+        "--baseline",
+        nargs="+",
+        metavar="ROW",
+        help="the baseline rows (each row is against the nearest one above it); default: the rows the "
+        "runs' table names (row.baseline_row), or an ad-hoc multirun's first",
+    )
     args = parser.parse_args(argv)
     for sweep_dir in args.sweep_dirs:
         if not sweep_dir.is_dir():

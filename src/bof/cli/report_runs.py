@@ -36,6 +36,9 @@ def collect(sweep_dir: Path) -> list[dict]:
             row.update({k: meta[k] for k in ROW_KEYS if k in meta})
             rows.append(row)
         row["never_started"] = sum(not (sweep_dir / name / f"seed{s}").is_dir() for s in seeds)
+    named = set().union(*(r["baseline_rows"] for r in rows))
+    for row in rows:  # a baseline row that has not run is still its family's baseline (no difference)
+        row["baseline"] |= row["name"] in named
     position = {}
     for i, experiment in enumerate(table):
         position.setdefault(row_name(experiment), i)
@@ -107,10 +110,12 @@ def _rows(runs: list[tuple[str, Path, int | None]], table_rows: bool = True) -> 
         config = (metrics or {}).get("config") or _read_yaml(seed_dir / ".hydra" / "config.yaml") or {}
         meta = (config.get("row") or {}) if table_rows else {}
         row.update({k: meta[k] for k in (*ROW_KEYS, "order") if k in meta})  # order: older runs
+        # the table's base names its baseline row, or one per family (older runs flagged it: baseline: true)
+        baselines = meta.get("baseline_row") or []
+        row["baseline_rows"] |= {baselines} if isinstance(baselines, str) else set(baselines)
+        row["baseline"] |= meta.get("baseline") is True
         if metrics is not None:
             row["metric"] = metrics.get("metric")
-            # the table's base names its baseline row (older runs flagged it with baseline: true)
-            row["baseline"] |= meta.get("baseline_row") == name or meta.get("baseline") is True
             if "world_size" in metrics:  # the data parallelism each run had (the paper's: paper_setup)
                 row["setups"].add(f"{metrics['world_size']}x{metrics['batch_per_process']}")
             row["values"].append(100 * value)
@@ -141,6 +146,7 @@ def _empty_row(name: str, order: int | None) -> dict:
         "order": 1e9 if order is None else order,
         "paper": None,
         "baseline": order == 0,
+        "baseline_rows": set(),  # the rows its table names as baselines
         "metric": None,
         "values": [],
         "failed": 0,

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from bof.cli import report as report_module
 from bof.cli.report import main as report
 from bof.evaluation.weighted_ap import metric_under_weights
 from tests.helpers.generated import simulated_voc_record
@@ -67,8 +68,77 @@ def test_without_the_baselines_run_no_empty_forest_plot_is_drawn(tmp_path, capsy
         write_run(tmp_path, row, 0, simulated_voc_record(order), order=order, baseline_row="r50")
     table = {r["name"]: r for r in report([str(tmp_path), "--replicates", "50"])}
     assert table["r101_bof"]["vs_above"] is not None and table["r101_bof"]["vs_baseline"] is None
-    assert "no forest plot: no row has a difference against the baseline" in capsys.readouterr().out
+    assert "no forest plot: no row has a difference against its baseline" in capsys.readouterr().out
     assert not (tmp_path / "forest.png").exists()
+
+
+def test_a_table_of_several_detectors_compares_each_row_with_its_own_detectors_baseline(
+    tmp_path, capsys, monkeypatch
+):
+    """Table 4 names one baseline per detector: each "all freebies" row is against its own original (the
+    row above), never another detector's, in the table, the throughput and the forest plot; a detector
+    whose original has no result gets no difference at all."""
+    plotted = {}
+    monkeypatch.setattr(
+        report_module, "forest_plot", lambda entries, title, *_: plotted.update(title=title, entries=entries)
+    )
+    families = {"r50": (1, 100.0), "r101": (3, 50.0), "yolo": (5, 400.0)}
+    originals = [f"{f}_orig" for f in families]
+    for order, (family, (seed, speed)) in enumerate(families.items()):
+        for i, row in enumerate((f"{family}_orig", f"{family}_bof")):
+            skill = 0.95 if i else 0.8
+            write_run(
+                tmp_path,
+                row,
+                0,
+                simulated_voc_record(seed + i, skill=skill),
+                speed * (1 + i),
+                order=2 * order + i,
+                baseline_row=originals,
+                paper=30.0 + 3 * order + i,
+            )
+    table = {r["name"]: r for r in report([str(tmp_path), "--replicates", "50"])}
+    for family in families:
+        bof, orig = table[f"{family}_bof"], table[f"{family}_orig"]
+        assert bof["vs_baseline"] == pytest.approx(bof["vs_above"]) and bof["vs_baseline"] != 0
+        assert bof["vs_baseline_low"] == bof["vs_above_low"] and bof["throughput_vs_baseline"] == 2.0
+        assert (
+            orig["vs_baseline"] == 0.0 and orig["vs_baseline_low"] is None and orig["baseline"] == orig["row"]
+        )
+    assert (
+        "vs baseline: against the nearest baseline row above (r50_orig; r101_orig; yolo_orig)"
+        in capsys.readouterr().out
+    )
+    assert [e["label"] for e in plotted["entries"]] == ["r50_bof", "r101_bof", "yolo_bof"]
+    assert [e["paper"] for e in plotted["entries"]] == [1.0, 1.0, 1.0]
+    assert plotted["title"].endswith("each row - the baseline row above it")
+    # the R101 original's run failed: its "all freebies" row has no difference, not one against the R50's
+    run = tmp_path / "r101_orig" / "seed0"
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text(
+        json.dumps(json.loads((run / "metrics.json").read_text())["config"])
+    )
+    (run / "metrics.json").unlink()
+    (run / "failed.json").write_text("{}")
+    table = {r["name"]: r for r in report([str(tmp_path), "--replicates", "50"])}
+    assert table["r101_bof"]["vs_baseline"] is None and table["yolo_bof"]["vs_baseline"] is not None
+
+
+def test_baseline_chooses_the_rows_to_compare_against_over_what_the_runs_name(tmp_path, capsys):
+    """Runs from before a table named one baseline per detector name one; --baseline gives the
+    comparison the table has now, and a row that is not there is an error naming the rows that are."""
+    for order, row in enumerate(["r50", "r50_bof", "yolo", "yolo_bof"]):
+        write_run(tmp_path, row, 0, simulated_voc_record(order + 1), order=order, baseline_row="r50")
+    before = {r["name"]: r for r in report([str(tmp_path), "--replicates", "20"])}
+    assert before["yolo_bof"]["vs_baseline"] != pytest.approx(before["yolo_bof"]["vs_above"])
+    table = {r["name"]: r for r in report([str(tmp_path), "--replicates", "20", "--baseline", "r50", "yolo"])}
+    assert table["yolo_bof"]["vs_baseline"] == pytest.approx(table["yolo_bof"]["vs_above"])
+    assert (
+        table["yolo"]["vs_baseline"] == 0.0
+        and table["r50_bof"]["vs_baseline"] == before["r50_bof"]["vs_baseline"]
+    )
+    with pytest.raises(SystemExit, match=r"--baseline r101: no such row in .*; its rows are r50, r50_bof"):
+        report([str(tmp_path), "--baseline", "r50", "r101"])
 
 
 def test_design_rows_give_each_tricks_effect_with_its_sign_and_both_designs_side_by_side(tmp_path, capsys):
