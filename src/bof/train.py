@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bof.classify import train_classifier
 from bof.config import check_backbone, check_paper_setup, check_scale, typed_choices
-from bof.data.loader import build_data_loader
+from bof.data.loader import build_data_loader, end_workers
 from bof.engine.build_model import build_model
 from bof.engine.epochs import Epochs, RunCounts
 from bof.engine.evaluator import build_evaluator
@@ -103,6 +103,8 @@ def train_detector(cfg: DictConfig, job: ExitStack) -> dict:
     gc.freeze()
     class_names = list(train_set.class_names)
     train_loader, val_loader = build_data_loaders(cfg, run, train_set, val_set, tricks)
+    for loader in (train_loader, val_loader):  # their workers end with the job, not at the exit
+        job.callback(end_workers, loader)
     iters_per_epoch = len(train_loader)
     if iters_per_epoch == 0:
         raise ValueError(

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -76,6 +77,24 @@ def test_dry_run_builds_everything_and_trains_nothing(make_cfg, tmp_path):
         "val_images": 8,
     }
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_runs_loader_workers_end_with_it_however_it_ends(make_cfg, tmp_path, monkeypatch):
+    """The workers ignore SIGTERM (a process group's stop signal must not kill them), so any left when the
+    interpreter exits hang it: multiprocessing's exit handler sends them SIGTERM and waits. The loaders
+    outlive train() (closures that refer to one another), so the run ends their workers itself."""
+    train(make_cfg("trainer.num_workers=1", output_dir=tmp_path / "done"))
+    assert multiprocessing.active_children() == []
+
+    def stop(model, loader, *args, **kwargs):  # a stop in the middle of an epoch, its workers busy
+        next(iter(loader))
+        assert multiprocessing.active_children()
+        raise KeyboardInterrupt("simulated stop")
+
+    monkeypatch.setattr(bof.train, "train_one_epoch", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_cfg("trainer.num_workers=1", output_dir=tmp_path / "stopped"))
+    assert multiprocessing.active_children() == []
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from bof.cli.args import parse_key_values, setup_logging
 from bof.config import auto_workers
-from bof.data.loader import build_data_loader
+from bof.data.loader import build_data_loader, end_workers
 from bof.engine.build_model import load_trained
 from bof.engine.evaluator import build_evaluator
 from bof.engine.loops import evaluate
@@ -51,15 +51,18 @@ def evaluate_checkpoint(checkpoint: str, overrides: list[str], output: str | Non
         num_workers=min(auto_workers(1), 2),
         drop_last=False,
     )
-    metrics, evaluator, _ = evaluate(
-        model,
-        loader,
-        build_evaluator(val_set, cfg.trainer.voc07_metric),
-        device,
-        class_names,
-        amp=autocast_dtype(cfg.trainer.amp, device),
-        show_progress=cfg.trainer.progress,
-    )
+    try:
+        metrics, evaluator, _ = evaluate(
+            model,
+            loader,
+            build_evaluator(val_set, cfg.trainer.voc07_metric),
+            device,
+            class_names,
+            amp=autocast_dtype(cfg.trainer.amp, device),
+            show_progress=cfg.trainer.progress,
+        )
+    finally:
+        end_workers(loader)
     out_dir = Path(output) if output else Path(checkpoint).parent / "eval"
     with writing(out_dir, "bof-eval's output "):  # a full disk: an error naming the file, not a bare one
         evaluator.write_results(out_dir / "results")

@@ -169,6 +169,17 @@ def ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def end_workers(loader: torch.utils.data.DataLoader) -> None:
+    """Ends ``loader``'s persistent workers now, as its iterator's finaliser would. A run calls it when it
+    ends, however it ends: its loaders outlive it (closures that refer to one another), and since their
+    workers ignore SIGTERM (:func:`ignore_stop_signals`), multiprocessing's exit handler, which sends
+    SIGTERM to the daemonic workers left and then waits for them, would hang the process at exit."""
+    iterator = loader._iterator  # where torch keeps persistent workers' iterator (it has no close())
+    loader._iterator = None
+    if iterator is not None:
+        iterator._shutdown_workers()
+
+
 def worker_context(start_method: str, num_workers: int):
     """The loader workers' multiprocessing context (``trainer.worker_start_method``). ``auto``: ``fork`` on
     Linux, where workers then share the data set's pages instead of each unpickling its own copy (Python
