@@ -81,7 +81,7 @@ def check_recipe(name: str, recipe: list[str], path: Path, run: list[str]) -> No
         return
     cut = max(len(overrides) - len(run), 0)
     built, how = overrides[:cut], overrides[cut:]
-    if built != recipe or [key(o) for o in how] != [key(o) for o in run]:
+    if built != recipe or [override_key(o) for o in how] != [override_key(o) for o in run]:
         raise RunConflict(
             f"model.backbone_checkpoint={path}: the mini-scale backbone {name} there was built by the recipe "
             f"{built} (then {how}), but mini.pretrained.{name}.recipe (conf/scale/mini.yaml) is now {recipe} "
@@ -90,7 +90,8 @@ def check_recipe(name: str, recipe: list[str], path: Path, run: list[str]) -> No
         )
 
 
-def key(override: str) -> str:
+def override_key(override: str) -> str:
+    """``a.b=c`` -> ``a.b``."""
     return override.split("=", 1)[0]
 
 
