@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from bof.cli.report import main as report
+from bof.cli.report_runs import named_baselines
 from bof.config import CONFIG_DIR
 from bof.engine.run_log import TRICK_GROUPS
 from bof.engine.run_setup import build_tricks
@@ -129,8 +130,7 @@ def test_every_row_at_full_and_mini_scale(table, tmp_path):
         assert full.data.name in ("voc", "coco") and full.model.name.startswith(("yolov3", "faster_rcnn"))
         assert full.model.name != "yolov3_narrow"  # and an ImageNet-pretrained backbone, as the paper:
         assert full.model.backbone_checkpoint is not None or full.model.net.pretrained_backbone
-        named = full.row.baseline_row  # one row, or one per detector (Table 4)
-        baselines.append(row.split("/", 1)[1] in ([named] if isinstance(named, str) else list(named)))
+        baselines.append(row.split("/", 1)[1] in named_baselines(full.row))  # Table 4: one per detector
         no_backbone = "model.backbone_checkpoint=null"  # built on first use (tests/e2e/test_mini_scale.py)
         for mini in (
             compose_row(f"+sweep={table}", f"experiment={row}", "scale=mini", no_backbone),

@@ -110,10 +110,8 @@ def _rows(runs: list[tuple[str, Path, int | None]], table_rows: bool = True) -> 
         config = (metrics or {}).get("config") or _read_yaml(seed_dir / ".hydra" / "config.yaml") or {}
         meta = (config.get("row") or {}) if table_rows else {}
         row.update({k: meta[k] for k in (*ROW_KEYS, "order") if k in meta})  # order: older runs
-        # the table's base names its baseline row, or one per family (older runs flagged it: baseline: true)
-        baselines = meta.get("baseline_row") or []
-        row["baseline_rows"] |= {baselines} if isinstance(baselines, str) else set(baselines)
-        row["baseline"] |= meta.get("baseline") is True
+        row["baseline_rows"] |= named_baselines(meta)
+        row["baseline"] |= meta.get("baseline") is True  # runs older than baseline_row: a flag
         if metrics is not None:
             row["metric"] = metrics.get("metric")
             if "world_size" in metrics:  # the data parallelism each run had (the paper's: paper_setup)
@@ -128,6 +126,12 @@ def _rows(runs: list[tuple[str, Path, int | None]], table_rows: bool = True) -> 
         else:
             row["unfinished"] += 1
     return sorted(rows.values(), key=lambda r: (r["order"], r["name"]))
+
+
+def named_baselines(row_meta) -> set[str]:
+    """The rows a table's base names as baselines (``row.baseline_row``): one row, or one per detector."""
+    named = row_meta.get("baseline_row") or []
+    return {named} if isinstance(named, str) else set(named)
 
 
 def failed_later(failed_file: Path, metrics_file: Path) -> bool:
